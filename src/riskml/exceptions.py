@@ -1,0 +1,32 @@
+"""riskml's errors: each message names the bad value, what was expected and
+where it came from (file, column, row or config key)."""
+
+from __future__ import annotations
+
+
+class RiskmlError(Exception):
+    """Base class of every error riskml raises on purpose."""
+
+
+class ConfigError(RiskmlError, ValueError):
+    """A config key has a value that is not allowed."""
+
+    def __init__(self, key: str, value: object, expected: str):
+        self.key, self.value, self.expected = key, value, expected
+        super().__init__(f"config key {key!r}: got {value!r}; expected {expected}")
+
+
+class SchemaError(RiskmlError, ValueError):
+    """Input data does not follow a column contract (missing column, wrong type)."""
+
+
+class InputError(RiskmlError, OSError):
+    """An input file or folder cannot be read."""
+
+
+class ModelError(RiskmlError, ValueError):
+    """A model artefact is missing, corrupt, or does not match the input."""
+
+
+class LeakageError(RiskmlError):
+    """A feature predicts the target too well to be honest."""

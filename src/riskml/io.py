@@ -1,0 +1,141 @@
+"""Every file format riskml reads or writes: parquet, CSV, JSON manifests,
+checksums, and atomic writes (a file appears under its final name only when
+it is complete, so a killed job never leaves a half-written output that looks
+finished)."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from riskml.exceptions import InputError
+
+#: Parquet settings fixed so that equal frames give equal bytes.
+PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
+
+
+def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling of ``path``; rename it onto ``path`` on success.
+
+    On an exception the temporary file is removed and ``path`` is untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json(obj: Any, path: str | os.PathLike) -> Path:
+    """Write ``obj`` as sorted, indented JSON, atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+    return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> Any:
+    try:
+        return json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise InputError(f"{path}: file not found") from None
+    except json.JSONDecodeError as e:
+        raise InputError(f"{path}: not valid JSON ({e})") from None
+
+
+class ParquetSink:
+    """Append frames to one parquet file, written atomically on ``close()``.
+
+    Each ``write`` becomes one or more row groups of at most ``row_group_size``
+    rows, so the bytes depend on the data and that size only, not on how the
+    caller chunked it (as long as chunks are multiples of it).
+    """
+
+    def __init__(self, path: str | os.PathLike, schema: pa.Schema, *, row_group_size: int | None = None):
+        self.path = Path(path)
+        self._ctx = atomic_path(self.path)
+        self._tmp = self._ctx.__enter__()
+        self._writer = pq.ParquetWriter(self._tmp, schema, **PARQUET_OPTIONS)
+        self.schema = schema
+        self.row_group_size = row_group_size
+        self.rows = 0
+
+    def write(self, df: pd.DataFrame) -> None:
+        table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
+        self._writer.write_table(table, row_group_size=self.row_group_size)
+        self.rows += len(df)
+
+    def close(self) -> Path:
+        self._writer.close()
+        self._ctx.__exit__(None, None, None)
+        return self.path
+
+    def abort(self) -> None:
+        self._writer.close()
+        self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
+
+    def __enter__(self) -> "ParquetSink":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def write_parquet(df: pd.DataFrame, path: str | os.PathLike) -> Path:
+    """Write one frame to parquet atomically, without the index."""
+    with atomic_path(path) as tmp:
+        df.to_parquet(tmp, index=False, **PARQUET_OPTIONS)
+    return Path(path)
+
+
+def table_files(path: str | os.PathLike) -> list[Path]:
+    """The data files behind ``path``: the file itself, or a folder's parquet/CSV parts in name order."""
+    p = Path(path)
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix in {".parquet", ".csv"} and not f.name.startswith("."))
+        if not files:
+            raise InputError(f"{p}: folder holds no .parquet or .csv files")
+        return files
+    if not p.exists():
+        raise InputError(f"{p}: file not found")
+    if p.suffix not in {".parquet", ".csv"}:
+        raise InputError(f"{p}: unsupported file type {p.suffix!r}; expected .parquet or .csv")
+    return [p]
+
+
+def read_table(path: str | os.PathLike, *, columns: list[str] | None = None) -> pd.DataFrame:
+    """Read a parquet or CSV file, or a folder of parts, into one frame."""
+    frames = []
+    for f in table_files(path):
+        try:
+            if f.suffix == ".parquet":
+                frames.append(pd.read_parquet(f, columns=columns))
+            else:
+                frames.append(pd.read_csv(f, usecols=columns))
+        except (OSError, ValueError, pa.ArrowException) as e:
+            raise InputError(f"{f}: cannot read ({type(e).__name__}: {e})") from None
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
