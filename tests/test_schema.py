@@ -1,0 +1,67 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskml.exceptions import SchemaError
+from riskml.schema import BEHAVIOUR, PANEL, cast, check_panel, require_columns, row_problems
+
+
+def good_panel(n_borrowers=2, n_months=3) -> pd.DataFrame:
+    rows = n_borrowers * n_months
+    df = pd.DataFrame({
+        "borrower_id": np.repeat(np.arange(n_borrowers), n_months),
+        "month": np.tile(np.arange(n_months), n_borrowers),
+    })
+    for c in BEHAVIOUR:
+        df[c.name] = np.zeros(rows, dtype=c.dtype)
+    df["external_score"] = 650.0
+    df["status"] = "normal"
+    df["cause"] = None
+    assert len(df) == rows
+    return df
+
+
+def test_good_panel_has_no_problems_and_casts_to_contract_dtypes():
+    df = good_panel()
+    assert row_problems(df).isna().all()
+    out = cast(df, PANEL)
+    assert list(out.columns[: len(PANEL.names)]) == list(PANEL.names)
+    assert str(out["credit_limit"].dtype) == "float32"
+    assert list(out["status"].cat.categories) == ["normal", "suspended", "closed"]
+    check_panel(out, source="test")  # does not raise
+
+
+def test_each_bad_row_gets_its_own_reason_and_good_rows_none():
+    df = good_panel(n_borrowers=3, n_months=2).astype({"days_past_due": object, "borrower_id": object})
+    df.loc[0, "drawn"] = -5.0                     # negative amount
+    df.loc[1, "external_score"] = 1200.0          # impossible score
+    df.loc[2, "days_past_due"] = "ten"            # non-numeric
+    df.loc[3, "borrower_id"] = None               # missing id
+    df.loc[4, "status"] = "frozen"                # unknown status
+    reasons = row_problems(df)
+    assert reasons[0] == "drawn below 0"
+    assert reasons[1] == "external_score above 950"
+    assert reasons[2] == "days_past_due is not numeric"
+    assert reasons[3] == "borrower_id is missing"
+    assert reasons[4].startswith("status not one of")
+    assert pd.isna(reasons[5])
+
+
+def test_duplicate_borrower_months_are_both_flagged():
+    df = pd.concat([good_panel(1, 2), good_panel(1, 2).iloc[[1]]], ignore_index=True)
+    reasons = row_problems(df)
+    assert list(reasons.isna()) == [True, False, False]
+    assert reasons[1] == "duplicate (borrower_id, month)"
+
+
+def test_missing_columns_are_named_with_the_source():
+    df = good_panel().drop(columns=["external_score", "status"])
+    with pytest.raises(SchemaError, match=r"in.csv: missing required panel column\(s\) \['external_score', 'status'\]"):
+        require_columns(df, PANEL, source="in.csv")
+
+
+def test_check_panel_names_the_first_bad_row():
+    df = good_panel()
+    df.loc[4, "invest_share"] = 1.5
+    with pytest.raises(SchemaError, match=r"row 4 \(borrower 1\): invest_share above 1 \(1 bad rows in all\)"):
+        check_panel(df, source="gen")
