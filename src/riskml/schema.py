@@ -156,7 +156,7 @@ def check_panel(df: pd.DataFrame, *, source: str) -> None:
     bad = problems.notna().to_numpy()
     if bad.any():
         i = int(np.flatnonzero(bad)[0])
-        raise SchemaError(f"{source}: row {i} (borrower {df["borrower_id"].iloc[i]}): {problems.iloc[i]}"
+        raise SchemaError(f"{source}: row {i} (borrower {df['borrower_id'].iloc[i]}): {problems.iloc[i]}"
                           f" ({int(bad.sum())} bad rows in all)")
 
 
