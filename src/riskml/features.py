@@ -1,0 +1,262 @@
+"""Panel -> snapshots: one row per (borrower, month t), features tagged by factor.
+
+Features read months ``<= t`` only (``riskml.windows``, on the month grids of
+``riskml.grid``); labels read months ``t+1 .. t+H`` only (``riskml.labels``).
+Everything is vectorised over borrowers; borrowers are processed in chunks so
+that memory stays bounded by the output, not by the intermediate grids.
+
+Example:
+    >>> snaps = build_snapshots(panel, target="adverse_3m")            # doctest: +SKIP
+    >>> snaps.X.shape[1], snaps.feature_factors["days_past_due"]       # doctest: +SKIP
+    (64, 'overdue')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+
+from riskml import grid as _grid
+from riskml.exceptions import ConfigError
+from riskml.factors import CAUSES, get as get_factor, signal_of_column
+from riskml.labels import TARGETS, check_horizon, eligible_codes, get_target, make_labels
+from riskml.schema import PANEL, STATUSES, require_columns
+from riskml.windows import Block, FeatureSpec, check_windows, compute, feature_specs
+
+__all__ = ["TARGETS", "Snapshots", "build_snapshots", "iter_snapshots", "build_features", "rectify",
+           "feature_specs"]
+
+CHUNK_BORROWERS = 32_768
+
+
+@dataclass
+class Snapshots:
+    """Snapshot rows: keys, float32 features, labels and the factor of each feature.
+
+    Attributes:
+        keys: ``borrower_id``, ``month`` (the snapshot month t), ``status`` (at t).
+        X: float32 features only; NaN where a window has no data.
+        y: int8 labels (see ``riskml.labels``), ``None`` for prediction input.
+        cause: factor id of the first change in t+1..t+H (NA if none), or ``None``.
+        feature_factors: feature -> factor id (catalogue ids or ``other``).
+        feature_directions: feature -> +1/-1/0 (monotone constraints).
+    """
+
+    keys: pd.DataFrame
+    X: pd.DataFrame
+    y: np.ndarray | None
+    cause: pd.Series | None
+    feature_factors: dict[str, str]
+    feature_directions: dict[str, int]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class _Plan:
+    """Everything about a snapshot build except the feature values."""
+
+    layout: _grid.Layout
+    values: dict[str, np.ndarray]
+    status: np.ndarray            # (n_rows, n) int8 status grid
+    cause: np.ndarray | None      # (n_rows, n) int8 cause grid
+    pos: np.ndarray               # grid rows of the snapshot months
+    take: np.ndarray              # (n, len(pos)) bool: which (borrower, t) are rows
+    offsets: np.ndarray           # (n + 1,) first output row of each borrower
+    keys: pd.DataFrame
+    y: np.ndarray | None
+    cause_labels: pd.Series | None
+    specs: list[FeatureSpec]
+    dense: frozenset[str] = frozenset()   # columns whose grids are NaN in the pad rows only
+
+
+def _int_param(key: str, value: object, lo: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
+        raise ConfigError(key, value, f"a whole number >= {lo}")
+    return int(value)
+
+
+def _grids(panel: pd.DataFrame, layout: _grid.Layout, source: str):
+    values = _grid.behaviour_arrays(panel, source)
+    st = _grid.status_codes(panel, source)
+    cc = _grid.cause_codes(panel, source)
+    n = layout.n_borrowers
+    status = layout.grid(st, 0, n, fill=-1, dtype=np.int8)
+    cause = None if cc is None else layout.grid(cc, 0, n, fill=-1, dtype=np.int8)
+    return values, status, cause
+
+
+def _finish(layout, values, status, cause, pos, take, months, y, why, specs) -> _Plan:
+    counts = take.sum(axis=1)
+    offsets = np.r_[0, np.cumsum(counts)]
+    st = status[pos].T[take]
+    keys = pd.DataFrame({
+        "borrower_id": np.repeat(layout.ids, counts),
+        "month": np.broadcast_to(months, take.shape)[take].astype(np.int32),
+        "status": pd.Categorical.from_codes(np.where(st >= 0, st, -1), categories=list(STATUSES)),
+    })
+    cause_labels = None
+    if why is not None:
+        cause_labels = pd.Series(pd.Categorical.from_codes(why.T[take], categories=list(CAUSES)), name="cause")
+    return _Plan(layout, values, status, cause, pos, take, offsets, keys,
+                 None if y is None else y.T[take], cause_labels, specs)
+
+
+def _plan_snapshots(panel, target, horizon, min_history, every, windows) -> _Plan:
+    source = "build_snapshots"
+    require_columns(panel, PANEL, source=source)
+    tgt = get_target(target)
+    h = tgt.horizon if horizon is None else check_horizon(horizon)
+    min_history, every = _int_param("min_history", min_history, 1), _int_param("every", every, 1)
+    specs = feature_specs(windows)
+    pad = max(check_windows(windows))
+    layout = _grid.left_layout(panel, pad=pad, source=source)
+    values, status, cause = _grids(panel, layout, source)
+    n_months = layout.n_rows - pad
+    pos = pad + np.arange(min_history - 1, n_months - h, every)
+    if len(pos) == 0:
+        raise ConfigError("min_history", min_history, f"at most {n_months - h} for a panel of {n_months} months "
+                          f"and horizon {h} (no month t has min_history months before it and {h} after)")
+    y, why = make_labels(status, cause, pos, target=tgt, horizon=h)
+    take = (np.isin(status[pos], eligible_codes(tgt)) & (y >= 0)).T
+    months = pos - pad + layout.month_of_row0
+    plan = _finish(layout, values, status, cause, pos, take, months, y, why if cause is not None else None, specs)
+    if layout.months is not None:  # a regular grid: only the pad rows can be NaN, unless a value is
+        plan.dense = frozenset(c for c, v in values.items() if v.dtype.kind != "f" or not np.isnan(v).any())
+    return plan
+
+
+def _fill(plan: _Plan, b0: int, b1: int, out: np.ndarray) -> None:
+    """Compute every feature for borrowers ``b0:b1`` into ``out`` (their output rows)."""
+    lay = plan.layout
+    block = Block(lambda c: lay.grid(plan.values[c], b0, b1), plan.status[:, b0:b1],
+                  None if plan.cause is None else plan.cause[:, b0:b1], plan.pos, plan.dense)
+    # flat positions in a (len(pos), b1 - b0) feature array of the output rows, borrower-major
+    b, i = np.nonzero(plan.take[b0:b1])
+    idx = i * (b1 - b0) + b
+    for j, spec in enumerate(plan.specs):
+        np.take(compute(spec, block).ravel(), idx, out=out[:, j], mode="clip")  # clip: unbuffered
+
+
+def _snapshots(plan: _Plan, X: np.ndarray, rows: slice) -> Snapshots:
+    names = [s.name for s in plan.specs]
+    keys = plan.keys.iloc[rows].reset_index(drop=True)
+    cause = None if plan.cause_labels is None else plan.cause_labels.iloc[rows].reset_index(drop=True)
+    return Snapshots(keys=keys, X=pd.DataFrame(X, columns=names, copy=False),
+                     y=None if plan.y is None else plan.y[rows],
+                     cause=cause, feature_factors={s.name: s.factor for s in plan.specs},
+                     feature_directions={s.name: s.direction for s in plan.specs})
+
+
+def _build(plan: _Plan, chunk: int) -> Snapshots:
+    n = plan.layout.n_borrowers
+    X = np.empty((int(plan.offsets[-1]), len(plan.specs)), dtype=np.float32, order="F")
+    for b0 in range(0, n, chunk):
+        b1 = min(b0 + chunk, n)
+        _fill(plan, b0, b1, X[plan.offsets[b0]:plan.offsets[b1]])
+    return _snapshots(plan, X, slice(None))
+
+
+def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: int | None = None,
+                    min_history: int = 6, every: int = 1, windows: tuple[int, ...] = (3, 6, 12),
+                    chunk_borrowers: int = CHUNK_BORROWERS) -> Snapshots:
+    """Snapshots of a training panel: eligible (borrower, t) rows, features and labels.
+
+    Args:
+        panel: a panel per ``schema.PANEL`` (a sorted regular grid is fastest).
+        target: a key of ``TARGETS``; decides which accounts are eligible at t.
+        horizon: months ahead ``H`` (default: the target's).
+        min_history: months of history a snapshot needs (t >= min_history - 1).
+        every: take a snapshot every ``every`` months.
+        windows: trailing windows in months (short, mid, long).
+        chunk_borrowers: borrowers per chunk (bounds the intermediate memory).
+
+    Returns:
+        :class:`Snapshots` sorted by borrower then month; t runs from
+        ``min_history - 1`` to ``n_months - 1 - H``.
+    """
+    plan = _plan_snapshots(panel, target, horizon, min_history, every, windows)
+    return _build(plan, _int_param("chunk_borrowers", chunk_borrowers, 1))
+
+
+def iter_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: int | None = None,
+                   min_history: int = 6, every: int = 1, windows: tuple[int, ...] = (3, 6, 12),
+                   chunk_borrowers: int = CHUNK_BORROWERS) -> Iterator[Snapshots]:
+    """Like :func:`build_snapshots`, one :class:`Snapshots` per chunk of borrowers."""
+    plan = _plan_snapshots(panel, target, horizon, min_history, every, windows)
+    n, chunk = plan.layout.n_borrowers, _int_param("chunk_borrowers", chunk_borrowers, 1)
+    for b0 in range(0, n, chunk):
+        b1 = min(b0 + chunk, n)
+        r0, r1 = int(plan.offsets[b0]), int(plan.offsets[b1])
+        X = np.empty((r1 - r0, len(plan.specs)), dtype=np.float32, order="F")
+        _fill(plan, b0, b1, X)
+        yield _snapshots(plan, X, slice(r0, r1))
+
+
+def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tuple[int, ...] = (3, 6, 12),
+                   chunk_borrowers: int = CHUNK_BORROWERS) -> Snapshots:
+    """Features of each borrower at its last month, or at month ``as_of`` (prediction input).
+
+    Histories may be ragged or short: each is right-aligned on its anchor month
+    and missing months are NaN, so a borrower's features equal its
+    :func:`build_snapshots` row at the same month. Rows after ``as_of`` are
+    ignored; borrowers with no month ``<= as_of`` get no row. ``y`` and
+    ``cause`` are ``None``; without a ``cause`` column the ``past_cause_*``
+    features are NaN.
+    """
+    source = "build_features"
+    require_columns(panel, PANEL, source=source)
+    if as_of is not None:
+        as_of = _int_param("as_of", as_of, 0)
+    specs = feature_specs(windows)
+    pad = max(check_windows(windows))
+    layout = _grid.right_layout(panel, pad=pad, as_of=as_of, source=source)
+    values, status, cause = _grids(panel, layout, source)
+    pos = np.array([layout.n_rows - 1])
+    take = np.ones((layout.n_borrowers, 1), dtype=bool)
+    plan = _finish(layout, values, status, cause, pos, take, layout.anchor[:, None], None, None, specs)
+    return _build(plan, _int_param("chunk_borrowers", chunk_borrowers, 1))
+
+
+def rectify(X: pd.DataFrame, factor: str, feature_factors: dict[str, str]) -> pd.DataFrame:
+    """The what-if: ``factor``'s features as they would be had the borrower followed its advice.
+
+    For each feature tagged with ``factor``: a level, mean, max or min of a
+    signal with a rectified value (``factors.Signal.rectified``) moves to that
+    value, but never to a worse one (a score already above the target stays);
+    counts of bad months, changes, drops and volatility become 0; months since
+    the last bad month becomes NaN (never); ``past_cause_<factor>_*`` become 0.
+    Features of signals the user cannot change, and every other factor's
+    features, are unchanged. Returns a copy.
+    """
+    get_factor(factor)
+    specs = {s.name: s for s in feature_specs(_windows_of(X.columns))}
+    out = X.copy()
+    for name in X.columns:
+        if feature_factors.get(name) != factor or name not in specs:
+            continue
+        spec = specs[name]
+        sig = signal_of_column(spec.column)
+        col = out[name].to_numpy(dtype=np.float32, copy=True)
+        if spec.kind in ("lvl", "mean", "max", "min") and sig is not None and sig.rectified is not None:
+            r = np.float32(sig.rectified)
+            col = np.where(np.isnan(col), r, np.minimum(col, r) if sig.direction >= 0 else np.maximum(col, r))
+        elif spec.kind in ("cnt", "chg", "dd", "std", "cause_months"):
+            col[:] = 0.0
+        elif spec.kind == "since":
+            col[:] = np.nan
+        else:
+            continue
+        out[name] = col.astype(np.float32)
+    return out
+
+
+def _windows_of(columns) -> tuple[int, ...]:
+    """The windows a feature set was built with, read back from names like ``x_max_12m``."""
+    found = {int(c.rsplit("_", 1)[1][:-1]) for c in columns
+             if c.endswith("m") and c.rsplit("_", 1)[-1][:-1].isdigit()}
+    return tuple(sorted(found)) or (3, 6, 12)

@@ -1,0 +1,258 @@
+"""The snapshot features: what each one is, its factor, and how it is computed.
+
+Every feature is a :class:`FeatureSpec`: a base column, a kind, a trailing
+window and the factor it is tagged with (``factors.factor_of_column`` of the
+base column; decision history by cause carries that cause). Kinds:
+
+==============  =====================================================  =========
+kind            value at snapshot month t (window w = months t-w+1..t)  direction
+==============  =====================================================  =========
+lvl             x_t                                                     signal's
+mean/max/min    mean / max / min over the window (NaN-aware)            signal's
+chg             x_t - x_{t-w}                                           signal's
+dd              x_t - max over the window (drop from the recent peak)   signal's
+std             standard deviation over the window (volatility)         0
+cnt             months in the window with x > threshold (event months)  signal's
+since           months since the last x > threshold (NaN: never)        0
+ratio           x_t / max over the window (limit change ratio)          0
+util            balance_t / credit_limit_t                              0
+st_months       months in the window with that status                   +1
+st_entries      times the account entered that status (whole history)   +1
+st_since        months since the last month not normal (NaN: never)     0
+st_code / st_run  status at t (0/1/2) / months in the current status    0
+cause_months    months in the window whose ``cause`` was that factor    +1
+==============  =====================================================  =========
+
+Everything reads grid rows ``<= t`` only (see ``riskml.grid``), which is what
+makes the snapshots leak-free.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+
+from riskml.factors import CAUSES, OTHER, factor_of_column, signal_of_column
+from riskml.schema import STATUS_CODE
+
+# (column, kind, window role s/m/l or None, threshold): a few features per
+# behaviour column, chosen per column; about 60 in all with the history below.
+_PLAN: tuple[tuple, ...] = (
+    ("days_past_due", "lvl"), ("days_past_due", "max", "l"), ("days_past_due", "cnt", "s", 0.0),
+    ("days_past_due", "cnt", "l", 0.0), ("days_past_due", "since", None, 0.0),
+    ("overdue_amount", "lvl"), ("overdue_amount", "max", "l"), ("overdue_amount", "chg", "s"),
+    ("other_lenders", "lvl"), ("other_lenders", "chg", "m"), ("other_lenders", "max", "l"),
+    ("recent_applications", "lvl"), ("recent_applications", "mean", "s"), ("recent_applications", "mean", "l"),
+    ("debt_to_income", "lvl"), ("debt_to_income", "mean", "m"), ("debt_to_income", "chg", "m"),
+    ("invest_share", "lvl"), ("invest_share", "mean", "s"), ("invest_share", "max", "l"),
+    ("invest_share", "cnt", "l", 0.2),
+    ("rapid_draws", "lvl"), ("rapid_draws", "mean", "s"), ("rapid_draws", "max", "l"), ("rapid_draws", "cnt", "l", 0.0),
+    ("external_score", "lvl"), ("external_score", "min", "l"), ("external_score", "chg", "s"),
+    ("external_score", "chg", "m"), ("external_score", "chg", "l"), ("external_score", "dd", "l"),
+    ("utility_on_time", "lvl"), ("utility_on_time", "mean", "m"),
+    ("policy_index", "lvl"), ("policy_index", "chg", "s"), ("policy_index", "mean", "l"),
+    ("fraud_flag", "lvl"), ("fraud_flag", "cnt", "l", 0.0),
+    ("maintenance", "lvl"), ("maintenance", "cnt", "s", 0.0),
+    ("credit_limit", "lvl"), ("credit_limit", "ratio", "l"), ("balance", "util"), ("balance", "lvl"),
+    ("balance", "chg", "s"), ("drawn", "mean", "s"), ("repaid", "mean", "s"),
+    ("income", "lvl"), ("income", "chg", "s"), ("income", "std", "m"), ("consumption", "mean", "s"),
+    ("status", "st_months", "l", "suspended"), ("status", "st_entries", None, "suspended"),
+    ("status", "st_entries", None, "closed"), ("status", "st_since"), ("status", "st_code"), ("status", "st_run"),
+)
+_STATUS_NAMES = {"st_months": "months_{arg}_{w}m", "st_entries": "past_{arg}", "st_since": "months_since_not_normal",
+                 "st_code": "status_code", "st_run": "months_in_status"}
+_PLURAL = {"suspended": "suspensions", "closed": "closures"}
+_SIGNED = ("lvl", "mean", "max", "min", "chg", "dd", "cnt")
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One snapshot feature (see the module docstring for the kinds)."""
+
+    name: str
+    column: str
+    kind: str
+    window: int
+    arg: float | str | None
+    factor: str
+    direction: int
+
+
+def check_windows(windows: object) -> tuple[int, ...]:
+    from riskml.exceptions import ConfigError
+
+    try:
+        w = tuple(sorted({int(x) for x in windows}))  # type: ignore[union-attr]
+        ok = len(w) > 0 and w[0] >= 1 and all(float(x) == int(x) for x in windows)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ConfigError("windows", windows, "a non-empty list of positive whole numbers of months, e.g. [3, 6, 12]")
+    return w
+
+
+def feature_specs(windows: tuple[int, ...] = (3, 6, 12)) -> list[FeatureSpec]:
+    """The feature list for trailing windows ``windows`` (short, mid, long roles)."""
+    w = check_windows(windows)
+    role = {"s": w[0], "m": w[len(w) // 2] if len(w) > 2 else w[-1], "l": w[-1], None: 0}
+    specs: dict[str, FeatureSpec] = {}
+    for col, kind, *rest in _PLAN:
+        win = role[rest[0] if rest else None]
+        arg = rest[1] if len(rest) > 1 else None
+        sig = signal_of_column(col)
+        if col == "status":
+            name = _STATUS_NAMES[kind].format(arg=_PLURAL.get(arg, arg) if kind == "st_entries" else arg, w=win)
+            direction = 1 if kind in ("st_months", "st_entries") else 0
+        else:
+            name = {"lvl": col, "since": f"{col}_since", "util": "utilisation"}.get(kind, f"{col}_{kind}_{win}m")
+            direction = (sig.direction if sig else 0) if kind in _SIGNED else 0
+        specs.setdefault(name, FeatureSpec(name, col, kind, win, arg, factor_of_column(col) if col != "status"
+                                           else OTHER, direction))
+    for f in CAUSES:
+        name = f"past_cause_{f}_{role['l']}m"
+        specs[name] = FeatureSpec(name, "cause", "cause_months", role["l"], f, f, 1)
+    return list(specs.values())
+
+
+class Block:
+    """The grids of one chunk of borrowers and the snapshot rows ``pos`` to compute at.
+
+    ``pos`` is an arithmetic run of grid rows (first, step, count), so the row
+    ``t - k`` of every snapshot is a strided *view* of a grid, never a copy.
+    Grids come lazily through ``get(column)`` (a ``(n_rows, n)`` float32 array)
+    and only the last few are cached, so a chunk never holds every column.
+    """
+
+    def __init__(self, get: Callable[[str], np.ndarray], status: np.ndarray, cause: np.ndarray | None,
+                 pos: np.ndarray, dense: frozenset[str] = frozenset()):
+        self._get, self.status, self.cause, self.dense = get, status, cause, dense
+        self.pos = np.asarray(pos)
+        step = int(self.pos[1] - self.pos[0]) if len(self.pos) > 1 else 1
+        assert step > 0 and (np.diff(self.pos) == step).all(), "snapshot rows must be an arithmetic run"
+        self._first, self._step, self._n = int(self.pos[0]), step, len(self.pos)
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def at(self, x: np.ndarray, k: int = 0) -> np.ndarray:
+        """Rows ``pos - k`` of ``x`` (a view)."""
+        first = self._first - k
+        return x[first:first + self._step * (self._n - 1) + 1:self._step]
+
+    def _cached(self, key: tuple, make: Callable[[], np.ndarray]) -> np.ndarray:
+        if key not in self._cache:
+            if len(self._cache) >= 8:
+                self._cache.pop(next(iter(self._cache)))
+            self._cache[key] = make()
+        return self._cache[key]
+
+    def g(self, col: str) -> np.ndarray:
+        return self._cached(("g", col), lambda: self._get(col))
+
+    def zeros_nan(self, col: str) -> np.ndarray:
+        def build():
+            x = self.g(col).copy()
+            x[np.isnan(x)] = 0.0
+            return x
+        return self._cached(("z", col), build)
+
+    def n_valid(self, col: str, w: int) -> np.ndarray:
+        """Months with data in the trailing window (shared by the dense columns: NaN only in the pad)."""
+        key = ("n", "*" if col in self.dense else col)
+        return self.window(key, lambda: ~np.isnan(self.g(col)), w)
+
+    def csum(self, key: tuple, make: Callable[[], np.ndarray], dtype=np.int32) -> np.ndarray:
+        """Cumulative sum over months (row ``r + 1`` = rows ``0..r``), up to the last snapshot row."""
+        def build():
+            x = make()
+            last = int(self.pos[-1]) + 1
+            out = np.zeros((last + 1, x.shape[1]), dtype=dtype)
+            for r in range(last):  # a loop over months, vectorised over borrowers
+                np.add(out[r], x[r], out=out[r + 1], casting="unsafe")
+            return out
+        return self._cached(key, build)
+
+    def window(self, key: tuple, make: Callable[[], np.ndarray], w: int, dtype=np.int32) -> np.ndarray:
+        """Sum over the trailing window ``w`` at every snapshot row."""
+        cs = self.csum(key, make, dtype)
+        return self.at(cs, -1) - self.at(cs, w - 1)
+
+    def running(self, col: str, w: int, fn) -> np.ndarray:
+        x = self.g(col)
+        out = self.at(x)
+        for k in range(1, w):  # a loop over window offsets, never over borrowers
+            out = fn(out, self.at(x, k))
+        return out
+
+    def since(self, event: np.ndarray) -> np.ndarray:
+        idx = np.where(event, np.arange(event.shape[0], dtype=np.int32)[:, None], -1)
+        last = self.at(np.maximum.accumulate(idx, axis=0))
+        return np.where(last >= 0, self.pos[:, None] - last, np.nan)
+
+
+def compute(spec: FeatureSpec, b: Block) -> np.ndarray:
+    """The ``(len(pos), n_borrowers)`` float32 values of one feature."""
+    k, col, w = spec.kind, spec.column, spec.window
+    with np.errstate(invalid="ignore", divide="ignore"):
+        if k == "lvl":
+            out = b.at(b.g(col))
+        elif k in ("mean", "std"):
+            s = b.window(("s", col), lambda: b.zeros_nan(col), w, np.float64)
+            n = b.n_valid(col, w)
+            mean = np.where(n > 0, s / n, np.nan)
+            if k == "mean":
+                out = mean
+            else:
+                q = b.window(("q", col), lambda: b.zeros_nan(col).astype(np.float64) ** 2, w, np.float64)
+                out = np.sqrt(np.maximum(np.where(n > 0, q / n, np.nan) - mean ** 2, 0.0))
+        elif k in ("max", "min"):
+            out = b.running(col, w, np.fmax if k == "max" else np.fmin)
+        elif k == "chg":
+            x = b.g(col)
+            out = b.at(x) - b.at(x, w)
+        elif k in ("dd", "ratio"):
+            x, top = b.at(b.g(col)), b.running(col, w, np.fmax)
+            out = x - top if k == "dd" else np.where(top > 0, x / top, np.nan)
+        elif k == "util":
+            lim = b.at(b.g("credit_limit"))
+            out = np.where(lim > 0, b.at(b.g("balance")) / lim, np.nan)
+        elif k == "cnt":
+            out = b.window(("c", col, spec.arg), lambda: b.g(col) > spec.arg, w)
+        elif k == "since":
+            out = b.since(b.g(col) > spec.arg)
+        else:
+            out = _history(spec, b)
+    return np.asarray(out, dtype=np.float32)
+
+
+def _history(spec: FeatureSpec, b: Block) -> np.ndarray:
+    """Status and cause history features."""
+    k, s = spec.kind, b.status
+    if k == "st_months":
+        return b.window(("st", spec.arg), lambda: s == STATUS_CODE[spec.arg], spec.window)
+    if k == "st_entries":
+        code = STATUS_CODE[spec.arg]
+
+        def entered():
+            now = s == code
+            out = now.copy()
+            out[1:] &= ~now[:-1]
+            return out
+        return b.at(b.csum(("se", code), entered), -1)
+    if k == "st_since":
+        return b.since(s > 0)
+    if k == "st_code":
+        now = b.at(s)
+        return np.where(now >= 0, now, np.nan)
+    if k == "st_run":
+        run = np.zeros(s.shape, dtype=np.int32)
+        run[0] = s[0] >= 0
+        for r in range(1, int(b.pos[-1]) + 1):  # loop over months, vectorised over borrowers
+            run[r] = np.where(s[r] < 0, 0, np.where(s[r] == s[r - 1], run[r - 1] + 1, 1))
+        return np.where(b.at(s) >= 0, b.at(run), np.nan)
+    if k == "cause_months":
+        if b.cause is None:
+            return np.full((len(b.pos), s.shape[1]), np.nan, dtype=np.float32)
+        code = CAUSES.index(spec.arg)
+        return b.window(("cm", code), lambda: b.cause == code, spec.window)
+    raise AssertionError(f"unknown feature kind {k!r}")

@@ -1,0 +1,233 @@
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskml.exceptions import ConfigError, SchemaError
+from riskml.factors import CATALOGUE, CAUSES
+from riskml.features import TARGETS, build_features, build_snapshots, feature_specs, iter_snapshots, rectify
+from riskml.schema import BEHAVIOUR, PANEL, STATUSES, cast
+
+NAN = np.nan
+
+
+def literal_panel() -> pd.DataFrame:
+    """3 borrowers x 8 months; only the columns the hand-computed checks read vary."""
+    n, t = 3, 8
+    df = pd.DataFrame({"borrower_id": np.repeat([11, 22, 33], t), "month": np.tile(np.arange(t), n)})
+    for c in BEHAVIOUR:
+        df[c.name] = np.zeros(n * t)
+    df["external_score"] = 700.0
+    df["utility_on_time"] = 1.0
+    df["credit_limit"] = 1000.0
+    df["income"] = 5000.0
+    # borrower 11: late twice, a score dip, a limit cut (cause score_decline, still normal), suspended at 6
+    df.loc[0:7, "days_past_due"] = [0, 0, 10, 0, 35, 0, 0, 0]
+    df.loc[0:7, "external_score"] = [700, 690, 680, 650, 640, 660, 700, 720]
+    df.loc[0:7, "credit_limit"] = [1000, 1000, 1000, 800, 800, 800, 1000, 1000]
+    # borrower 22: invests drawn money, suspended at 3-4, closed from 6 (both for abnormal use)
+    df.loc[8:15, "invest_share"] = [0, 0.1, 0.5, 0.6, 0, 0, 0, 0]
+    status = ["normal"] * 24
+    cause = [None] * 24
+    status[6], cause[3], cause[6] = "suspended", "score_decline", "overdue"
+    for m, s in [(3, "suspended"), (4, "suspended"), (6, "closed"), (7, "closed")]:
+        status[8 + m], cause[8 + m] = s, "abnormal_use"
+    df["status"], df["cause"] = status, cause
+    return cast(df, PANEL)
+
+
+def random_panel(n=120, t=24, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = n * t
+    df = pd.DataFrame({"borrower_id": np.repeat(np.arange(n) * 3 + 5, t), "month": np.tile(np.arange(t), n)})
+    for c in BEHAVIOUR:
+        hi = c.hi if c.hi is not None else 1000.0
+        v = (c.lo or 0) + rng.random(rows) * (min(hi, 1000.0) - (c.lo or 0))
+        df[c.name] = np.floor(v) * (rng.random(rows) < 0.4) if c.dtype.startswith("int") else v
+    st = rng.choice(3, size=rows, p=[0.8, 0.15, 0.05])
+    df["status"] = np.array(STATUSES)[st]
+    cz = np.where((st > 0) | (rng.random(rows) < 0.05), rng.integers(0, len(CAUSES), rows), -1)
+    df["cause"] = pd.Categorical.from_codes(cz, categories=list(CAUSES))
+    return cast(df, PANEL)
+
+
+def at(s, bid, month):
+    i = np.flatnonzero((s.keys.borrower_id == bid).to_numpy() & (s.keys.month == month).to_numpy())
+    assert len(i) == 1, f"expected one snapshot row for borrower {bid} month {month}"
+    return s.X.iloc[i[0]], i[0]
+
+
+def test_snapshot_rows_and_labels_match_hand_computed():
+    s = build_snapshots(literal_panel(), target="status_3m", horizon=2, min_history=3, windows=(2, 3))
+    # t runs 2..5 (= 8 - 1 - H); borrower 22 is down at 3 and 4, so it has no snapshot there
+    assert s.keys[["borrower_id", "month"]].values.tolist() == [
+        [11, 2], [11, 3], [11, 4], [11, 5], [22, 2], [22, 5], [33, 2], [33, 3], [33, 4], [33, 5]]
+    assert (s.keys.status == "normal").all()
+    # worst status over t+1..t+2: 11 is suspended at 6 -> t=4,5 get 1; 22 suspended at 3 (t=2), closed at 6 (t=5)
+    assert s.y.tolist() == [0, 0, 1, 1, 1, 2, 0, 0, 0, 0]
+    assert s.cause.astype(object).where(s.cause.notna(), None).tolist() == [
+        None, None, "overdue", "overdue", "abnormal_use", "abnormal_use", None, None, None, None]
+
+
+def test_features_match_hand_computed_values():
+    s = build_snapshots(literal_panel(), target="status_3m", horizon=2, min_history=3, windows=(2, 3))
+    x4, _ = at(s, 11, 4)
+    x5, _ = at(s, 11, 5)
+    assert x4["days_past_due"] == 35 and x4["days_past_due_max_3m"] == 35
+    assert x4["days_past_due_cnt_2m"] == 1 and x4["days_past_due_cnt_3m"] == 2   # months 3..4, 2..4 late: 10, 35
+    assert x4["days_past_due_since"] == 0 and x5["days_past_due_since"] == 1
+    assert x5["days_past_due_cnt_3m"] == 1                                       # months 3..5: only 35
+    assert x4["external_score_chg_2m"] == 640 - 680 and x4["external_score_chg_3m"] == 640 - 690
+    assert x4["external_score_min_3m"] == 640 and x4["external_score_dd_3m"] == 640 - 680
+    assert x5["external_score_chg_2m"] == 660 - 650 and x5["external_score_dd_3m"] == 0
+    assert x4["credit_limit_ratio_3m"] == pytest.approx(0.8) and x5["credit_limit_ratio_3m"] == 1.0
+    assert x4["past_cause_score_decline_3m"] == 1 and x4["past_cause_overdue_3m"] == 0
+    assert np.isnan(x4["months_since_not_normal"])                             # never down before t
+    x2, _ = at(s, 22, 2)
+    y5, _ = at(s, 22, 5)
+    assert x2["invest_share_mean_2m"] == pytest.approx(0.3) and x2["invest_share_cnt_3m"] == 1  # 0.5 > 0.2
+    assert y5["invest_share_max_3m"] == pytest.approx(0.6) and y5["invest_share_mean_2m"] == 0
+    assert y5["months_suspended_3m"] == 2 and y5["past_suspensions"] == 1 and y5["past_closures"] == 0
+    assert y5["months_since_not_normal"] == 1 and y5["months_in_status"] == 1 and y5["status_code"] == 0
+    assert y5["past_cause_abnormal_use_3m"] == 2
+    z, _ = at(s, 33, 5)
+    assert np.isnan(z["days_past_due_since"]) and z["past_cause_overdue_3m"] == 0 and z["months_in_status"] == 6
+
+
+def test_short_history_windows_read_only_the_months_that_exist():
+    s = build_snapshots(literal_panel(), target="status_3m", horizon=2, min_history=1, windows=(2, 3))
+    x0, _ = at(s, 11, 0)
+    x1, _ = at(s, 11, 1)
+    assert np.isnan(x0["external_score_chg_2m"]) and np.isnan(x1["external_score_chg_2m"])
+    assert x1["external_score_chg_2m"] != 0
+    assert x0["recent_applications_mean_2m"] == 0 and x1["external_score_min_3m"] == 690
+
+
+def test_scrambling_every_month_after_t_leaves_features_at_t_bit_identical():
+    t0 = 12
+    panel = random_panel()
+    scrambled = random_panel(seed=1)          # every column of every month is different ...
+    keep = (panel.month <= t0).to_numpy()
+    scrambled.loc[keep] = panel.loc[keep]    # ... except months <= t0, which are the original
+    a = build_snapshots(panel, target="status_3m")
+    b = build_snapshots(scrambled, target="status_3m")
+    ra = (a.keys.month <= t0).to_numpy()
+    rb = (b.keys.month <= t0).to_numpy()
+    pd.testing.assert_frame_equal(a.keys[ra].reset_index(drop=True), b.keys[rb].reset_index(drop=True))
+    xa, xb = a.X[ra].to_numpy(), b.X[rb].to_numpy()
+    assert xa.view(np.uint32).tobytes() == xb.view(np.uint32).tobytes()   # bit-identical, NaNs included
+    # the labels of snapshots near t0 read the scrambled months, and they did change
+    near = (a.keys.month[ra] > t0 - 3).to_numpy()
+    assert (a.y[ra][near] != b.y[rb][near]).any()
+    # serving at as_of = t0 sees exactly the training features, whatever comes after
+    f = build_features(scrambled, as_of=t0)
+    rows = (a.keys.month == t0).to_numpy()
+    g = f.X.set_index(f.keys.borrower_id).loc[a.keys.borrower_id[rows]].to_numpy()
+    assert g.view(np.uint32).tobytes() == a.X[rows].to_numpy().view(np.uint32).tobytes()
+
+
+def test_ragged_shuffled_input_gives_the_same_features_as_the_regular_grid():
+    panel = random_panel(n=40)
+    a = build_snapshots(panel, target="adverse_3m")
+    shuffled = panel.sample(frac=1.0, random_state=3)     # not sorted: the scatter path
+    b = build_snapshots(shuffled, target="adverse_3m")
+    np.testing.assert_array_equal(a.X.to_numpy(), b.X.to_numpy())
+    np.testing.assert_array_equal(a.y, b.y)
+    # a borrower whose first 8 months are unknown: prediction right-aligns it with NaN padding
+    late = panel.borrower_id.iloc[0]
+    ragged = panel[~((panel.borrower_id == late) & (panel.month < 8))].copy()
+    ragged.loc[ragged.borrower_id == late, "status"] = "normal"
+    f = build_features(ragged, as_of=15)
+    c = build_snapshots(ragged, target="status_3m", min_history=1)
+    row = (c.keys.borrower_id == late).to_numpy() & (c.keys.month == 15).to_numpy()
+    assert row.sum() == 1
+    got = f.X[(f.keys.borrower_id == late).to_numpy()].to_numpy()
+    np.testing.assert_array_equal(got, c.X[row].to_numpy())
+    assert np.isnan(got[0, list(f.X.columns).index("external_score_chg_12m")])  # month 3 is unknown
+    assert f.keys.month.eq(15).all() and len(f.keys) == 40
+
+
+def test_build_features_takes_each_borrowers_last_month_by_default():
+    panel = random_panel(n=5, t=10)
+    panel = panel[~((panel.borrower_id == 5) & (panel.month > 6))]    # borrower 5 stops at month 6
+    f = build_features(panel)
+    assert f.keys.set_index("borrower_id").month.to_dict() == {5: 6, 8: 9, 11: 9, 14: 9, 17: 9}
+    assert f.y is None and f.cause is None
+    assert (f.X.dtypes == np.float32).all()
+    assert np.isnan(build_features(panel.drop(columns="cause")).X.filter(like="past_cause_")).all().all()
+
+
+def test_recovery_target_takes_accounts_that_are_down():
+    s = build_snapshots(literal_panel(), target="recovery_6m", horizon=2, min_history=3, windows=(2, 3))
+    assert s.keys[["borrower_id", "month"]].values.tolist() == [[22, 3], [22, 4]]
+    assert s.y.tolist() == [1, 1] and s.cause.tolist() == ["abnormal_use", "abnormal_use"]
+    assert (s.keys.status == "suspended").all() and set(TARGETS) == {"status_3m", "adverse_3m", "recovery_6m"}
+
+
+def test_every_feature_is_tagged_with_a_catalogue_factor_and_direction():
+    specs = feature_specs()
+    assert 40 <= len(specs) <= 80 and len({s.name for s in specs}) == len(specs)
+    s = build_snapshots(random_panel(n=20), target="adverse_3m", every=3)
+    assert set(s.keys.month) == {5, 8, 11, 14, 17, 20}
+    assert list(s.X.columns) == [sp.name for sp in specs] and (s.X.dtypes == np.float32).all()
+    assert set(s.feature_factors.values()) <= set(CATALOGUE) and set(s.y) <= {0, 1}
+    assert set(s.feature_directions.values()) <= {-1, 0, 1}
+    assert s.feature_factors["past_cause_abnormal_use_12m"] == "abnormal_use"
+    assert s.feature_factors["days_past_due_cnt_12m"] == "overdue"
+    assert s.feature_directions["external_score"] == -1 and s.feature_directions["external_score_chg_3m"] == -1
+    assert s.feature_directions["income_std_6m"] == 0 and s.feature_factors["months_suspended_12m"] == "other"
+    assert {s.feature_factors[f"past_cause_{c}_12m"] for c in CAUSES} == set(CAUSES)
+
+
+def test_iter_snapshots_chunks_concatenate_to_build_snapshots():
+    panel = random_panel(n=50)
+    whole = build_snapshots(panel, chunk_borrowers=50)
+    parts = list(iter_snapshots(panel, chunk_borrowers=16))
+    assert len(parts) == 4
+    np.testing.assert_array_equal(np.concatenate([p.X.to_numpy() for p in parts]), whole.X.to_numpy())
+    np.testing.assert_array_equal(np.concatenate([p.y for p in parts]), whole.y)
+    np.testing.assert_array_equal(build_snapshots(panel, chunk_borrowers=7).X.to_numpy(), whole.X.to_numpy())
+
+
+def test_rectify_moves_only_that_factors_features_to_their_advised_values():
+    s = build_snapshots(literal_panel(), target="status_3m", horizon=2, min_history=3, windows=(2, 3))
+    X = s.X
+    r = rectify(X, "overdue", s.feature_factors)
+    assert (r["days_past_due"] == 0).all() and (r["days_past_due_cnt_3m"] == 0).all()
+    assert r["days_past_due_since"].isna().all() and (r["past_cause_overdue_3m"] == 0).all()
+    untouched = [c for c in X.columns if s.feature_factors[c] != "overdue"]
+    pd.testing.assert_frame_equal(r[untouched], X[untouched])
+    sc = rectify(X, "score_decline", s.feature_factors)
+    _, i = at(s, 11, 4)
+    assert sc["external_score"].iloc[i] == 700 and sc["external_score_chg_2m"].iloc[i] == 0
+    hi = X.assign(external_score=np.float32(810.0))
+    assert (rectify(hi, "score_decline", s.feature_factors)["external_score"] == 810).all()  # never made worse
+    with pytest.raises(KeyError, match="unknown factor id 'luck'"):
+        rectify(X, "luck", s.feature_factors)
+
+
+def test_bad_input_names_the_problem():
+    panel = literal_panel()
+    with pytest.raises(SchemaError, match="income"):
+        build_snapshots(panel.drop(columns="income"))
+    with pytest.raises(ConfigError, match="'target'.*'default_6m'"):
+        build_snapshots(panel, target="default_6m")
+    with pytest.raises(ConfigError, match="'min_history'.*got 8"):
+        build_snapshots(panel, min_history=8)
+    with pytest.raises(ConfigError, match="'windows'"):
+        build_snapshots(panel, windows=(0, 3))
+    with pytest.raises(SchemaError, match=r"duplicate \(borrower_id, month\) = \(11, 0\)"):
+        build_snapshots(pd.concat([panel, panel.iloc[:1]]))
+    bad = panel.astype({"status": object})
+    bad.loc[5, "status"] = "frozen"
+    with pytest.raises(SchemaError, match="row 5: column 'status' has value 'frozen'"):
+        build_features(bad)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import riskml.features
+    import riskml.labels
+
+    assert doctest.testmod(riskml.labels).failed == 0
+    assert doctest.testmod(riskml.features).failed == 0
