@@ -16,13 +16,13 @@ from riskml.simulate.population import State
 F32 = np.float32
 
 #: Rows of the uniform and normal matrices of one month (see the index names below).
-N_UNIFORM = 24
-N_NORMAL = 6
+N_UNIFORM = 26
+N_NORMAL = 4
 (U_SHOCK, U_SHOCK_LEN, U_APPS, U_NEW_LENDER, U_LEAVE, U_RAPID, U_INVEST, U_INVEST_SHARE, U_PAY,
  U_FRAUD, U_FLAG, U_PARTIAL, U_OUTAGE) = range(13)
 U_HAZARD = 13  # 7 rows, one per cause in catalogue order
-U_ESCALATE, U_RECOVER, U_REOPEN, U_RECTIFY = 20, 21, 22, 23
-Z_INCOME, Z_SPEND, Z_DRAW, Z_UTIL, Z_SCORE, Z_DEBT = range(6)
+U_ESCALATE, U_RECOVER, U_REOPEN, U_RECTIFY, U_UTIL, U_DEBT = range(20, 26)
+Z_INCOME, Z_SPEND, Z_DRAW, Z_SCORE = range(4)  # normals cost 5x a uniform: only where the shape matters
 
 
 def geometric(u: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -65,7 +65,7 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     leave = U[U_LEAVE] < np.minimum(0.04 * lenders + 0.35 * repairing, 0.9)
     lenders = np.clip(lenders + new - (leave & (lenders > 0)), 0, 200).astype(np.int16)
     a["lenders"] = lenders
-    other_debt = lenders * a["loan_size"] * np.exp(F32(0.1) * Z[Z_DEBT])
+    other_debt = lenders * a["loan_size"] * (F32(0.85) + F32(0.3) * U[U_DEBT])
     # fraud activity starts once and stays; flags are noisy
     fraud_on = a["fraud_on"] | (U[U_FRAUD] < a["fraud"])
     a["fraud_on"] = fraud_on
@@ -98,7 +98,7 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     service = 0.25 * balance + 0.08 * other_debt
     a["service"] = service.astype(F32)
     dti = np.clip(service / income, 0, 100)
-    utility = np.clip(a["utility"] + F32(0.1) * Z[Z_UTIL] - 0.4 * stress, 0, 1)
+    utility = np.clip(a["utility"] + F32(0.35) * (U[U_UTIL] - F32(0.5)) - 0.4 * stress, 0, 1)
     # the external score drifts to a target set by behaviour here and elsewhere
     target = (a["score_base"] - 50 * a["late"] - 6 * np.maximum(lenders - 2, 0) - 60 * (1 - utility)
               - 50 * shocked)

@@ -45,9 +45,9 @@ class EngineParams:
     multi_lenders: float = 0.45  # per other lender
     multi_dti: float = 1.6  # per unit of debt-to-income
     multi_apps: float = 0.35  # per application this month
-    abnormal_bias: float = -7.5
-    abnormal_invest: float = 4.2  # per unit of invest share
-    abnormal_rapid: float = 0.32  # per rapid draw
+    abnormal_bias: float = -9.5
+    abnormal_invest: float = 7.5  # per unit of invest share
+    abnormal_rapid: float = 0.45  # per rapid draw
     abnormal_repeat: int = 2  # abnormal-use triggers that close instead of suspend
     score_bias: float = -7.5
     score_level: float = 0.9  # per 40 points below 600

@@ -112,18 +112,19 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     dpd = rows["days_past_due"]
     is_open, is_susp, is_closed = status == NORMAL, status == SUSPENDED, status == CLOSED
     uncut = limit >= base * F32(0.999)
-    strikes = (a["strikes"] + (fired[AB] & ~is_closed)).astype(np.int8)
+    # abnormal-use decisions count; the repeat closes instead of suspending
+    strikes = (a["strikes"] + (is_open & (chosen == AB))).astype(np.int8)
     repeat = strikes >= e.abnormal_repeat
     # decisions on open lines
     do_close = is_open & ((chosen == AV) | (chosen == PT) | ((chosen == AB) & repeat))
     do_cut = is_open & ((((chosen == OD) & (dpd < 60)) | (chosen == SD)) & uncut)
     do_susp = is_open & (chosen >= 0) & ~do_close & ~do_cut
-    # suspended lines: fraud closes, arrears escalate, repeated abnormal use closes
+    # suspended lines: fraud closes, growing arrears escalate to closure
     esc_h = _expit(e.escalate_bias + e.escalate_dpd * (dpd.astype(F32) - 90) / 30
                    + e.escalate_amount * rows["overdue_amount"] / base)
     escalate = is_susp & (cause == OD) & (dpd > 0) & (U[bh.U_ESCALATE] < esc_h) & active
-    susp_close = is_susp & (fired[AV] | escalate | (fired[AB] & repeat))
-    susp_cause = np.where(fired[AV], AV, np.where(escalate, OD, AB)).astype(np.int8)
+    susp_close = is_susp & (fired[AV] | escalate)
+    susp_cause = np.where(fired[AV], AV, OD).astype(np.int8)
     # recovery once the cause is rectified
     drop = a["s3"] - rows["external_score"]
     rectified = np.select(
@@ -152,6 +153,7 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     start_repair = decided & (U[bh.U_RECTIFY] < e.rectify)
     a["repair"] = np.where(start_repair, e.rectify_months, np.maximum(a["repair"] - 1, 0)).astype(np.int8)
     a["strikes"] = np.where(reopen, 0, strikes).astype(np.int8)
+    clean = np.where(event >= 0, 0, clean).astype(np.int16)  # clean months count from the last decision
     a["status"], a["cause"], a["limit"], a["clean"] = new_status, new_cause, limit, clean
     rows["credit_limit"] = limit
     rows["status"] = new_status

@@ -19,7 +19,7 @@ from riskml.schema import STATUSES
 from riskml.simulate.config import SimConfig
 from riskml.simulate.engine import Env, step
 from riskml.simulate.population import State
-from riskml.simulate.run import block_ids, month_draws, start_blocks
+from riskml.simulate.run import BlockDraws, block_ids, start_blocks
 
 _PIECE = 1 << 17  # elements (snapshot x path) simulated at once
 _ORACLE_TAG = 0x0AC1E  # keeps oracle streams apart from the generator's [seed, block]
@@ -51,8 +51,9 @@ def replay_states(cfg: SimConfig, keys: pd.DataFrame) -> State:
         ids = np.concatenate([block_ids(cfg, b) for b in group])
         sel = np.flatnonzero(np.isin(block, group))
         pos = np.searchsorted(ids, bid[sel])
+        draws = BlockDraws(rngs, sizes)
         for t in range(int(month[sel].max()) + 1):
-            U, Z = month_draws(rngs, sizes)
+            U, Z = draws()
             state, _ = step(state, t, U, Z, cfg, env)
             now = month[sel] == t
             if now.any():
@@ -83,8 +84,9 @@ def _futures(cfg: SimConfig, keys: pd.DataFrame, horizon: int, n_paths: int,
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, seed, _ORACLE_TAG, k]))
         w = s.a["status"].copy() * 0
         f = np.full(len(s), -1, dtype=np.int8)
+        draws = BlockDraws([rng], [len(s)])
         for h in range(1, horizon + 1):
-            U, Z = month_draws([rng], [len(s)])
+            U, Z = draws()
             s, rows = step(s, m + h, U, Z, cfg, env)
             w = np.maximum(w, rows["status"])
             f = np.where((f < 0) & (rows["event"] >= 0), rows["event"], f)

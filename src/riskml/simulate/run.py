@@ -60,13 +60,27 @@ def start_blocks(cfg: SimConfig, blocks: list[int]) -> tuple[State, list[np.rand
     return State.concat(states), rngs, sizes
 
 
-def month_draws(rngs: list[np.random.Generator], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
-    """One month's uniforms and normals for blocks side by side (each block from its own stream)."""
-    us = [r.random((bh.N_UNIFORM, n), dtype=np.float32) for r, n in zip(rngs, sizes)]
-    zs = [r.standard_normal((bh.N_NORMAL, n), dtype=np.float32) for r, n in zip(rngs, sizes)]
-    if len(us) == 1:
-        return us[0], zs[0]
-    return np.concatenate(us, axis=1), np.concatenate(zs, axis=1)
+class BlockDraws:
+    """One month's uniforms and normals for blocks side by side, each block from its own stream.
+
+    The matrices are filled in place every call (no allocation per month);
+    a block's stream is consumed row by row, the same whatever the chunk.
+    """
+
+    def __init__(self, rngs: list[np.random.Generator], sizes: list[int]):
+        n = sum(sizes)
+        self.U = np.empty((bh.N_UNIFORM, n), dtype=np.float32)
+        self.Z = np.empty((bh.N_NORMAL, n), dtype=np.float32)
+        edges = np.cumsum([0, *sizes])
+        self.parts = [(r, int(lo), int(hi)) for r, lo, hi in zip(rngs, edges[:-1], edges[1:])]
+
+    def __call__(self) -> tuple[np.ndarray, np.ndarray]:
+        for r, lo, hi in self.parts:
+            for k in range(bh.N_UNIFORM):
+                r.random(dtype=np.float32, out=self.U[k, lo:hi])
+            for k in range(bh.N_NORMAL):
+                r.standard_normal(dtype=np.float32, out=self.Z[k, lo:hi])
+        return self.U, self.Z
 
 
 def simulate_chunk(cfg: SimConfig, blocks: list[int]) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
@@ -81,15 +95,16 @@ def simulate_chunk(cfg: SimConfig, blocks: list[int]) -> tuple[dict[str, np.ndar
     truth = truth_frame(state, ids)
     env = Env.build(cfg)
     months: dict[str, list[np.ndarray]] = {c: [] for c in (*_BEHAVIOUR, "status", "cause")}
+    draws = BlockDraws(rngs, sizes)
     for t in range(cfg.n_months):
-        U, Z = month_draws(rngs, sizes)
+        U, Z = draws()
         state, rows = step(state, t, U, Z, cfg, env)
         for c, lst in months.items():
             lst.append(rows[c])
     T = cfg.n_months
     cols = {"borrower_id": np.repeat(ids, T), "month": np.tile(np.arange(T, dtype=np.int32), len(ids))}
     for c, lst in months.items():
-        cols[c] = np.stack(lst, axis=1).ravel()  # (borrower, month) order
+        cols[c] = np.ascontiguousarray(np.stack(lst).T).ravel()  # (borrower, month) order; 4x faster than axis=1
     return cols, truth
 
 
