@@ -216,6 +216,8 @@ def _type_mix(v: Any) -> tuple[float, ...]:
     if any(s < 0 for s in shares) or sum(shares) <= 0:
         raise ConfigError("type_mix", v, "non-negative shares with a positive sum")
     total = sum(shares)
+    if abs(total - 1.0) < 1e-9:  # already shares: keep them bit for bit (manifest round trip)
+        return tuple(float(s) for s in shares)
     return tuple(s / total for s in shares)
 
 

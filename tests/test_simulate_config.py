@@ -1,0 +1,76 @@
+"""Config validation: bad values fail before any work, naming key, value and what is allowed."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from omegaconf import OmegaConf
+
+from riskml.exceptions import ConfigError
+from riskml.simulate import EngineParams, SimConfig
+
+
+@pytest.fixture
+def cfg(compose):
+    return compose("generate")
+
+
+def with_(cfg, **kv):
+    c = OmegaConf.to_container(cfg)
+    c.update(kv)
+    return OmegaConf.create(c)
+
+
+def test_yaml_defaults_equal_the_dataclass_defaults(cfg):
+    sim = SimConfig.from_cfg(cfg)
+    assert sim.engine == EngineParams()
+    expect = dataclasses.replace(SimConfig(), chunk_borrowers=sim.chunk_borrowers)
+    assert sim == expect
+
+
+@pytest.mark.parametrize("key, value, match", [
+    ("n_borrowers", -1, r"'n_borrowers': got -1; expected an integer >= 1"),
+    ("n_borrowers", 2.5, r"'n_borrowers': got 2.5"),
+    ("seed", -3, r"'seed': got -3"),
+    ("workers", 0, r"'workers': got 0"),
+    ("n_months", 8, r"'n_months': got 8; expected more than horizon \(3\) \+ min_history \(6\)"),
+    ("horizon", 0, r"'horizon': got 0"),
+    ("type_mix", {"steady": 1.0, "lucky": 0.5}, r"'type_mix'.*unknown \['lucky'\]"),
+])
+def test_bad_top_level_values(cfg, key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        SimConfig.from_cfg(with_(cfg, **{key: value}))
+
+
+def test_bad_scenario_and_engine_values(cfg):
+    c = OmegaConf.to_container(cfg)
+    c["scenario"]["tighten_month"] = 40
+    with pytest.raises(ConfigError, match=r"'tighten_month': got 40; expected an integer in \[0, 23\]"):
+        SimConfig.from_cfg(OmegaConf.create(c))
+    c = OmegaConf.to_container(cfg)
+    c["scenario"]["name"] = "boom"
+    with pytest.raises(ConfigError, match=r"'scenario': got 'boom'; expected one of \['baseline'"):
+        SimConfig.from_cfg(OmegaConf.create(c))
+    c = OmegaConf.to_container(cfg)
+    c["engine"]["recover"] = 1.5
+    with pytest.raises(ConfigError, match=r"'engine.recover': got 1.5; expected a number in \[0, 1\]"):
+        SimConfig.from_cfg(OmegaConf.create(c))
+    c = OmegaConf.to_container(cfg)
+    c["engine"]["overdue_bais"] = -3
+    with pytest.raises(ConfigError, match=r"'engine.overdue_bais'.*expected a known key"):
+        SimConfig.from_cfg(OmegaConf.create(c))
+
+
+def test_manifest_round_trip():
+    sim = SimConfig(n_borrowers=123, n_months=15, seed=9, scenario="maintenance", maintenance_months=(4, 7),
+                    type_mix=(0.5, 0.2, 0.1, 0.1, 0.1))
+    assert SimConfig.from_manifest({"sim_config": sim.to_dict()}) == sim
+    with pytest.raises(ConfigError, match="sim_config"):
+        SimConfig.from_manifest({})
+
+
+def test_chunks_are_whole_blocks():
+    assert SimConfig(block_size=64, chunk_borrowers=200).chunk_blocks == 3
+    assert SimConfig(block_size=64, chunk_borrowers=10).chunk_blocks == 1
+    assert SimConfig(n_borrowers=130, block_size=64).n_blocks == 3
