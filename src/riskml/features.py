@@ -29,7 +29,7 @@ from riskml.windows import Block, FeatureSpec, check_windows, compute, feature_s
 __all__ = ["TARGETS", "Snapshots", "build_snapshots", "iter_snapshots", "build_features", "rectify",
            "feature_specs"]
 
-CHUNK_BORROWERS = 32_768
+CHUNK_BORROWERS = 8_192
 
 
 @dataclass
@@ -134,7 +134,7 @@ def _fill(plan: _Plan, b0: int, b1: int, out: np.ndarray) -> None:
     """Compute every feature for borrowers ``b0:b1`` into ``out`` (their output rows)."""
     lay = plan.layout
     block = Block(lambda c: lay.grid(plan.values[c], b0, b1), plan.status[:, b0:b1],
-                  None if plan.cause is None else plan.cause[:, b0:b1], plan.pos, plan.dense)
+                  None if plan.cause is None else plan.cause[:, b0:b1], plan.pos, plan.dense, lay.pad)
     # flat positions in a (len(pos), b1 - b0) feature array of the output rows, borrower-major
     b, i = np.nonzero(plan.take[b0:b1])
     idx = i * (b1 - b0) + b

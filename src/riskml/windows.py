@@ -48,7 +48,7 @@ _PLAN: tuple[tuple, ...] = (
     ("debt_to_income", "lvl"), ("debt_to_income", "mean", "m"), ("debt_to_income", "chg", "m"),
     ("invest_share", "lvl"), ("invest_share", "mean", "s"), ("invest_share", "max", "l"),
     ("invest_share", "cnt", "l", 0.2),
-    ("rapid_draws", "lvl"), ("rapid_draws", "mean", "s"), ("rapid_draws", "max", "l"), ("rapid_draws", "cnt", "l", 0.0),
+    ("rapid_draws", "lvl"), ("rapid_draws", "mean", "s"), ("rapid_draws", "max", "l"), ("rapid_draws", "cnt", "l", 1.0),
     ("external_score", "lvl"), ("external_score", "min", "l"), ("external_score", "chg", "s"),
     ("external_score", "chg", "m"), ("external_score", "chg", "l"), ("external_score", "dd", "l"),
     ("utility_on_time", "lvl"), ("utility_on_time", "mean", "m"),
@@ -126,8 +126,8 @@ class Block:
     """
 
     def __init__(self, get: Callable[[str], np.ndarray], status: np.ndarray, cause: np.ndarray | None,
-                 pos: np.ndarray, dense: frozenset[str] = frozenset()):
-        self._get, self.status, self.cause, self.dense = get, status, cause, dense
+                 pos: np.ndarray, dense: frozenset[str] = frozenset(), first_real: int = 0):
+        self._get, self.status, self.cause, self.dense, self.first_real = get, status, cause, dense, first_real
         self.pos = np.asarray(pos)
         step = int(self.pos[1] - self.pos[0]) if len(self.pos) > 1 else 1
         assert step > 0 and (np.diff(self.pos) == step).all(), "snapshot rows must be an arithmetic run"
@@ -157,9 +157,18 @@ class Block:
         return self._cached(("z", col), build)
 
     def n_valid(self, col: str, w: int) -> np.ndarray:
-        """Months with data in the trailing window (shared by the dense columns: NaN only in the pad)."""
-        key = ("n", "*" if col in self.dense else col)
-        return self.window(key, lambda: ~np.isnan(self.g(col)), w)
+        """Months with data in the trailing window, as float32 (for dense columns, shared and analytic)."""
+        if col in self.dense:  # NaN only in the pad rows: min(w, months since the grid's first real row)
+            return self._cached(("n*", w), lambda: np.minimum(w, self.pos - self.first_real + 1)
+                                .astype(np.float32)[:, None])
+        return self._cached(("n", col, w), lambda: self.wsum(~np.isnan(self.g(col)), w).astype(np.float32))
+
+    def wsum(self, x: np.ndarray, w: int) -> np.ndarray:
+        """Sum of rows ``pos - w + 1 .. pos`` of ``x`` (w views added; exact and prefix-only)."""
+        out = self.at(x).astype(np.float32 if x.dtype.kind == "f" else np.int16)
+        for k in range(1, w):  # a loop over window offsets, never over borrowers
+            out += self.at(x, k)
+        return out
 
     def csum(self, key: tuple, make: Callable[[], np.ndarray], dtype=np.int32) -> np.ndarray:
         """Cumulative sum over months (row ``r + 1`` = rows ``0..r``), up to the last snapshot row."""
@@ -197,14 +206,16 @@ def compute(spec: FeatureSpec, b: Block) -> np.ndarray:
         if k == "lvl":
             out = b.at(b.g(col))
         elif k in ("mean", "std"):
-            s = b.window(("s", col), lambda: b.zeros_nan(col), w, np.float64)
             n = b.n_valid(col, w)
-            mean = np.where(n > 0, s / n, np.nan)
+            mean = b.wsum(b.zeros_nan(col), w) / n          # 0/0 -> NaN: no data in the window
             if k == "mean":
                 out = mean
             else:
-                q = b.window(("q", col), lambda: b.zeros_nan(col).astype(np.float64) ** 2, w, np.float64)
-                out = np.sqrt(np.maximum(np.where(n > 0, q / n, np.nan) - mean ** 2, 0.0))
+                x = b.g(col)
+                dev = np.zeros_like(mean)
+                for j in range(w):
+                    dev += np.nan_to_num((b.at(x, j) - mean) ** 2)
+                out = np.sqrt(dev / n)
         elif k in ("max", "min"):
             out = b.running(col, w, np.fmax if k == "max" else np.fmin)
         elif k == "chg":
