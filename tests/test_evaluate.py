@@ -96,6 +96,7 @@ def test_leakage_scan_names_near_perfect_features_and_the_guard_fails_the_run(ca
         assert len(check_leakage(X, y, threshold=0.99, allow=True)) == 3
     assert "'nan_when_bad'" in caplog.text
     assert check_leakage(X[["noise", "honest"]], y, threshold=0.99) == []
+    assert [n for n, _ in leakage_scan(X, y, threshold=0.99, max_rows=500, seed=1)] == [n for n, _ in hits]
     with pytest.raises(ConfigError, match="leakage_threshold"):
         leakage_scan(X, y, threshold=0.4)
 

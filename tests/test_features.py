@@ -132,6 +132,10 @@ def test_ragged_shuffled_input_gives_the_same_features_as_the_regular_grid():
     b = build_snapshots(shuffled, target="adverse_3m")
     np.testing.assert_array_equal(a.X.to_numpy(), b.X.to_numpy())
     np.testing.assert_array_equal(a.y, b.y)
+    # prediction input: the reshape fast path and the scatter path agree too
+    np.testing.assert_array_equal(build_features(panel).X.to_numpy(), build_features(shuffled).X.to_numpy())
+    np.testing.assert_array_equal(build_features(panel, as_of=9).X.to_numpy(),
+                                  build_features(shuffled, as_of=9).X.to_numpy())
     # a borrower whose first 8 months are unknown: prediction right-aligns it with NaN padding
     late = panel.borrower_id.iloc[0]
     ragged = panel[~((panel.borrower_id == late) & (panel.month < 8))].copy()
@@ -231,3 +235,18 @@ def test_docstring_examples_run():
 
     assert doctest.testmod(riskml.labels).failed == 0
     assert doctest.testmod(riskml.features).failed == 0
+
+
+def test_no_single_feature_is_near_perfect_on_simulated_snapshots():
+    from riskml.evaluate import leakage_scan
+    from riskml.simulate import SimConfig, simulate
+
+    panel = simulate(SimConfig(n_borrowers=3000, n_months=24, seed=0)).panel
+    s = build_snapshots(panel, target="adverse_3m")
+    assert 0 < s.y.mean() < 0.2 and len(s) > 30_000
+    assert leakage_scan(s.X, s.y, threshold=0.95) == []
+    # ... while the label itself, smuggled in as a feature, is caught by name
+    hits = leakage_scan(s.X.assign(future_status=s.y.astype(np.float32)), s.y, threshold=0.95)
+    assert [n for n, _ in hits] == ["future_status"]
+    # the cause of the first change is a documented cause exactly when the label is adverse
+    assert (s.cause.notna().to_numpy() == (s.y == 1)).all()

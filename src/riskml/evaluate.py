@@ -145,17 +145,23 @@ def _rank_auc(x: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def leakage_scan(X: pd.DataFrame, y_binary, threshold: float) -> list[tuple[str, float]]:
+def leakage_scan(X: pd.DataFrame, y_binary, threshold: float, *, max_rows: int | None = 200_000,
+                 seed: int = 0) -> list[tuple[str, float]]:
     """Features whose own AUC on ``y_binary`` is near perfect: ``max(AUC, 1 - AUC) >= threshold``.
 
     Returns ``(feature, auc)`` pairs, strongest first (``auc`` as measured; a
     value near 0 is a perfect inverse predictor). Missing values rank lowest.
+    Past ``max_rows`` rows, a seeded random sample of that many rows is scanned
+    (a near-perfect feature stays near perfect on a sample).
     """
     if not 0.5 < float(threshold) <= 1.0:
         raise ConfigError("leakage_threshold", threshold, "a number in (0.5, 1]")
     y = np.asarray(y_binary).astype(bool)
     if len(y) != len(X):
         raise ValueError(f"y_binary has {len(y)} rows but X has {len(X)}; expected the same rows")
+    if max_rows is not None and len(y) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(len(y), size=max_rows, replace=False))
+        X, y = X.iloc[rows], y[rows]
     if not _binary_ok(y):
         return []
     hits = []
@@ -166,14 +172,15 @@ def leakage_scan(X: pd.DataFrame, y_binary, threshold: float) -> list[tuple[str,
     return sorted(hits, key=lambda h: -max(h[1], 1.0 - h[1]))
 
 
-def check_leakage(X: pd.DataFrame, y_binary, *, threshold: float, allow: bool = False) -> list[tuple[str, float]]:
+def check_leakage(X: pd.DataFrame, y_binary, *, threshold: float, allow: bool = False,
+                  max_rows: int | None = 200_000, seed: int = 0) -> list[tuple[str, float]]:
     """The leakage guard: log every suspect feature by name; raise unless ``allow``.
 
     Raises:
         LeakageError: naming each feature and its AUC, when any is found and
             ``allow`` is false (config key ``leakage.allow``).
     """
-    hits = leakage_scan(X, y_binary, threshold)
+    hits = leakage_scan(X, y_binary, threshold, max_rows=max_rows, seed=seed)
     for name, auc in hits:
         log.warning("leakage guard: feature %r alone has AUC %.4f on the training labels (threshold %.3f)",
                     name, auc, threshold)

@@ -125,9 +125,15 @@ def _plan_snapshots(panel, target, horizon, min_history, every, windows) -> _Pla
     take = (np.isin(status[pos], eligible_codes(tgt)) & (y >= 0)).T
     months = pos - pad + layout.month_of_row0
     plan = _finish(layout, values, status, cause, pos, take, months, y, why if cause is not None else None, specs)
-    if layout.months is not None:  # a regular grid: only the pad rows can be NaN, unless a value is
-        plan.dense = frozenset(c for c, v in values.items() if v.dtype.kind != "f" or not np.isnan(v).any())
+    plan.dense = _dense(layout, values)
     return plan
+
+
+def _dense(layout: _grid.Layout, values: dict[str, np.ndarray]) -> frozenset[str]:
+    """Columns whose grids are NaN in the pad rows only (a regular grid and no missing value)."""
+    if layout.months is None:
+        return frozenset()
+    return frozenset(c for c, v in values.items() if v.dtype.kind != "f" or not np.isnan(v).any())
 
 
 def _fill(plan: _Plan, b0: int, b1: int, out: np.ndarray) -> None:
@@ -214,11 +220,19 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
         as_of = _int_param("as_of", as_of, 0)
     specs = feature_specs(windows)
     pad = max(check_windows(windows))
-    layout = _grid.right_layout(panel, pad=pad, as_of=as_of, source=source)
+    layout = _grid.regular_layout(panel, pad=pad, source=source)
+    if layout is not None and (as_of is None or as_of < layout.months):
+        # a sorted regular panel: every borrower's anchor is the same grid row; later rows are never read
+        anchor = layout.months - 1 if as_of is None else as_of
+        layout.anchor = np.full(layout.n_borrowers, anchor, dtype=np.int64)
+        pos = np.array([pad + anchor])
+    else:
+        layout = _grid.right_layout(panel, pad=pad, as_of=as_of, source=source)
+        pos = np.array([layout.n_rows - 1])
     values, status, cause = _grids(panel, layout, source)
-    pos = np.array([layout.n_rows - 1])
     take = np.ones((layout.n_borrowers, 1), dtype=bool)
     plan = _finish(layout, values, status, cause, pos, take, layout.anchor[:, None], None, None, specs)
+    plan.dense = _dense(layout, values)
     return _build(plan, _int_param("chunk_borrowers", chunk_borrowers, 1))
 
 

@@ -109,12 +109,19 @@ def _keys(panel: pd.DataFrame, source: str) -> tuple[np.ndarray, np.ndarray]:
     return panel["borrower_id"].to_numpy(np.int64), panel["month"].to_numpy(np.int64)
 
 
-def left_layout(panel: pd.DataFrame, *, pad: int, source: str) -> Layout:
-    """Grid layout of a training panel on a common month axis."""
+def regular_layout(panel: pd.DataFrame, *, pad: int, source: str) -> Layout | None:
+    """The reshape layout of a sorted regular panel, or ``None`` when the panel is not one."""
     bid, month = _keys(panel, source)
     t = _regular_months(bid, month)
-    if t is not None:
-        return Layout(ids=bid[::t].copy(), n_rows=pad + t, pad=pad, month_of_row0=0, months=t)
+    return None if t is None else Layout(ids=bid[::t].copy(), n_rows=pad + t, pad=pad, month_of_row0=0, months=t)
+
+
+def left_layout(panel: pd.DataFrame, *, pad: int, source: str) -> Layout:
+    """Grid layout of a training panel on a common month axis."""
+    regular = regular_layout(panel, pad=pad, source=source)
+    if regular is not None:
+        return regular
+    bid, month = _keys(panel, source)
     order, ids, cols, starts, m = _sorted_entries(bid, month, source)
     m0 = int(m.min()) if len(m) else 0
     return Layout(ids=ids, n_rows=pad + (int(m.max()) - m0 + 1 if len(m) else 0), pad=pad, month_of_row0=m0,
