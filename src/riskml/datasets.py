@@ -75,8 +75,8 @@ class Fold:
     test: np.ndarray
 
 
-def _valid_groups(groups: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
-    """A boolean mask over ``idx``: rows of a random ``fraction`` of its entities."""
+def valid_mask(groups: np.ndarray, idx: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A boolean mask over ``idx``: the rows of a random ``fraction`` of its entities (seeded)."""
     uniq = np.unique(groups[idx])
     rng = np.random.default_rng(seed)
     n_valid = int(round(fraction * len(uniq)))
@@ -126,13 +126,13 @@ def out_of_time_split(time: np.ndarray, groups: np.ndarray, *, cut: Any, valid_f
     else:
         if not 0 < test_entity_fraction < 1:
             raise ConfigError("split.test_entity_fraction", test_entity_fraction, "a number strictly between 0 and 1")
-        held = _valid_groups(groups, np.arange(len(groups)), test_entity_fraction, seed + 7919)
+        held = valid_mask(groups, np.arange(len(groups)), test_entity_fraction, seed + 7919)
         test = np.flatnonzero(late & held)
     early = np.flatnonzero(~late & ~held)
     if len(test) == 0 or len(early) == 0:
-        raise ConfigError("split", f"cut at {cut!r}", f"a cut leaving rows on both sides "
+        raise ConfigError("split", f"cut at {cut}", "a cut leaving rows on both sides "
                           f"(train rows {len(early)}, test rows {len(test)})")
-    in_valid = _valid_groups(groups, early, valid_fraction, seed)
+    in_valid = valid_mask(groups, early, valid_fraction, seed)
     return Fold(f"oot<={cut}", early[~in_valid], early[in_valid], test)
 
 
@@ -148,7 +148,7 @@ def kfold_splits(y: np.ndarray, groups: np.ndarray, *, n_splits: int, valid_frac
     kf = StratifiedGroupKFold(n_splits=n_splits, shuffle=True, random_state=seed)
     folds = []
     for k, (train, test) in enumerate(kf.split(np.zeros(len(y)), y, groups)):
-        in_valid = _valid_groups(groups, train, valid_fraction, seed + k)
+        in_valid = valid_mask(groups, train, valid_fraction, seed + k)
         folds.append(Fold(f"fold{k}", train[~in_valid], train[in_valid], test))
     return folds
 

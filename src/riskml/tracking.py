@@ -27,6 +27,9 @@ from riskml.exceptions import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
+# Download progress bars are noise in logs of batch jobs and tests.
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
 MODEL_ARTIFACT = "model"
 MODEL_URI_TAG = "riskml.model_uri"
 PIP_REQUIREMENTS = ["mlflow", "lightgbm", "numpy", "pandas"]

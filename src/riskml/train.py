@@ -35,7 +35,8 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from riskml import tracking
-from riskml.datasets import Dataset, Fold, kfold_splits, load_synthetic, out_of_time_split, time_cut
+from riskml.datasets import (Dataset, Fold, kfold_splits, load_synthetic, out_of_time_split, time_cut,
+                             valid_mask)
 from riskml.exceptions import ConfigError
 from riskml.io import export_model_dir
 from riskml.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
@@ -59,6 +60,7 @@ class TrainResult:
     model_uri: str | None = None
     model_dir: Path | None = None
     fold_metrics: list[dict[str, float]] = field(default_factory=list)
+    test_index: np.ndarray | None = None  # rows of ``dataset`` the final model was scored on
 
 
 def check_config(cfg: dict[str, Any]) -> None:
@@ -146,25 +148,25 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
                              digest=ds.digest)
         tracking.set_tags({"riskml.data_digest": ds.digest})
         leaks = check_leakage(ds, folds[0].train, cfg["leakage"])
-        per_fold, model, t_fit = [], None, 0.0
+        per_fold, oof, model, t_fit = [], [], None, 0.0
         for fold in folds:
             t0 = time.perf_counter()
             model = _fit(cfg, ds, fold.train, fold.valid)
             t_fit += time.perf_counter() - t0
-            proba = model.predict_proba(ds.X.iloc[fold.test])
-            per_fold.append(evaluate_predictions(ds.y[fold.test], proba, ds.classes, cfg["eval"]))
+            oof.append(model.predict_proba(ds.X.iloc[fold.test]))
+            per_fold.append(evaluate_predictions(ds.y[fold.test], oof[-1], ds.classes, cfg["eval"]))
         metrics = _summarise(per_fold)
-        test, last = folds[-1].test, folds[-1]
-        if len(folds) > 1:  # k-fold: the model that ships is refit on all rows (valid slice for early stopping)
-            every = np.sort(np.concatenate([last.train, last.valid, last.test]))
-            inner = kfold_splits(ds.y, ds.groups, n_splits=len(folds), valid_fraction=cfg["split"]["valid_fraction"],
-                                 seed=int(cfg["seed"]))[0]
-            model = _fit(cfg, ds, np.setdiff1d(every, inner.valid), inner.valid)
-        metrics.update(fit_seconds=t_fit, n_train=float(len(folds[0].train)), n_test=float(len(test)),
+        # scored rows: the test set, or every row out of fold (k-fold); plots use these predictions
+        test, proba = np.concatenate([f.test for f in folds]), np.concatenate(oof)
+        if len(folds) > 1:  # k-fold: the model that ships is refit on all rows (a valid slice for early stopping)
+            everything = np.arange(len(ds.y))
+            valid = everything[valid_mask(ds.groups, everything, float(cfg["split"]["valid_fraction"]),
+                                          int(cfg["seed"]))]
+            model = _fit(cfg, ds, np.setdiff1d(everything, valid), valid)
+        metrics.update(leakage_features=float(len(leaks)), fit_seconds=t_fit, n_train=float(len(folds[0].train)), n_test=float(len(folds[0].test)),
                        n_features=float(ds.X.shape[1]))
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
-        proba = model.predict_proba(ds.X.iloc[test])
         if ds.kind == "synthetic":
             metrics.update(oracle_metrics(ds, test, proba, cfg))
             metrics.update(fidelity_metrics(ds, test, proba, model, cfg))
@@ -175,7 +177,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
             for fname, fig in plots(ds.y[test], proba, ds.classes, importance,
                                      n_bins=int(cfg["eval"]["ece_bins"])).items():
                 tracking.log_figure(fig, fname)
-        result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold)
+        result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold, test_index=test)
         if kind == "lightgbm":
             _ship(result, cfg, ds, test, base)
     log.info("run %s (%s on %s): %s", run_id, kind, ds.kind,

@@ -87,6 +87,7 @@ def oracle_metrics(ds: Dataset, test: np.ndarray, proba: np.ndarray, cfg: Mappin
     orc = keys.merge(orc, on=["borrower_id", "month"], how="left")
     gap = evaluate.oracle_gap(ds.y[test[pick]], proba[pick], evaluate.oracle_proba(orc, ds.classes), ds.classes)
     gap["oracle_auc_adverse"] = gap.pop("oracle_roc_auc_adverse")
+    gap["model_auc_adverse_oracle_rows"] = gap["oracle_auc_adverse"] - gap["auc_gap_to_oracle"]
     gap["oracle_rows"] = float(n)
     return gap
 

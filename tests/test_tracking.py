@@ -1,0 +1,152 @@
+"""Tracking: SQLite store and artifact location, the pyfunc model, champion alias, model URIs,
+model export checksums, and a real ``mlflow server`` on 127.0.0.1."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import lightgbm as lgb
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from riskml import io, tracking
+from riskml.exceptions import ConfigError, ModelError
+
+FEATURES = ["dpd", "score"]
+
+
+def tiny_model_dir(path: Path, seed: int = 0) -> Path:
+    rng = np.random.default_rng(seed)
+    X = pd.DataFrame(rng.normal(size=(300, 2)), columns=FEATURES)
+    y = (X["dpd"] + rng.normal(size=300) > 0).astype(int)
+    booster = lgb.train({"objective": "binary", "verbose": -1, "num_leaves": 4, "seed": seed},
+                        lgb.Dataset(X, y), num_boost_round=5)
+    manifest = {"features": FEATURES, "classes": ["normal", "adverse"], "feature_factors": {"dpd": "overdue",
+                "score": "score_decline"}, "categories": {}}
+    return io.export_model_dir(booster.model_to_string(), manifest, path)
+
+
+def log_run(exp_id: str, folder: Path, auc: float) -> str:
+    X = pd.DataFrame({"dpd": [0.5, -1.0], "score": [0.1, 0.2]})
+    with tracking.start_run(exp_id) as run_id:
+        tracking.log_metrics({"roc_auc_adverse": auc, "not_finite": float("nan")})
+        tracking.log_model(folder, input_example=X, output_example=pd.DataFrame({"p_normal": [0.5, 0.5],
+                                                                                 "p_adverse": [0.5, 0.5]}))
+    return run_id
+
+
+def test_flatten_and_default_uri(tmp_path, monkeypatch):
+    assert tracking.flatten({"model": {"num_leaves": 31, "name": "lightgbm"}, "seed": 0, "w": [3, 6]}) == {
+        "model.num_leaves": 31, "model.name": "lightgbm", "seed": 0, "w": [3, 6]}
+    monkeypatch.chdir(tmp_path)
+    assert tracking.default_tracking_uri() == f"sqlite:///{tmp_path.resolve()}/mlflow.db"
+    with pytest.raises(ConfigError, match="tracking.uri"):
+        tracking.setup("./mlruns", "x")  # a bare path would mean the deprecated file store
+
+
+def test_export_checksum_and_load(tmp_path):
+    folder = tiny_model_dir(tmp_path / "m")
+    booster, manifest = io.load_model_dir(folder)
+    assert booster.feature_name() == FEATURES
+    assert manifest["model_sha256"] == io.sha256_file(folder / "model.txt")
+    (folder / "model.txt").write_text((folder / "model.txt").read_text().replace("num_leaves=4", "num_leaves=5"))
+    with pytest.raises(ModelError, match="sha256"):
+        io.load_model_dir(folder)
+    with pytest.raises(ModelError, match="lacks model.txt"):
+        io.load_model_dir(tmp_path)
+
+
+def test_sqlite_store_champion_alias_and_model_uris(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp_id = tracking.setup(f"sqlite:///{tmp_path}/mlflow.db", "unit")
+    assert (tmp_path / "mlflow.db").is_file()
+    exp = mlflow.get_experiment(exp_id)
+    assert exp.artifact_location == (tmp_path / "mlartifacts" / "unit").as_uri()  # not MLflow's cwd default
+    folder = tiny_model_dir(tmp_path / "export")
+    decisions = []
+    for auc in (0.70, 0.65, 0.75):
+        run_id = log_run(exp_id, folder, auc)
+        decisions.append(tracking.register_if_better(run_id, "riskml_unit", "roc_auc_adverse", True))
+    assert [d.version for d in decisions] == [1, 2, 3]
+    assert [d.promoted for d in decisions] == [True, False, True]
+    assert "does not beat" in decisions[1].reason and decisions[1].champion_value == pytest.approx(0.70)
+    client = mlflow.tracking.MlflowClient()
+    assert str(client.get_model_version_by_alias("riskml_unit", "champion").version) == "3"
+    assert client.get_run(run_id).data.tags["riskml.champion"] == "true"
+    assert "not_finite" not in client.get_run(run_id).data.metrics
+
+    # a lower-is-better metric flips the comparison
+    d = tracking.register_if_better(run_id, "riskml_loss", "roc_auc_adverse", False)
+    assert d.promoted  # no holder yet
+
+    cache = tmp_path / "cache"
+    for uri in ("models:/riskml_unit@champion", "models:/riskml_unit/2", f"runs:/{run_id}/model", str(folder)):
+        local = tracking.resolve_model(uri, cache_dir=cache)
+        booster, manifest = io.load_model_dir(local)
+        assert manifest["features"] == FEATURES
+    assert (cache / "riskml_unit" / "v3").is_dir()  # the alias was resolved to its version first
+    with pytest.raises(ModelError, match="riskml_unit@nobody"):
+        tracking.resolve_model("models:/riskml_unit@nobody", cache_dir=cache)
+
+    # the MLflow model returns class probabilities (no pickle: model from code)
+    pyfunc = mlflow.pyfunc.load_model("models:/riskml_unit@champion")
+    out = pyfunc.predict(pd.DataFrame({"dpd": [3.0, -3.0], "score": [0.0, 0.0]}))
+    assert list(out.columns) == ["p_normal", "p_adverse"]
+    np.testing.assert_allclose(out.sum(axis=1), 1.0)
+    assert out["p_adverse"].iloc[0] > out["p_adverse"].iloc[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+@pytest.mark.server
+def test_logs_a_run_to_a_real_mlflow_server(tmp_path):
+    port = _free_port()
+    mlflow_bin = Path(sys.executable).with_name("mlflow")
+    cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--host", "127.0.0.1",
+           "--port", str(port), "--workers", "1"]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, "mlflow server exited early"
+            assert time.time() < deadline, "mlflow server did not answer /health within 90 s"
+            time.sleep(1)
+        uri = f"http://127.0.0.1:{port}"
+        exp_id = tracking.setup(uri, "server_test")
+        run_id = log_run(exp_id, tiny_model_dir(tmp_path / "export"), 0.71)
+        reg = tracking.register_if_better(run_id, "riskml_server", "roc_auc_adverse")
+        assert reg.promoted and reg.version == 1
+        runs = tracking.search_runs("server_test", uri)
+        assert runs["run_id"].tolist() == [run_id]
+        assert runs["metrics.roc_auc_adverse"].iloc[0] == pytest.approx(0.71)
+        local = tracking.resolve_model("models:/riskml_server@champion", cache_dir=tmp_path / "cache")
+        assert io.load_model_dir(local)[1]["features"] == FEATURES
+        assert not (tmp_path / "mlflow.db").exists()  # everything went to the server's store
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
