@@ -250,3 +250,11 @@ def test_no_single_feature_is_near_perfect_on_simulated_snapshots():
     assert [n for n, _ in hits] == ["future_status"]
     # the cause of the first change is a documented cause exactly when the label is adverse
     assert (s.cause.notna().to_numpy() == (s.y == 1)).all()
+
+
+def test_large_outputs_are_writable_column_ordered_float32():
+    from riskml.features import _empty_features
+
+    X = _empty_features(300_000, 64)         # 77 MB: the mapped path
+    X[:, 3] = 1.5
+    assert X.dtype == np.float32 and X.flags.f_contiguous and X.flags.writeable and X[-1, 3] == 1.5

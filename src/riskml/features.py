@@ -13,6 +13,7 @@ Example:
 
 from __future__ import annotations
 
+import mmap
 from dataclasses import dataclass
 from typing import Iterator
 
@@ -158,9 +159,25 @@ def _snapshots(plan: _Plan, X: np.ndarray, rows: slice) -> Snapshots:
                      feature_directions={s.name: s.direction for s in plan.specs})
 
 
+def _empty_features(n_rows: int, n_cols: int) -> np.ndarray:
+    """An uninitialised ``(n_rows, n_cols)`` float32 array in column order.
+
+    Large outputs are mapped with ``MAP_POPULATE`` (all pages faulted in by one
+    call): numpy's own large arrays ask for transparent huge pages, and on a
+    busy machine faulting those in one by one (with compaction) cost more
+    system time than computing the features (benchmarks/bench_features.py).
+    """
+    nbytes = n_rows * n_cols * 4
+    flags = getattr(mmap, "MAP_POPULATE", 0)
+    if nbytes < 1 << 26 or not flags:
+        return np.empty((n_rows, n_cols), dtype=np.float32, order="F")
+    buf = mmap.mmap(-1, nbytes, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS | flags)
+    return np.frombuffer(buf, dtype=np.float32).reshape((n_rows, n_cols), order="F")
+
+
 def _build(plan: _Plan, chunk: int) -> Snapshots:
     n = plan.layout.n_borrowers
-    X = np.empty((int(plan.offsets[-1]), len(plan.specs)), dtype=np.float32, order="F")
+    X = _empty_features(int(plan.offsets[-1]), len(plan.specs))
     for b0 in range(0, n, chunk):
         b1 = min(b0 + chunk, n)
         _fill(plan, b0, b1, X[plan.offsets[b0]:plan.offsets[b1]])
