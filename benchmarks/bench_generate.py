@@ -35,6 +35,12 @@ def peak_mib() -> tuple[float, float]:
     return me, kids
 
 
+def cpu_s() -> float:
+    """CPU seconds used so far by this process and its finished children (the workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def floor(n: int, months: int, chunk: int) -> float:
     """Seconds numpy takes to draw the simulation's random numbers (one stream)."""
     rng = np.random.default_rng(0)
@@ -52,7 +58,7 @@ def main() -> None:
     ap.add_argument("--n-borrowers", type=int, default=1_000_000)
     ap.add_argument("--n-months", type=int, default=36)
     ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--chunk-borrowers", type=int, default=65_536)
+    ap.add_argument("--chunk-borrowers", type=int, default=32_768)
     ap.add_argument("--skip-write", action="store_true", help="skip the full run that writes parquet")
     args = ap.parse_args()
     n, T = args.n_borrowers, args.n_months
@@ -62,19 +68,21 @@ def main() -> None:
     print(f"workload: {n:,} borrowers x {T} months = {rows:,} borrower-months, workers={args.workers}, "
           f"chunk={args.chunk_borrowers:,}")
 
+    print(f"load average before: {os.getloadavg()[0]:.1f} (other processes share these cores)")
     t_floor = floor(n, T, args.chunk_borrowers)
     print(f"floor (numpy draws {bh.N_UNIFORM} uniforms + {bh.N_NORMAL} normals per borrower-month, 1 core): "
           f"{t_floor:.1f} s = {rows / t_floor / 1e6:.2f} M borrower-months/s")
 
     cfg = SimConfig(n_borrowers=n, n_months=T, workers=args.workers, chunk_borrowers=args.chunk_borrowers)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), cpu_s()
     got = 0
     for panel, _ in iter_chunks(cfg, progress=False):
         got += len(panel)
-    t_sim = time.perf_counter() - t
+    t_sim, c_sim = time.perf_counter() - t, cpu_s() - c
     assert got == rows, (got, rows)
     me, kids = peak_mib()
     print(f"simulate (iter_chunks, frames built): {t_sim:.1f} s = {rows / t_sim / 1e6:.2f} M borrower-months/s; "
+          f"{c_sim:.1f} CPU s = {rows / c_sim * 2 / 1e6:.2f} M/s per 2 busy cores; "
           f"peak RSS main {me:.0f} MiB, largest worker {kids:.0f} MiB")
 
     if not args.skip_write:
@@ -87,13 +95,15 @@ def main() -> None:
             conf.scenario = scen
             conf.merge_with({"name": "bench", "data_dir": tmp, "n_borrowers": n, "n_months": T,
                              "workers": args.workers, "chunk_borrowers": args.chunk_borrowers})
-            t = time.perf_counter()
+            t, c = time.perf_counter(), cpu_s()
             out = run(conf)
-            t_run = time.perf_counter() - t
+            t_run, c_run = time.perf_counter() - t, cpu_s() - c
             size = sum(f.stat().st_size for f in out.iterdir()) / 2**20
         me, kids = peak_mib()
         print(f"generate.run (simulate + parquet + sha256): {t_run:.1f} s = {rows / t_run / 1e6:.2f} M "
-              f"borrower-months/s; {size:.0f} MiB on disk; peak RSS main {me:.0f} MiB, largest worker {kids:.0f} MiB")
+              f"borrower-months/s; {c_run:.1f} CPU s = {rows / c_run * 2 / 1e6:.2f} M/s per 2 busy cores; "
+              f"{size:.0f} MiB on disk; peak RSS main {me:.0f} MiB, largest worker {kids:.0f} MiB")
+    print(f"load average after: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":

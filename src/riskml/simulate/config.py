@@ -86,7 +86,7 @@ class SimConfig:
     min_history: int = 6
     scenario: str = "baseline"
     block_size: int = 4096
-    chunk_borrowers: int = 65_536
+    chunk_borrowers: int = 32_768
     workers: int = 1
     type_mix: tuple[float, ...] = (0.55, 0.17, 0.10, 0.015, 0.165)
     policy_base: float = 0.3

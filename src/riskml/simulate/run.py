@@ -103,8 +103,8 @@ def simulate_chunk(cfg: SimConfig, blocks: list[int]) -> tuple[dict[str, np.ndar
             lst.append(rows[c])
     T = cfg.n_months
     cols = {"borrower_id": np.repeat(ids, T), "month": np.tile(np.arange(T, dtype=np.int32), len(ids))}
-    for c, lst in months.items():
-        cols[c] = np.ascontiguousarray(np.stack(lst).T).ravel()  # (borrower, month) order; 4x faster than axis=1
+    for c in list(months):  # pop as we go: peak memory is the month lists plus one column
+        cols[c] = np.ascontiguousarray(np.stack(months.pop(c)).T).ravel()  # (borrower, month); 4x faster than axis=1
     return cols, truth
 
 
@@ -136,7 +136,7 @@ def iter_chunks(cfg: SimConfig, *, progress: bool | None = None) -> Iterator[tup
     """Yield ``(panel_chunk, truth_chunk)`` in borrower order, whole blocks at a time.
 
     With ``cfg.workers > 1`` chunks are simulated in a process pool; at most
-    two chunks per worker are in flight, so memory stays flat as N grows.
+    ``workers + 1`` chunks are in flight, so memory stays flat as N grows.
 
     Args:
         cfg: the simulation config.
@@ -155,7 +155,7 @@ def iter_chunks(cfg: SimConfig, *, progress: bool | None = None) -> Iterator[tup
                 yield panel_frame(cols), truth
             return
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
-            window = 2 * cfg.workers
+            window = cfg.workers + 1
             futures = [pool.submit(_chunk_job, j) for j in jobs[:window]]
             for i in range(len(jobs)):
                 cols, truth = futures[i].result()

@@ -57,17 +57,15 @@ class Summary:
         """Add one chunk of whole borrower histories."""
         self.rows += len(panel)
         bid = panel["borrower_id"].to_numpy()
-        _, start = np.unique(bid, return_index=True)
+        start = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
         self.borrowers += len(start)
         status = panel["status"].cat.codes.to_numpy()
-        for code, n in zip(*np.unique(status, return_counts=True)):
-            self.status[STATUSES[code]] += int(n)
         cause = panel["cause"].cat.codes.to_numpy()
-        for code, n in zip(*np.unique(cause[cause >= 0], return_counts=True)):
-            self.cause[CAUSES[code]] += int(n)
         ev = adverse_events(panel)
-        for code, n in zip(*np.unique(ev[ev >= 0], return_counts=True)):
-            self.events[CAUSES[code]] += int(n)
+        for counts, codes, names in ((self.status, status, STATUSES), (self.cause, cause, CAUSES),
+                                     (self.events, ev, CAUSES)):
+            for name, n in zip(names, np.bincount(codes[codes >= 0], minlength=len(names))):
+                counts[name] += int(n)
         self.suspended_once += int(np.maximum.reduceat(status == 1, start).sum())
         self.closed_once += int(np.maximum.reduceat(status == 2, start).sum())
 
