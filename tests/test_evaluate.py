@@ -75,6 +75,11 @@ def test_oracle_gap_is_oracle_auc_minus_model_auc():
     g = oracle_gap(Y6, P6, op, ["normal", "adverse"])
     assert g["oracle_roc_auc_adverse"] == 1.0 and g["auc_gap_to_oracle"] == pytest.approx(1 - 2 / 3)
     assert oracle_proba(oracle, ["normal", "suspended", "closed"]).shape == (6, 3)
+    keys = pd.DataFrame({"borrower_id": np.arange(6), "month": 7})
+    keyed = oracle.assign(borrower_id=np.arange(6), month=7)
+    assert oracle_proba(keyed, ["normal", "adverse"], keys=keys).shape == (6, 2)
+    with pytest.raises(ValueError, match="first at row 2"):
+        oracle_proba(keyed, ["normal", "adverse"], keys=keys.assign(month=[7, 7, 8, 7, 7, 7]))
 
 
 def test_leakage_scan_names_near_perfect_features_and_the_guard_fails_the_run(caplog):

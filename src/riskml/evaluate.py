@@ -105,15 +105,23 @@ def classification_metrics(y_true, proba, classes: Sequence[str]) -> dict[str, f
     return out
 
 
-def oracle_proba(oracle: pd.DataFrame, classes: Sequence[str]) -> np.ndarray:
+def oracle_proba(oracle: pd.DataFrame, classes: Sequence[str], *, keys: pd.DataFrame | None = None) -> np.ndarray:
     """The oracle's probabilities (``p_normal``, ``p_suspended``, ``p_closed``) in a target's classes.
 
     Three classes map one to one; two classes are (normal, adverse) with
-    ``p_adverse = 1 - p_normal``.
+    ``p_adverse = 1 - p_normal``. With ``keys`` (the snapshots' borrower_id and
+    month), the oracle rows must be those snapshots in that order.
     """
     missing = [c for c in ("p_normal", "p_suspended", "p_closed") if c not in oracle.columns]
     if missing:
         raise ValueError(f"oracle frame lacks columns {missing}; expected p_normal, p_suspended, p_closed")
+    if keys is not None:
+        k = ["borrower_id", "month"]
+        a, b = oracle[k].to_numpy(np.int64), keys[k].to_numpy(np.int64)
+        if a.shape != b.shape or not (a == b).all():
+            i = int(np.flatnonzero((a != b).any(axis=1))[0]) if a.shape == b.shape else min(len(a), len(b))
+            raise ValueError(f"oracle rows do not match the snapshot keys (first at row {i}; "
+                             f"{len(a)} oracle rows, {len(b)} keys); expected the same (borrower_id, month) in order")
     pn = oracle["p_normal"].to_numpy(np.float64)
     if len(classes) == 3:
         return np.column_stack([pn, oracle["p_suspended"].to_numpy(np.float64), oracle["p_closed"].to_numpy(np.float64)])
