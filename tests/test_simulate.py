@@ -197,3 +197,20 @@ def test_adverse_events_hand_computed():
     od = CAUSES.index("overdue")
     # cut, suspension, escalation; borrower 1's first month is not an event (no previous month)
     assert adverse_events(p).tolist() == [-1, od, od, od, -1, -1]
+
+
+def test_panel_dtypes_are_the_contract(base):
+    from riskml.schema import cast
+
+    res, _ = base
+    assert res.panel[list(PANEL.names)].dtypes.equals(cast(res.panel[list(PANEL.names)], PANEL).dtypes)
+
+
+@pytest.mark.parametrize("module", ["config", "behaviour", "run", "oracle", "summary"])
+def test_docstring_examples_run(module):
+    import doctest
+    import importlib
+
+    mod = importlib.import_module(f"riskml.simulate.{module}")
+    result = doctest.testmod(mod)
+    assert result.failed == 0 and result.attempted > 0

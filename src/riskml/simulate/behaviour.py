@@ -31,7 +31,10 @@ def geometric(u: np.ndarray, mean: np.ndarray) -> np.ndarray:
     ``floor(x * E)`` with ``E ~ Exp(1)`` is geometric with ``P(N >= k) = exp(-k / x)``;
     ``x = 1 / log(1 + 1 / mean)`` gives mean ``mean``.
 
-    >>> geometric(np.array([0.5]), np.array([0.0]))[0]
+    >>> u = np.random.default_rng(0).random(200_000)
+    >>> round(float(geometric(u, np.full(u.shape, 2.0)).mean()), 1)
+    2.0
+    >>> int(geometric(np.array([0.5]), np.array([0.0]))[0])
     0
     """
     x = 1.0 / np.log1p(1.0 / np.maximum(mean, 1e-6))
