@@ -45,8 +45,11 @@ def test_panel_follows_the_contract(base):
     normal_cause = p[(p["status"] == "normal") & p["cause"].notna()]
     prev_limit = p.groupby("borrower_id")["credit_limit"].shift(1).loc[normal_cause.index]
     assert (normal_cause["credit_limit"] < prev_limit).all()
-    # suspended and closed lines keep their rows and cannot draw
-    assert (p.loc[p["status"] != "normal", "drawn"] == 0).sum() > 0
+    # suspended and closed lines keep their rows and cannot draw (maintenance clears before the month)
+    prev = p.groupby("borrower_id")[["status", "cause"]].shift(1)
+    blocked = prev["status"].isin(["suspended", "closed"]) & (prev["cause"] != "maintenance")
+    assert blocked.sum() > 1000 and (p.loc[blocked, "drawn"] == 0).all()
+    assert (p.loc[~blocked, "drawn"] > 0).mean() > 0.5
 
 
 def test_all_seven_causes_occur(base):
