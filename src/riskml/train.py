@@ -141,8 +141,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
     kind = cfg["model"]["name"]
     tags = {"riskml.model": kind, "riskml.data": ds.kind, "riskml.target": cfg["target"]["name"]
             if ds.kind == "synthetic" else cfg["data"]["target_column"]}
-    with tracking.start_run(exp_id, run_name=cfg["tracking"].get("run_name"), nested=bool(cfg.get("_nested")),
-                            tags=tags) as run_id:
+    run_name = cfg["tracking"].get("run_name") or f"{kind}-{tags['riskml.target']}"
+    with tracking.start_run(exp_id, run_name=run_name, nested=bool(cfg.get("_nested")), tags=tags) as run_id:
         tracking.log_params({k: v for k, v in tracking.flatten(cfg).items() if not k.startswith("_")})
         tracking.log_dataset(ds.X.head(1000), name=f"{ds.kind}:{Path(ds.source).name}", source=ds.source,
                              digest=ds.digest)

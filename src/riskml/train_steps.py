@@ -101,7 +101,8 @@ def fidelity_metrics(ds: Dataset, test: np.ndarray, proba: np.ndarray, model: Fi
     Skipped for baselines, for data without true causes, or when
     ``eval.fidelity`` is false.
     """
-    if not cfg["eval"].get("fidelity", True) or model.kind != "lightgbm" or ds.cause is None:
+    if (not cfg["eval"].get("fidelity", True) or model.kind != "lightgbm" or ds.cause is None
+            or cfg["target"]["name"] == "recovery_6m"):  # a recovery has no "first change" cause to find
         return {}
     from riskml import explain, tracking
 
