@@ -292,76 +292,78 @@ _CHUNK = 256
 def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missing, cat_start, cat_len, cat_words,
             left, right, bit, unit, unit_src, unit_k, unit_slot, unit_pair_bit, unit_table, slot_bit, slot_factor,
             table, out):  # pragma: no cover - numba
-    """Rows in chunks (threads); per chunk, trees outer and rows inner so the
-    loops over rows vectorise and a tree's tables stay in cache."""
+    """Rows in chunks (one thread each); per chunk, trees outer and rows inner
+    so that the loops over rows vectorise and a tree's tables stay in cache.
+    Flat scratch arrays with explicit offsets vectorise better than views."""
     n, n_feat = X.shape
     n_out, n_fac = out.shape[1], out.shape[2]
+    CH = _CHUNK
     max_nodes = 1
     for t in range(tree_start.shape[0] - 1):
         max_nodes = max(max_nodes, tree_start[t + 1] - tree_start[t])
-    for c in nb.prange((n + _CHUNK - 1) // _CHUNK):
-        r0 = c * _CHUNK
-        nr = min(n, r0 + _CHUNK) - r0
-        xt = np.empty((n_feat, _CHUNK))  # float64, as LightGBM compares
+    for c in nb.prange((n + CH - 1) // CH):
+        r0 = c * CH
+        nr = min(n, r0 + CH) - r0
+        xt = np.zeros(n_feat * CH)  # float64, as LightGBM compares
         for r in range(nr):
             for f in range(n_feat):
-                xt[f, r] = X[r0 + r, f]
-        mask = np.empty((max_nodes, _CHUNK), dtype=np.int32)  # bit set: a factor x failed on the way here
-        pat = np.empty(_CHUNK, dtype=np.int64)
-        acc = np.zeros((n_out, n_fac, _CHUNK))
+                xt[f * CH + r] = X[r0 + r, f]
+        mask = np.empty(max_nodes * CH, dtype=np.int32)  # bit set: a factor x failed on the way to the node
+        pat = np.empty(CH, dtype=np.int64)
+        acc = np.zeros(n_out * n_fac * CH)
         for t in range(tree_start.shape[0] - 1):
             a, b, cls = tree_start[t], tree_start[t + 1], tree_output[t]
-            mask[0, :nr] = 0
+            mask[:CH] = 0
             for j in range(a, b):
-                J = j - a
+                o_j = (j - a) * CH
                 if left[j] >= 0:
-                    mj, ml, mr, xf, bj = mask[J], mask[left[j] - a], mask[right[j] - a], xt[feature[j]], bit[j]
-                    thr, mt, dl = threshold[j], missing[j], default_left[j] == 1
+                    o_l, o_r, o_x, bj = (left[j] - a) * CH, (right[j] - a) * CH, feature[j] * CH, bit[j]
+                    thr, dl = threshold[j], default_left[j] == 1
                     if cat_start[j] >= 0:
-                        for r in range(nr):
-                            go = _in_bitset(xf[r], cat_start[j], cat_len[j], cat_words)
-                            ml[r] = mj[r] | (0 if go else bj)
-                            mr[r] = mj[r] | (bj if go else 0)
-                    elif mt == 0:  # NaN is read as 0
-                        for r in range(nr):
-                            v = xf[r]
-                            go = (v <= thr) | (np.isnan(v) & (0.0 <= thr))
-                            ml[r] = mj[r] | (0 if go else bj)
-                            mr[r] = mj[r] | (bj if go else 0)
-                    elif mt == 2:  # NaN goes the default way
-                        for r in range(nr):
-                            v = xf[r]
-                            go = (v <= thr) | (np.isnan(v) & dl)
-                            ml[r] = mj[r] | (0 if go else bj)
-                            mr[r] = mj[r] | (bj if go else 0)
-                    else:  # zero and NaN go the default way
-                        for r in range(nr):
-                            v = xf[r]
-                            go = dl if (np.isnan(v) | ((v >= -_ZERO) & (v <= _ZERO))) else v <= thr
-                            ml[r] = mj[r] | (0 if go else bj)
-                            mr[r] = mj[r] | (bj if go else 0)
+                        for r in range(CH):
+                            go = np.int32(_in_bitset(xt[o_x + r], cat_start[j], cat_len[j], cat_words))
+                            m = mask[o_j + r]
+                            mask[o_l + r] = m | (bj & (go - 1))
+                            mask[o_r + r] = m | (bj & -go)
+                    elif missing[j] == 1:  # zero and NaN go the default way
+                        for r in range(CH):
+                            v = xt[o_x + r]
+                            z = np.isnan(v) | ((v >= -_ZERO) & (v <= _ZERO))
+                            go = np.int32(dl) if z else np.int32(v <= thr)
+                            m = mask[o_j + r]
+                            mask[o_l + r] = m | (bj & (go - 1))
+                            mask[o_r + r] = m | (bj & -go)
+                    else:  # NaN goes the default way (NaN type) or reads as 0 (None type)
+                        nan_left = dl if missing[j] == 2 else 0.0 <= thr
+                        for r in range(CH):
+                            v = xt[o_x + r]
+                            go = np.int32((v <= thr) | (np.isnan(v) & nan_left))
+                            m = mask[o_j + r]
+                            mask[o_l + r] = m | (bj & (go - 1))
+                            mask[o_r + r] = m | (bj & -go)
                 u = unit[j]
                 if u < 0:
                     continue
                 k, s0, base, pb = unit_k[u], unit_slot[u], unit_table[u], unit_pair_bit[u]
-                src = mask[J + unit_src[u]]
+                src = mask[o_j + unit_src[u] * CH:o_j + (unit_src[u] + 1) * CH]
                 pat[:nr] = 0
                 for s in range(k):
                     sb = slot_bit[s0 + s]
                     for r in range(nr):
                         pat[r] |= (((src[r] >> sb) & 1) ^ 1) << s
                 if pb >= 0:  # the right leaf of a pair: did x follow the parent's factor there?
-                    mr = mask[J + 2]
+                    m_r = mask[o_j + 2 * CH:o_j + 3 * CH]
                     for r in range(nr):
-                        pat[r] |= (((mr[r] >> pb) & 1) ^ 1) << k
+                        pat[r] |= (((m_r[r] >> pb) & 1) ^ 1) << k
                 for s in range(k):
-                    dst = acc[cls, slot_factor[s0 + s]]
+                    o_a = (cls * n_fac + slot_factor[s0 + s]) * CH
+                    dst = acc[o_a:o_a + CH]
                     for r in range(nr):
                         dst[r] += table[base + pat[r] * k + s]
         for r in range(nr):
             for o in range(n_out):
                 for f in range(n_fac):
-                    out[r0 + r, o, f] = acc[o, f, r]
+                    out[r0 + r, o, f] = acc[(o * n_fac + f) * CH + r]
 
 
 @nb.njit(inline="always", cache=False)
