@@ -155,3 +155,12 @@ def test_fidelity_hand_computed():
     assert fid.as_dict()["fidelity_top1_multi_lending"] == 0.5
     with pytest.raises(SchemaError, match="rows"):
         fidelity(top1[:3], truth)
+
+
+def test_fidelity_accepts_categorical_causes_like_snapshots_carry():
+    truth = pd.Series(pd.Categorical(["overdue", None, "maintenance", "overdue"], categories=list(CATALOGUE)))
+    top1 = pd.Series(["overdue", "overdue", "overdue", None], dtype=object)
+    fid = fidelity(top1, truth, min_events=1)
+    assert fid.n_events == 3 and fid.overall == pytest.approx(1 / 3)
+    assert fid.per_cause.index.tolist() == ["overdue", "maintenance"]
+    assert fid.confusion.loc["maintenance", "overdue"] == 1 and fid.confusion.loc["overdue", "none"] == 1
