@@ -55,6 +55,9 @@ def test_contributions_shape_order_and_efficiency(model):
     shuffled = X[list(reversed(X.columns))].assign(extra=1.0)  # order and extra columns do not matter
     np.testing.assert_array_equal(ex.contributions(shuffled), c)
     np.testing.assert_allclose(ex.contributions(X.astype(np.float64).to_numpy()), c, atol=1e-12)
+    np.testing.assert_array_equal(FactorExplainer(booster, FF, n_threads=1).contributions(X), c)
+    with pytest.raises(ConfigError, match="n_threads"):
+        FactorExplainer(booster, FF, n_threads=0)
     # overdue drives the label: it is the top reason of nearly every adverse-looking row
     adv = adverse_contributions(c, None)
     risky = booster.predict(X) > 0.5

@@ -10,7 +10,8 @@ features of a factor); with one feature per factor the two coincide.
 Example:
     >>> import numpy as np
     >>> c = np.array([[0.4, -0.1, 0.4, 0.2], [-0.3, -0.2, -0.1, 0.0]])
-    >>> top_reasons(c, ["overdue", "multi_lending", "abnormal_use", "other"], k=2)[["row", "rank", "factor"]].values.tolist()
+    >>> r = top_reasons(c, ["overdue", "multi_lending", "abnormal_use", "other"], k=2)
+    >>> r[["row", "rank", "factor"]].values.tolist()  # a tie goes to the catalogue's order; row 1 has none
     [[0, 1, 'overdue'], [0, 2, 'abnormal_use']]
 """
 
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Callable, Sequence
 
 import lightgbm as lgb
+import numba as nb
 import numpy as np
 import pandas as pd
 
@@ -39,6 +41,7 @@ class FactorExplainer:
         feature_factors: factor id of every model feature.
         factor_order: order of the factors in the output; default catalogue
             order, factors unknown to the catalogue next, ``other`` last.
+        n_threads: threads for :meth:`contributions` (default: numba's, all cores).
 
     Attributes:
         factors: the factor ids present, in output order.
@@ -49,8 +52,12 @@ class FactorExplainer:
     """
 
     def __init__(self, booster: lgb.Booster, feature_factors: dict[str, str],
-                 factor_order: Sequence[str] | None = None):
-        self.booster = booster
+                 factor_order: Sequence[str] | None = None, *, n_threads: int | None = None):
+        most = nb.config.NUMBA_NUM_THREADS
+        if n_threads is not None and (not isinstance(n_threads, (int, np.integer)) or isinstance(n_threads, bool)
+                                      or not 1 <= n_threads <= most):
+            raise ConfigError("n_threads", n_threads, f"an integer from 1 to {most} or None")
+        self.booster, self.n_threads = booster, n_threads
         self.features_ = list(booster.feature_name())
         missing = [f for f in self.features_ if f not in feature_factors]
         if missing:
@@ -96,8 +103,14 @@ class FactorExplainer:
         """
         X = self.matrix(X)
         if self.tables_ is not None:
-            return treeshap.contributions(self.tables_, X)
-        raw = np.asarray(self.booster.predict(X, pred_contrib=True))
+            before = nb.get_num_threads()
+            nb.set_num_threads(int(self.n_threads or before))
+            try:
+                return treeshap.contributions(self.tables_, X)
+            finally:
+                nb.set_num_threads(before)
+        threads = {"num_threads": self.n_threads} if self.n_threads else {}
+        raw = np.asarray(self.booster.predict(X, pred_contrib=True, **threads))
         n_feat = len(self.features_)
         raw = raw.reshape(X.shape[0], self.n_outputs_, n_feat + 1)
         out = np.zeros((X.shape[0], self.n_outputs_, len(self.factors) + 1))
@@ -270,7 +283,7 @@ def fidelity(top1: pd.Series, true_cause: pd.Series, *, min_events: int = 50) ->
     keep = truth.notna().to_numpy()
     truth, pred = truth[keep].astype(str), pred[keep].fillna("none").astype(str)
     hit = (truth.to_numpy() == pred.to_numpy())
-    per = pd.DataFrame({"cause": truth.to_numpy(), "hit": hit}).groupby("cause", sort=False)["hit"].agg(["size", "mean"])
+    per = pd.DataFrame({"cause": truth.to_numpy(), "hit": hit}).groupby("cause")["hit"].agg(["size", "mean"])
     order = [c for c in catalogue.factor_ids() if c in per.index] + sorted(set(per.index) - set(catalogue.CATALOGUE))
     per = per.reindex(order).rename(columns={"size": "n_events", "mean": "top1_rate"})
     per["judged"] = per["n_events"] >= min_events
