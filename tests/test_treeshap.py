@@ -168,12 +168,14 @@ def test_single_leaf_trees_add_only_to_the_bias():
     np.testing.assert_allclose(got[:, 0, -1], booster.predict(X[:50], raw_score=True), rtol=0, atol=1e-12)
 
 
-def test_too_many_factors_on_a_path_falls_back_to_summed_pred_contrib(monkeypatch):
+@pytest.mark.parametrize("limit", ["MAX_PATH_FACTORS", "MAX_TABLE_BYTES"])
+def test_too_big_tables_fall_back_to_summed_pred_contrib(monkeypatch, caplog, limit):
     X, score = _data(seed=5)
     booster = _fit(X, score)
-    monkeypatch.setattr(treeshap, "MAX_PATH_FACTORS", 1)
+    monkeypatch.setattr(treeshap, limit, 1)
     groups = dict(zip(booster.feature_name(), ["a", "b", "b", "c", "d", "c", "a", "d"]))
     ex = FactorExplainer(booster, groups)
+    assert "pred_contrib summed per factor" in caplog.text
     assert ex.method_ == "pred_contrib" and ex.table_bytes_ == 0
     pc = booster.predict(X, pred_contrib=True)
     got = ex.contributions(X)

@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -28,6 +29,8 @@ import pandas as pd
 from riskml import factors as catalogue
 from riskml import treeshap
 from riskml.exceptions import ConfigError, ModelError, SchemaError
+
+_log = logging.getLogger(__name__)
 
 #: Adverse-action practice lists at most four reasons.
 MAX_REASONS = 4
@@ -74,7 +77,9 @@ class FactorExplainer:
                                                                                len(self.factors))
             self.method_ = "tables"
             self.table_bytes_ = self.tables_.nbytes
-        except treeshap.Unsupported:
+        except treeshap.Unsupported as e:
+            # Still exact Shapley values, but of features (summed per factor) and 50-100x slower.
+            _log.warning("factor TreeSHAP tables not built (%s); using LightGBM's pred_contrib summed per factor", e)
             self.tables_, self.method_, self.table_bytes_ = None, "pred_contrib", 0
 
     def matrix(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:

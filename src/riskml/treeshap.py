@@ -34,6 +34,8 @@ from riskml.exceptions import ModelError
 #: Leaves whose paths split on more factors than this make the tables too big
 #: (2**k rows each); such models fall back to ``pred_contrib`` summed.
 MAX_PATH_FACTORS = 12
+#: Tables beyond this many bytes in all (deep trees, many factors) fall back too.
+MAX_TABLE_BYTES = 1 << 30
 
 _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
 _ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float literal)
@@ -133,8 +135,9 @@ def compile_model(dump: dict, feature_factor: np.ndarray, n_factors: int) -> Tre
 
     Raises:
         ModelError: linear trees or averaged trees (random forest).
-        Unsupported: a tree with more than 31 factors, or a
-            path with more than :data:`MAX_PATH_FACTORS` factors.
+        Unsupported: a tree with more than 31 factors, a path with more
+            than :data:`MAX_PATH_FACTORS` factors, or tables over
+            :data:`MAX_TABLE_BYTES`.
     """
     if dump.get("average_output"):
         raise ModelError("the model averages its trees (boosting=rf); expected a boosted model (gbdt, dart, goss)")
@@ -233,6 +236,8 @@ def _build_units(leaves: list, leaf: np.ndarray, left: np.ndarray, right: np.nda
     ks = np.array([len(lv[1]) for lv in leaves], dtype=np.int64)
     t_off = np.zeros(len(ks) + 1, dtype=np.int64)
     np.cumsum((1 << ks) * ks, out=t_off[1:])
+    if t_off[-1] * 8 > MAX_TABLE_BYTES:
+        raise Unsupported(f"tables of {t_off[-1] * 8 / 2**20:.0f} MiB (> {MAX_TABLE_BYTES / 2**20:.0f} MiB)")
     r_off = np.concatenate([[0], np.cumsum(ks)[:-1]]).astype(np.int64)
     ratios = np.array([r for lv in leaves for r in lv[3]], dtype=np.float64)
     leaf_tab = np.zeros(int(t_off[-1]))
