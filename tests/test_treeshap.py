@@ -50,6 +50,7 @@ def _own_factor(booster: lgb.Booster) -> FactorExplainer:
     (3, {}, "NaN"),
     (2, {"zero_as_missing": True}, "Zero"),
     (2, {"use_missing": False}, "None"),
+    (2, {"bagging_fraction": 0.7, "bagging_freq": 1, "feature_fraction": 0.8}, "NaN"),  # covers of a bag
 ])
 def test_one_feature_per_factor_equals_lightgbm_pred_contrib(n_classes, params, missing):
     X, score = _data()
