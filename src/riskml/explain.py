@@ -191,14 +191,14 @@ def top_reasons(contrib_adverse: np.ndarray, factor_ids: Sequence[str], *, k: in
     order = tie[np.argsort(-c[:, tie], axis=1, kind="stable")[:, :k]]
     vals = np.take_along_axis(c, order, axis=1)
     rows, ranks = np.nonzero(vals > 0)  # positive values come first in every row, so ranks stay 0..n-1
-    fac = np.asarray(ids, dtype=object)[order[rows, ranks]]
+    col = order[rows, ranks]
     return pd.DataFrame({
         "row": rows.astype(np.int64),
         "rank": (ranks + 1).astype(np.int64),
-        "factor": pd.array(fac, dtype="string"),
-        "label": pd.array([_label(f) for f in fac], dtype="string"),
+        "factor": pd.array(np.asarray(ids, dtype=object)[col], dtype="string"),
+        "label": pd.array(np.asarray([_label(f) for f in ids], dtype=object)[col], dtype="string"),
         "contribution": vals[rows, ranks],
-        "documented": np.array([f in catalogue.CAUSES for f in fac], dtype=bool),
+        "documented": np.array([f in catalogue.CAUSES for f in ids], dtype=bool)[col],
     })
 
 
