@@ -19,6 +19,7 @@ def raw_runs() -> pd.DataFrame:
         "params.model.name": ["lightgbm", "lightgbm", "logistic"],
         "params.model.num_leaves": ["15", "63", None],
         "params.seed": ["0", "0", "0"],  # equal everywhere: says nothing, no column
+        "params.model.C": [None, None, "1.0"],  # one model's setting, equal where set: no column
         "params.tracking.uri": ["x", "y", "z"],  # differs by design: no column
         "metrics.roc_auc_adverse": [0.81, 0.84, 0.80],
         "metrics.ece": [0.004, 0.003, 0.010],

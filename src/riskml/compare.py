@@ -20,10 +20,14 @@ _NOISE = ("tracking.", "_")
 
 
 def differing_params(runs: pd.DataFrame) -> list[str]:
-    """``params.*`` columns whose values are not all equal across ``runs``."""
+    """``params.*`` columns with at least two different values across ``runs``.
+
+    A param that only some runs have (one model's setting) but that is equal
+    wherever it is set says nothing about the difference, so it is left out.
+    """
     cols = [c for c in runs.columns if c.startswith("params.")
             and not c[len("params."):].startswith(_NOISE)]
-    return [c for c in cols if runs[c].astype("string").fillna("<unset>").nunique() > 1]
+    return [c for c in cols if runs[c].astype("string").dropna().nunique() > 1]
 
 
 def table(runs: pd.DataFrame, *, metrics: list[str], sort_by: str, ascending: bool = False) -> pd.DataFrame:

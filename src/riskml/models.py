@@ -17,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
@@ -26,6 +27,8 @@ import pandas as pd
 from threadpoolctl import threadpool_limits
 
 from riskml.exceptions import ConfigError
+
+log = logging.getLogger(__name__)
 
 #: The models a config may name (``model.name``).
 MODELS: tuple[str, ...] = ("lightgbm", "hist_gbm", "logistic")
@@ -100,9 +103,18 @@ def monotone_constraints(feature_names: list[str], feature_directions: Mapping[s
 
 
 def lgb_params(model_cfg: Mapping[str, Any], *, n_classes: int, seed: int, num_threads: int,
-               constraints: list[int] | None = None) -> dict[str, Any]:
-    """The LightGBM parameter dict riskml trains with (deterministic, seeded, quiet)."""
+               constraints: list[int] | None = None, n_rows: int | None = None) -> dict[str, Any]:
+    """The LightGBM parameter dict riskml trains with (deterministic, seeded, quiet).
+
+    With ``n_rows`` (training rows) ``min_data_in_leaf`` is capped at 5% of
+    them, so that a tabular set of a few hundred rows can still split under a
+    default tuned for 300k snapshots.
+    """
     params = {k: v for k, v in model_cfg.items() if k not in CONTROL_KEYS}
+    if n_rows is not None and params.get("min_data_in_leaf", 20) > max(5, n_rows // 20):
+        log.info("min_data_in_leaf %s capped at %d (5%% of %d training rows)", params["min_data_in_leaf"],
+                 max(5, n_rows // 20), n_rows)
+        params["min_data_in_leaf"] = max(5, n_rows // 20)
     if n_classes == 2:
         params.update(objective="binary", metric="binary_logloss")
     else:
@@ -179,7 +191,8 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
     features = list(X_train.columns)
     if kind == "lightgbm":
         cons = monotone_constraints(features, feature_directions or {}) if model_cfg.get("monotone") else None
-        params = lgb_params(model_cfg, n_classes=len(classes), seed=seed, num_threads=num_threads, constraints=cons)
+        params = lgb_params(model_cfg, n_classes=len(classes), seed=seed, num_threads=num_threads, constraints=cons,
+                            n_rows=len(X_train))
         booster = fit_lightgbm(X_train, y_train, params=params, num_boost_round=int(model_cfg["num_boost_round"]),
                                X_valid=X_valid, y_valid=y_valid,
                                early_stopping_rounds=model_cfg.get("early_stopping_rounds"))
