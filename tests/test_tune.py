@@ -21,7 +21,7 @@ def tune_cfg(tmp: Path, n_trials: int):
     with initialize_config_module("riskml.conf", version_base="1.3"):
         cfg = compose("tune", overrides=[f"n_trials={n_trials}", f"storage=sqlite:///{tmp}/optuna.db",
                                          f"tracking.uri=sqlite:///{tmp}/mlflow.db", "study_name=unit"])
-    cfg.train_overrides = [*cfg.train_overrides, *train]
+    cfg.overrides = train
     cfg.search_space = {"model.num_leaves": {"type": "int", "low": 4, "high": 16},
                         "model.monotone": {"type": "categorical", "choices": [True, False]}}
     return cfg

@@ -1,8 +1,8 @@
 """``python -m riskml.tune n_trials=N``: an Optuna search over the train config.
 
 Optuna 5 is driven directly (the Hydra Optuna sweeper pins optuna < 3). Each
-trial composes ``conf/train.yaml`` with ``train_overrides`` plus the trial's
-sampled values and calls :func:`riskml.train.run` as a nested MLflow run under
+trial composes ``conf/train.yaml`` with ``train_overrides`` and ``overrides``
+plus the trial's sampled values and calls :func:`riskml.train.run` as a nested MLflow run under
 one parent run. The study lives in its own SQLite file
 (``sqlite:///<launch dir>/optuna.db`` by default); running the command again
 loads it and runs only the trials still missing up to ``n_trials``, under the
@@ -78,7 +78,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> TuneResult:
     study = optuna.create_study(storage=storage, study_name=cfg["study_name"], direction=cfg["direction"],
                                 sampler=optuna.samplers.TPESampler(seed=int(cfg["seed"])), load_if_exists=True)
     uri, experiment = cfg["tracking"].get("uri"), cfg["tracking"]["experiment"]
-    base = [*cfg.get("train_overrides", []), f"tracking.experiment={experiment}", f"seed={cfg['seed']}"]
+    base = [*cfg.get("train_overrides", []), *cfg.get("overrides", []), f"tracking.experiment={experiment}",
+            f"seed={cfg['seed']}"]
     if uri:
         base.append(f"tracking.uri={uri}")
     compose_train(base)  # a bad override fails here, before the first trial
