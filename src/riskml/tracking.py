@@ -273,6 +273,12 @@ def resolve_model(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         mlflow.artifacts.download_artifacts(artifact_uri=download, dst_path=str(tmp))
+        if text.startswith("models:/"):
+            # the manifest was logged before the version existed; the registry knows it now
+            from riskml.io import read_json, write_json
+
+            man_file = _model_folder(tmp) / "manifest.json"
+            write_json({**read_json(man_file), "model_name": mv.name, "model_version": int(mv.version)}, man_file)
         os.replace(tmp, target)
     except mlflow.exceptions.MlflowException as e:
         raise ModelError(f"model URI {text!r}: cannot resolve ({e.message})") from None
