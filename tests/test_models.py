@@ -100,3 +100,12 @@ def test_manifest_and_mlflow_frames():
     out = proba_frame(m, X.head(3))
     assert list(out.columns) == ["p_0", "p_1"]
     assert isinstance(m, FittedModel) and m.feature_importance().index.tolist() == man["features"]
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import riskml.models
+
+    result = doctest.testmod(riskml.models)
+    assert result.attempted >= 3 and result.failed == 0

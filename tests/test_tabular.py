@@ -112,3 +112,12 @@ def test_time_column_gives_an_out_of_time_split(tmp_path, monkeypatch):
     test_share = result.metrics["n_test"] / len(months)
     assert 0.15 < test_share < 0.4
     assert "application_month" not in result.dataset.X  # a time column is not a feature
+
+
+def test_docstring_example_runs():
+    import doctest
+
+    import riskml.tabular
+
+    result = doctest.testmod(riskml.tabular)
+    assert result.attempted >= 3 and result.failed == 0
