@@ -100,13 +100,18 @@ def test_adverse_contributions_multiclass_hand_computed():
 def test_top_reasons_order_ties_and_only_risk_increasing():
     ids = ["abnormal_use", "overdue", "multi_lending", "other"]  # not catalogue order on purpose
     c = np.array([[0.2, 0.2, 0.5, 0.1], [-0.1, -0.2, 0.0, -0.3], [0.0, 0.0, 0.0, 0.3]])
-    got = top_reasons(c, ids, k=3)
+    got = top_reasons(c, ids, k=3, include_other=True)
     assert got[["row", "rank", "factor"]].values.tolist() == [
         [0, 1, "multi_lending"], [0, 2, "overdue"], [0, 3, "abnormal_use"], [2, 1, "other"]]
     assert got["label"].tolist()[:2] == [CATALOGUE["multi_lending"].name, CATALOGUE["overdue"].name]
     assert got["contribution"].tolist() == [0.5, 0.2, 0.2, 0.3]
     assert got["documented"].tolist() == [True, True, True, False]
-    assert len(top_reasons(c, ids, k=1)) == 2
+    assert len(top_reasons(c, ids, k=1, include_other=True)) == 2
+    # by default the non-documented pseudo-factor is never a reason, whatever its size
+    default = top_reasons(c, ids, k=3)
+    assert "other" not in default["factor"].tolist()
+    assert default[["row", "rank", "factor"]].values.tolist() == [
+        [0, 1, "multi_lending"], [0, 2, "overdue"], [0, 3, "abnormal_use"]]
 
 
 @pytest.mark.parametrize("k", [0, 5, 2.5, True, "3"])

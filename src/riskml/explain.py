@@ -10,7 +10,7 @@ features of a factor); with one feature per factor the two coincide.
 Example:
     >>> import numpy as np
     >>> c = np.array([[0.4, -0.1, 0.4, 0.2], [-0.3, -0.2, -0.1, 0.0]])
-    >>> r = top_reasons(c, ["overdue", "multi_lending", "abnormal_use", "other"], k=2)
+    >>> r = top_reasons(c, ["overdue", "multi_lending", "abnormal_use", "other"], k=2, include_other=True)
     >>> r[["row", "rank", "factor"]].values.tolist()  # a tie goes to the catalogue's order; row 1 has none
     [[0, 1, 'overdue'], [0, 2, 'abnormal_use']]
 """
@@ -170,11 +170,15 @@ def adverse_contributions(contrib: np.ndarray, proba: np.ndarray, *,
     return np.einsum("nc,ncf->nf", w, contrib[:, adv, :-1]) - contrib[:, 0, :-1]
 
 
-def top_reasons(contrib_adverse: np.ndarray, factor_ids: Sequence[str], *, k: int = 3) -> pd.DataFrame:
+def top_reasons(contrib_adverse: np.ndarray, factor_ids: Sequence[str], *, k: int = 3,
+                include_other: bool = False) -> pd.DataFrame:
     """The risk-increasing factors of each row, largest first.
 
-    Ties are broken by catalogue order. ``other`` may be a reason; it is
-    marked ``documented=False``.
+    Ties are broken by catalogue order. By default only documented factors
+    are reasons: the notice a user gets names a documented cause, and the
+    ``other`` pseudo-factor (limit, usage, income, status history) is no
+    cause the user or the platform can name. With ``include_other=True`` it
+    may be a reason too, marked ``documented=False``.
 
     Returns:
         Long frame: ``row`` (position), ``rank`` (1..k), ``factor``, ``label``
@@ -186,6 +190,8 @@ def top_reasons(contrib_adverse: np.ndarray, factor_ids: Sequence[str], *, k: in
     ids = list(factor_ids)
     if c.ndim != 2 or c.shape[1] != len(ids):
         raise SchemaError(f"contributions have shape {c.shape}; expected (n_rows, {len(ids)}) for factors {ids}")
+    if not include_other:
+        c = np.where(np.isin(np.asarray(ids), list(catalogue.CAUSES)), c, -np.inf)
     rank_of = {f: i for i, f in enumerate(catalogue.factor_ids())}
     tie = np.argsort([rank_of.get(f, len(rank_of)) for f in ids], kind="stable")
     order = tie[np.argsort(-c[:, tie], axis=1, kind="stable")[:, :k]]
