@@ -205,6 +205,10 @@ def test_rectify_moves_only_that_factors_features_to_their_advised_values():
     assert sc["external_score"].iloc[i] == 700 and sc["external_score_chg_2m"].iloc[i] == 0
     hi = X.assign(external_score=np.float32(810.0))
     assert (rectify(hi, "score_decline", s.feature_factors)["external_score"] == 810).all()  # never made worse
+    # a change for the worse is undone, an improvement already made is kept
+    moves = X.assign(external_score_chg_2m=np.where(np.arange(len(X)) % 2, 25.0, -25.0).astype(np.float32))
+    chg = rectify(moves, "score_decline", s.feature_factors)["external_score_chg_2m"].to_numpy()
+    assert (chg == np.where(np.arange(len(X)) % 2, 25.0, 0.0)).all()
     with pytest.raises(KeyError, match="unknown factor id 'luck'"):
         rectify(X, "luck", s.feature_factors)
 

@@ -259,7 +259,8 @@ def rectify(X: pd.DataFrame, factor: str, feature_factors: dict[str, str]) -> pd
     For each feature tagged with ``factor``: a level, mean, max or min of a
     signal with a rectified value (``factors.Signal.rectified``) moves to that
     value, but never to a worse one (a score already above the target stays);
-    counts of bad months, changes, drops and volatility become 0; months since
+    counts of bad months, drops and volatility become 0, a change for the worse
+    becomes 0 (an improvement stays); months since
     the last bad month becomes NaN (never); ``past_cause_<factor>_*`` become 0.
     Features of signals the user cannot change, and every other factor's
     features, are unchanged. Returns a copy.
@@ -276,6 +277,9 @@ def rectify(X: pd.DataFrame, factor: str, feature_factors: dict[str, str]) -> pd
         if spec.kind in ("lvl", "mean", "max", "min") and sig is not None and sig.rectified is not None:
             r = np.float32(sig.rectified)
             col = np.where(np.isnan(col), r, np.minimum(col, r) if sig.direction >= 0 else np.maximum(col, r))
+        elif spec.kind == "chg" and sig is not None:
+            # only a change for the worse is undone: an improvement already made stays
+            col = np.minimum(col, 0) if sig.direction >= 0 else np.maximum(col, 0)
         elif spec.kind in ("cnt", "chg", "dd", "std", "cause_months"):
             col[:] = 0.0
         elif spec.kind == "since":
