@@ -6,6 +6,7 @@ from riskml.exceptions import ConfigError, SchemaError
 from riskml.factors import CATALOGUE, CAUSES
 from riskml.features import TARGETS, build_features, build_snapshots, feature_specs, iter_snapshots, rectify
 from riskml.schema import BEHAVIOUR, PANEL, STATUSES, cast
+from riskml.windows import NEVER
 
 NAN = np.nan
 
@@ -90,7 +91,7 @@ def test_features_match_hand_computed_values():
     assert y5["months_since_not_normal"] == 1 and y5["months_in_status"] == 1 and y5["status_code"] == 0
     assert y5["past_cause_abnormal_use_3m"] == 2
     z, _ = at(s, 33, 5)
-    assert np.isnan(z["days_past_due_since"]) and z["past_cause_overdue_3m"] == 0 and z["months_in_status"] == 6
+    assert z["days_past_due_since"] == NEVER and z["past_cause_overdue_3m"] == 0 and z["months_in_status"] == 6
 
 
 def test_short_history_windows_read_only_the_months_that_exist():
@@ -197,7 +198,7 @@ def test_rectify_moves_only_that_factors_features_to_their_advised_values():
     X = s.X
     r = rectify(X, "overdue", s.feature_factors)
     assert (r["days_past_due"] == 0).all() and (r["days_past_due_cnt_3m"] == 0).all()
-    assert r["days_past_due_since"].isna().all() and (r["past_cause_overdue_3m"] == 0).all()
+    assert (r["days_past_due_since"] == NEVER).all() and (r["past_cause_overdue_3m"] == 0).all()
     untouched = [c for c in X.columns if s.feature_factors[c] != "overdue"]
     pd.testing.assert_frame_equal(r[untouched], X[untouched])
     sc = rectify(X, "score_decline", s.feature_factors)

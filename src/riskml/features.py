@@ -25,7 +25,7 @@ from riskml.exceptions import ConfigError
 from riskml.factors import CAUSES, get as get_factor, signal_of_column
 from riskml.labels import TARGETS, check_horizon, eligible_codes, get_target, make_labels
 from riskml.schema import PANEL, STATUSES, require_columns
-from riskml.windows import Block, FeatureSpec, check_windows, compute, feature_specs
+from riskml.windows import NEVER, Block, FeatureSpec, check_windows, compute, feature_specs
 
 __all__ = ["TARGETS", "Snapshots", "build_snapshots", "iter_snapshots", "build_features", "rectify",
            "feature_specs"]
@@ -261,7 +261,7 @@ def rectify(X: pd.DataFrame, factor: str, feature_factors: dict[str, str]) -> pd
     value, but never to a worse one (a score already above the target stays);
     counts of bad months, drops and volatility become 0, a change for the worse
     becomes 0 (an improvement stays); months since
-    the last bad month becomes NaN (never); ``past_cause_<factor>_*`` become 0.
+    the last bad month becomes ``NEVER``; ``past_cause_<factor>_*`` become 0.
     Features of signals the user cannot change, and every other factor's
     features, are unchanged. Returns a copy.
     """
@@ -283,7 +283,7 @@ def rectify(X: pd.DataFrame, factor: str, feature_factors: dict[str, str]) -> pd
         elif spec.kind in ("cnt", "chg", "dd", "std", "cause_months"):
             col[:] = 0.0
         elif spec.kind == "since":
-            col[:] = np.nan
+            col[:] = NEVER
         else:
             continue
         out[name] = col.astype(np.float32)

@@ -13,7 +13,7 @@ chg             x_t - x_{t-w}                                           signal's
 dd              x_t - max over the window (drop from the recent peak)   signal's
 std             standard deviation over the window (volatility)         0
 cnt             months in the window with x > threshold (event months)  signal's
-since           months since the last x > threshold (NaN: never)        0
+since           months since the last x > threshold (NEVER: never)     -signal's
 ratio           x_t / max over the window (limit change ratio)          0
 util            balance_t / credit_limit_t                              0
 st_months       months in the window with that status                   +1
@@ -64,6 +64,9 @@ _PLAN: tuple[tuple, ...] = (
 _STATUS_NAMES = {"st_months": "months_{arg}_{w}m", "st_entries": "past_{arg}", "st_since": "months_since_not_normal",
                  "st_code": "status_code", "st_run": "months_in_status"}
 _PLURAL = {"suspended": "suspensions", "closed": "closures"}
+#: months-since value of an event that never happened in the history
+NEVER = 120.0
+
 _SIGNED = ("lvl", "mean", "max", "min", "chg", "dd", "cnt")
 
 
@@ -108,6 +111,8 @@ def feature_specs(windows: tuple[int, ...] = (3, 6, 12)) -> list[FeatureSpec]:
         else:
             name = {"lvl": col, "since": f"{col}_since", "util": "utilisation"}.get(kind, f"{col}_{kind}_{win}m")
             direction = (sig.direction if sig else 0) if kind in _SIGNED else 0
+            if kind == "since":  # the longer ago the last bad month, the lower the risk
+                direction = -(sig.direction if sig else 0)
         specs.setdefault(name, FeatureSpec(name, col, kind, win, arg, factor_of_column(col) if col != "status"
                                            else OTHER, direction))
     for f in CAUSES:
@@ -230,7 +235,9 @@ def compute(spec: FeatureSpec, b: Block) -> np.ndarray:
         elif k == "cnt":
             out = b.window(("c", col, spec.arg), lambda: b.g(col) > spec.arg, w)
         elif k == "since":
-            out = b.since(b.g(col) > spec.arg)
+            # "never" is a large finite value, not NaN, so the monotone constraint
+            # covers it and a rectified borrower ("never late") cannot score worse
+            out = np.nan_to_num(b.since(b.g(col) > spec.arg), nan=NEVER)
         else:
             out = _history(spec, b)
     return np.asarray(out, dtype=np.float32)
