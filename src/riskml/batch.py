@@ -1,0 +1,219 @@
+"""Files of a batch job: stream any-size input by borrower, resumable parts.
+
+The input (a parquet/CSV file or a folder of parts, rows in any order) is
+split into *buckets* of whole borrowers by ranges of ``borrower_id`` so that
+each bucket fits in memory and the buckets, processed in order, give output
+sorted by borrower. Each bucket's result is written as an atomic part file in
+a work folder beside the output; a job killed half-way and started again
+skips the parts already complete, and the final output is assembled from the
+parts and renamed into place only when whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from riskml.exceptions import InputError
+from riskml.io import PARQUET_OPTIONS, atomic_path, table_files
+
+ROW = "_row"    # 0-based row number within its source file
+FILE = "_file"  # index of the source file in the input's file list
+
+
+def input_columns(path: Path) -> list[str]:
+    """Column names of a data file without reading its rows."""
+    try:
+        if path.suffix == ".parquet":
+            return list(pq.read_schema(path).names)
+        with open(path, "rb") as f:
+            return [c.strip() for c in f.readline().decode("utf-8-sig").rstrip("\r\n").split(",")]
+    except (OSError, UnicodeDecodeError, pa.ArrowException) as e:
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+
+
+def iter_batches(path: Path, *, columns: list[str] | None = None, batch_rows: int = 262_144
+                 ) -> Iterator[pd.DataFrame]:
+    """Stream one file as frames of raw values (CSV cells stay strings, so
+    bad values reach validation instead of failing the read)."""
+    try:
+        if path.suffix == ".parquet":
+            f = pq.ParquetFile(path)
+            for b in f.iter_batches(batch_size=batch_rows, columns=columns):
+                yield b.to_pandas()
+        else:
+            names = input_columns(path)
+            convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
+                                           include_columns=columns, strings_can_be_null=True)
+            reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
+                                    convert_options=convert)
+            for b in reader:
+                yield b.to_pandas()
+    except (OSError, pa.ArrowException) as e:
+        raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+
+
+def _ids(frame: pd.DataFrame) -> np.ndarray:
+    """borrower_id as float (NaN where missing or not a whole number)."""
+    ids = pd.to_numeric(frame["borrower_id"], errors="coerce").to_numpy(dtype="float64", na_value=np.nan).copy()
+    ids[~np.isfinite(ids) | (ids != np.floor(ids))] = np.nan
+    return ids
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How an input splits into buckets: id range, rows and bucket count."""
+
+    files: tuple[Path, ...]
+    rows: int
+    lo: int
+    hi: int
+    n_buckets: int
+
+    def bucket_of(self, ids: np.ndarray) -> np.ndarray:
+        width = (self.hi - self.lo + 1) / self.n_buckets
+        return np.minimum(((ids - self.lo) / width).astype(np.int64), self.n_buckets - 1)
+
+    def fingerprint(self, extra: dict) -> str:
+        h = hashlib.sha256()
+        for f in self.files:
+            st = f.stat()
+            h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+        return h.hexdigest()
+
+
+def plan(path: str | Path, *, bucket_rows: int) -> Plan:
+    """One pass over ``borrower_id`` only: row count, id range, bucket count."""
+    files = tuple(table_files(path))
+    rows, lo, hi = 0, np.inf, -np.inf
+    for f in files:
+        for b in iter_batches(f, columns=["borrower_id"]):
+            ids = _ids(b)
+            rows += len(b)
+            if np.isfinite(ids).any():
+                lo, hi = min(lo, np.nanmin(ids)), max(hi, np.nanmax(ids))
+    if not np.isfinite(lo):
+        lo = hi = 0
+    n = max(1, int(np.ceil(rows / bucket_rows)))
+    return Plan(files, rows, int(lo), int(hi), min(n, int(hi - lo + 1)))
+
+
+class WorkDir:
+    """The resumable state of one job: bucket files and finished parts."""
+
+    def __init__(self, output: Path, fingerprint: str):
+        self.root = output.with_name(f".{output.name}.work")
+        stamp = self.root / "fingerprint"
+        if self.root.exists() and (not stamp.exists() or stamp.read_text() != fingerprint):
+            shutil.rmtree(self.root)  # another job's leftovers: start clean
+        (self.root / "buckets").mkdir(parents=True, exist_ok=True)
+        (self.root / "parts").mkdir(exist_ok=True)
+        stamp.write_text(fingerprint)
+
+    def part(self, kind: str, i: int) -> Path:
+        return self.root / "parts" / f"{kind}-{i:05d}.parquet"
+
+    def parts(self, kind: str) -> list[Path]:
+        return sorted((self.root / "parts").glob(f"{kind}-*.parquet"))
+
+    def remove(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _numbered(p: Plan, columns: list[str], prepare: Callable[[pd.DataFrame], pd.DataFrame]
+              ) -> Iterator[pd.DataFrame]:
+    for fi, f in enumerate(p.files):
+        start = 0
+        for b in iter_batches(f, columns=columns):
+            b = b.assign(**{FILE: np.int32(fi), ROW: np.arange(start, start + len(b), dtype=np.int64)})
+            start += len(b)
+            yield prepare(b)
+
+
+def partition(p: Plan, work: WorkDir, *, columns: list[str], prepare: Callable[[pd.DataFrame], pd.DataFrame]
+              ) -> Iterator[tuple[int, pd.DataFrame]]:
+    """Yield (bucket, rows) for every bucket, with ``_file`` and ``_row`` added.
+
+    ``prepare`` turns each raw batch into canonical dtypes (the same for every
+    file, CSV or parquet). One bucket is read straight from the input; more
+    are first written as bucket files (once: a resumed job reuses them). Rows
+    without a usable ``borrower_id`` come in bucket -1 so the caller can
+    reject them.
+    """
+    done = work.root / "buckets" / "complete"
+    if p.n_buckets > 1 and not done.exists():
+        writers: dict[int, pq.ParquetWriter] = {}
+        try:
+            for b in _numbered(p, columns, prepare):
+                ids = _ids(b)
+                bucket = np.where(np.isnan(ids), -1, p.bucket_of(np.nan_to_num(ids)))
+                for k in np.unique(bucket):
+                    t = pa.Table.from_pandas(b[bucket == k], preserve_index=False)
+                    if k not in writers:
+                        writers[k] = pq.ParquetWriter(work.root / "buckets" / f"b{k:05d}.parquet",
+                                                      t.schema, **PARQUET_OPTIONS)
+                    writers[k].write_table(t)
+        finally:
+            for w in writers.values():
+                w.close()
+        done.write_text("ok")
+    if p.n_buckets == 1:
+        frames = list(_numbered(p, columns, prepare))
+        whole = pd.concat(frames, ignore_index=True) if frames else prepare(_empty(columns))
+        missing = np.isnan(_ids(whole))
+        yield -1, whole[missing]
+        yield 0, whole[~missing]
+        return
+    for k in range(-1, p.n_buckets):
+        f = work.root / "buckets" / f"b{k:05d}.parquet"
+        yield k, (pd.read_parquet(f) if f.exists() else prepare(_empty(columns)))
+
+
+def _empty(columns: list[str]) -> pd.DataFrame:
+    return pd.DataFrame({c: pd.Series([], dtype="string") for c in columns}).assign(
+        **{FILE: np.int32(0), ROW: np.int64(0)})
+
+
+def write_part(df: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), tmp, **PARQUET_OPTIONS)
+
+
+def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, row_group: int = 65_536) -> int:
+    """Concatenate finished parts into ``output`` atomically; return the row count.
+
+    Rows are re-cut into row groups of ``row_group`` rows, so the bytes do not
+    depend on how many buckets the job used.
+    """
+    rows, pending = 0, []
+
+    def flush(w, final: bool) -> list[pa.Table]:
+        t = pa.concat_tables(pending) if pending else schema.empty_table()
+        cut = t.num_rows if final else t.num_rows - t.num_rows % row_group
+        for i in range(0, cut, row_group):
+            w.write_table(t.slice(i, min(row_group, cut - i)))
+        return [t.slice(cut)] if cut < t.num_rows else []
+
+    with atomic_path(output) as tmp:
+        writer = (pq.ParquetWriter(tmp, schema, **PARQUET_OPTIONS) if fmt == "parquet"
+                  else pacsv.CSVWriter(tmp, schema))
+        with writer as w:
+            for part in parts:
+                t = pq.read_table(part, schema=schema)
+                rows += t.num_rows
+                pending.append(t)
+                if sum(p.num_rows for p in pending) >= row_group:
+                    pending = flush(w, final=False)
+            flush(w, final=True)
+    return rows

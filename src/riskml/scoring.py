@@ -1,0 +1,215 @@
+"""Score borrower histories with a trained model: probabilities, band,
+reasons in the documented factors, advice and the what-if of following it.
+
+Stage code: frames in, frames out; no files, no MLflow. ``riskml.predict``
+streams an input through :func:`score_histories` chunk by chunk.
+
+Accounts that are normal at the snapshot month get the status model's
+P(normal), P(suspended), P(closed) and the reasons that push towards an
+adverse outcome. Suspended or closed accounts get, when a recovery model is
+given, P(normal again within 6 months) and the reasons that stand in the way
+of recovery. Each actionable reason carries the catalogue's advice and the
+probability after rescoring with that factor rectified.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from riskml import factors
+from riskml.exceptions import ConfigError, ModelError
+from riskml.explain import FactorExplainer, adverse_contributions, advice_for, top_reasons
+from riskml.features import build_features, rectify
+from riskml.schema import STATUSES
+
+MAX_REASONS = 4  # adverse-action practice caps the reasons given to a user
+
+
+@dataclass
+class ScoringModel:
+    """A loaded model with what scoring needs from its manifest."""
+
+    booster: lgb.Booster
+    manifest: dict[str, Any]
+    explainer: FactorExplainer = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.features: list[str] = list(self.manifest["features"])
+        self.feature_factors: dict[str, str] = dict(self.manifest["feature_factors"])
+        self.classes: list[str] = [str(c) for c in self.manifest["classes"]]
+        self.windows = tuple(self.manifest.get("windows") or (3, 6, 12))
+        booster_features = self.booster.feature_name()
+        if booster_features != self.features:
+            raise ModelError(f"model.txt features {booster_features[:5]}... differ from the manifest's "
+                             f"{self.features[:5]}...; the model folder is inconsistent")
+        self.explainer = FactorExplainer(self.booster, self.feature_factors)
+
+    @property
+    def name(self) -> str:
+        return str(self.manifest.get("model_name") or self.manifest.get("name") or "riskml")
+
+    @property
+    def version(self) -> str:
+        return str(self.manifest.get("model_version") or self.manifest.get("version") or "")
+
+    def proba(self, X: pd.DataFrame) -> np.ndarray:
+        """Class probabilities, shape (n, n_classes); a binary model gives two columns."""
+        p = self.booster.predict(X[self.features], num_threads=0)
+        return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
+
+    def positive(self, proba: np.ndarray) -> np.ndarray:
+        """P(the outcome the model is about): adverse for status models, recovery for recovery models."""
+        return 1.0 - proba[:, 0]
+
+
+def check_features(model: ScoringModel, feature_names: Sequence[str], *, source: str) -> None:
+    """Fail before any work when the input's features cannot feed the model."""
+    missing = [f for f in model.features if f not in set(feature_names)]
+    if missing:
+        raise ModelError(
+            f"{source}: the model {model.name!r} needs {len(missing)} feature(s) that riskml's feature "
+            f"builder does not make from panel histories, e.g. {missing[:5]}; was it trained on another data set "
+            "(a tabular model) or with other feature windows?")
+
+
+def risk_band(p: np.ndarray, edges: Sequence[float], labels: Sequence[str]) -> np.ndarray:
+    """Map probabilities to bands: ``labels[i]`` for ``edges[i-1] <= p < edges[i]``.
+
+    >>> risk_band(np.array([0.01, 0.05, 0.5]), [0.02, 0.1], ["low", "medium", "high"]).tolist()
+    ['low', 'medium', 'high']
+    """
+    if len(labels) != len(edges) + 1 or list(edges) != sorted(edges):
+        raise ConfigError("predict.bands", {"edges": list(edges), "labels": list(labels)},
+                          "increasing edges and one more label than edges")
+    return np.asarray(labels, dtype=object)[np.searchsorted(np.asarray(edges), p, side="right")]
+
+
+def _reasons(model: ScoringModel, X: pd.DataFrame, proba: np.ndarray, *, k: int, sign: float,
+             what_if: bool, include_other: bool) -> pd.DataFrame:
+    """Wide reason columns for rows of ``X``: factor, label, contribution, advice, p_after."""
+    contrib = model.explainer.contributions(X[model.features])
+    adverse = adverse_contributions(contrib, proba, adverse_classes=tuple(range(1, proba.shape[1])))
+    # sign=+1: reasons raise P(adverse). sign=-1 (recovery): reasons lower P(recovery).
+    long = top_reasons(sign * adverse, model.explainer.factors, k=k, include_other=include_other)
+    out = pd.DataFrame(index=pd.RangeIndex(len(X)))
+    base = model.positive(proba)
+    for rank in range(1, k + 1):
+        r = long[long["rank"] == rank].set_index("row")
+        fid = r["factor"].reindex(out.index)
+        out[f"reason_{rank}"] = fid.astype("string")
+        out[f"reason_{rank}_label"] = r["label"].reindex(out.index).astype("string")
+        out[f"reason_{rank}_contribution"] = (sign * r["contribution"]).reindex(out.index).astype("float64")
+        out[f"reason_{rank}_actionable"] = fid.map(lambda f: advice_for(f)[0] if isinstance(f, str) else pd.NA)
+        out[f"reason_{rank}_advice"] = fid.map(lambda f: advice_for(f)[1] if isinstance(f, str) else pd.NA)
+        out[f"reason_{rank}_p_after"] = np.nan
+    if what_if:
+        for fid in model.explainer.factors:
+            if not factors.CATALOGUE.get(fid, factors.CATALOGUE[factors.OTHER]).actionable:
+                continue
+            for rank in range(1, k + 1):
+                rows = np.flatnonzero((out[f"reason_{rank}"] == fid).fillna(False).to_numpy())
+                if rows.size == 0:
+                    continue
+                Xf = rectify(X.iloc[rows], fid, model.feature_factors)
+                out.loc[rows, f"reason_{rank}_p_after"] = model.positive(model.proba(Xf))
+    out["_base"] = base
+    return out
+
+
+def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringModel | None = None, *,
+                    status: ScoringModel | None = None, as_of: int | None = None, top_k: int = 3, what_if: bool = True, include_other: bool = False,
+                    band_edges: Sequence[float] = (0.02, 0.05, 0.15, 0.35),
+                    band_labels: Sequence[str] = ("A", "B", "C", "D", "E")) -> pd.DataFrame:
+    """One prediction row per borrower of a validated panel chunk.
+
+    Args:
+        panel: borrower-month rows that passed validation (any number of months each).
+        model: the model of P(adverse) for accounts normal at the snapshot, whose
+            reasons and what-ifs are given: the binary ``adverse_3m`` model (monotone in
+            each factor's direction, so following advice never raises it) or a
+            multiclass ``status_3m`` model.
+        recovery: the ``recovery_6m`` model for suspended/closed accounts, or None.
+        status: a multiclass ``status_3m`` model that splits a binary model's
+            P(adverse) into P(suspended) and P(closed); None leaves them empty.
+        as_of: snapshot month (default: each borrower's last month).
+        top_k: reasons per borrower, 1..4.
+        what_if: rescore each actionable reason with its factor rectified.
+        include_other: let the non-documented ``other`` pseudo-factor be a reason.
+
+    Returns:
+        A frame ordered like the borrowers' first appearance, with the prediction contract's columns.
+    """
+    if not 1 <= top_k <= MAX_REASONS:
+        raise ConfigError("top_k", top_k, f"an integer from 1 to {MAX_REASONS}")
+    snaps = build_features(panel, as_of=as_of, windows=model.windows)
+    keys, X = snaps.keys.reset_index(drop=True), snaps.X.reset_index(drop=True)
+    n = len(keys)
+    out = pd.DataFrame({
+        "borrower_id": keys["borrower_id"].to_numpy(),
+        "as_of_month": keys["month"].to_numpy(),
+        "status": keys["status"].astype("string").to_numpy(),
+    })
+    for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "p_recovery_6m"):
+        out[c] = np.nan
+    out["risk_band"] = pd.array([pd.NA] * n, dtype="string")
+    reason_frames = []
+
+    normal = np.flatnonzero((out["status"] == "normal").to_numpy())
+    if normal.size:
+        Xn = X.iloc[normal]
+        proba = model.proba(Xn)
+        p_adv = model.positive(proba)
+        if proba.shape[1] == len(STATUSES):
+            out.loc[normal, ["p_normal", "p_suspended", "p_closed"]] = proba
+        else:
+            out.loc[normal, "p_normal"] = proba[:, 0]
+            if status is not None:  # split P(adverse) by the status model's odds of closure vs suspension
+                sp = status.proba(Xn)
+                closed = np.divide(sp[:, 2], sp[:, 1] + sp[:, 2], out=np.full(len(sp), 0.5),
+                                   where=sp[:, 1] + sp[:, 2] > 0)
+                out.loc[normal, "p_suspended"] = p_adv * (1 - closed)
+                out.loc[normal, "p_closed"] = p_adv * closed
+        out.loc[normal, "p_adverse"] = p_adv
+        out.loc[normal, "risk_band"] = risk_band(p_adv, band_edges, band_labels)
+        r = _reasons(model, Xn.reset_index(drop=True), proba, k=top_k, sign=+1.0, what_if=what_if,
+                     include_other=include_other)
+        reason_frames.append(r.set_index(normal))
+
+    blocked = np.flatnonzero((out["status"] != "normal").to_numpy())
+    if blocked.size:
+        out.loc[blocked, "risk_band"] = out.loc[blocked, "status"]
+        if recovery is not None:
+            Xb = X.iloc[blocked]
+            proba = recovery.proba(Xb)
+            out.loc[blocked, "p_recovery_6m"] = recovery.positive(proba)
+            r = _reasons(recovery, Xb.reset_index(drop=True), proba, k=top_k, sign=-1.0, what_if=what_if,
+                         include_other=include_other)
+            reason_frames.append(r.set_index(blocked))
+
+    if reason_frames:
+        reasons = pd.concat(reason_frames).sort_index().reindex(out.index).drop(columns="_base")
+    else:
+        reasons = _reasons_empty(top_k, n)
+    out = pd.concat([out, reasons], axis=1)
+    out["model_name"] = model.name
+    out["model_version"] = model.version
+    out["recovery_model_version"] = recovery.version if recovery is not None else ""
+    out["status_model_version"] = status.version if status is not None else ""
+    return out
+
+
+def _reasons_empty(k: int, n: int) -> pd.DataFrame:
+    cols = {}
+    for rank in range(1, k + 1):
+        cols[f"reason_{rank}"] = pd.array([pd.NA] * n, dtype="string")
+        cols[f"reason_{rank}_label"] = pd.array([pd.NA] * n, dtype="string")
+        cols[f"reason_{rank}_contribution"] = np.full(n, np.nan)
+        cols[f"reason_{rank}_actionable"] = pd.array([pd.NA] * n, dtype="boolean")
+        cols[f"reason_{rank}_advice"] = pd.array([pd.NA] * n, dtype="string")
+        cols[f"reason_{rank}_p_after"] = np.full(n, np.nan)
+    return pd.DataFrame(cols)

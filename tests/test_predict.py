@@ -1,0 +1,257 @@
+"""Batch prediction: the contract, explanations, bad input, conservation, kill-and-rerun."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_module
+
+from riskml import factors, predict, scoring, train
+from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError
+from riskml.generate import load_dataset
+from riskml.io import load_model_dir, sha256_file
+
+TRAIN_SMALL = ["data.n_borrowers=2000", "model.num_boost_round=80", "eval.oracle=false", "eval.plots=false"]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory) -> Path:
+    """A small simulated portfolio and the three exported models predict uses."""
+    tmp = tmp_path_factory.mktemp("trained")
+    store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data"]
+    for target in ("adverse_3m", "status_3m", "recovery_6m"):
+        with initialize_config_module("riskml.conf", version_base="1.3"):
+            cfg = compose("train", overrides=[*store, *TRAIN_SMALL, f"target={target}"])
+        train.run(cfg)
+    return tmp
+
+
+def cfg_for(trained: Path, inp: Path | str, out: Path, *overrides: str):
+    models = trained / "models"
+    with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+        return compose("predict", overrides=[
+            f"input={inp}", f"output={out}", f"model={models / 'riskml_adverse'}",
+            f"status_model={models / 'riskml'}", f"recovery_model={models / 'riskml_recovery'}", *overrides])
+
+
+@pytest.fixture(scope="session")
+def panel(trained) -> pd.DataFrame:
+    return load_dataset(trained / "data" / "default")[0]
+
+
+@pytest.fixture(scope="session")
+def scored(trained, tmp_path_factory):
+    out = tmp_path_factory.mktemp("scored") / "scores.parquet"
+    result = predict.run(cfg_for(trained, trained / "data" / "default" / "panel.parquet", out))
+    return result, pd.read_parquet(out)
+
+
+def test_one_explained_row_per_borrower(scored, panel):
+    result, df = scored
+    assert df["borrower_id"].tolist() == sorted(panel["borrower_id"].unique())  # sorted, none lost
+    assert (df["as_of_month"] == panel["month"].max()).all()
+    normal = df["status"] == "normal"
+    assert normal.any() and (~normal).any()
+    n = df[normal]
+    np.testing.assert_allclose(n["p_normal"] + n["p_adverse"], 1, atol=1e-9)
+    np.testing.assert_allclose(n["p_suspended"] + n["p_closed"], n["p_adverse"], atol=1e-9)
+    assert n["risk_band"].isin(["A", "B", "C", "D", "E"]).all()
+    # bands follow P(adverse): a higher band never has a lower probability
+    order = n.groupby("risk_band")["p_adverse"].agg(["min", "max"]).sort_index()
+    assert (order["max"].to_numpy()[:-1] <= order["min"].to_numpy()[1:]).all()
+    down = df[~normal]
+    assert down["p_adverse"].isna().all() and down["p_recovery_6m"].between(0, 1).all()
+    assert (down["risk_band"] == down["status"]).all()
+    # closed lines come back less often than suspended ones
+    assert down.groupby("status")["p_recovery_6m"].mean()["closed"] < \
+        down.groupby("status")["p_recovery_6m"].mean()["suspended"]
+    s = result.summary
+    assert s["input_borrowers"] == s["scored_borrowers"] + s["rejected_borrowers"] == panel["borrower_id"].nunique()
+    assert s["model"]["name"] == "riskml_adverse" and s["status_model"]["name"] == "riskml"
+
+
+def test_reasons_are_documented_ordered_advised_and_what_if_lowers_risk(scored):
+    _, df = scored
+    n = df[df["status"] == "normal"]
+    r1, r2 = n["reason_1_contribution"], n["reason_2_contribution"]
+    both = r1.notna() & r2.notna()
+    assert both.any() and (r1[both] >= r2[both]).all() and (r1.dropna() > 0).all()
+    reasons = pd.concat([n[f"reason_{i}"] for i in (1, 2, 3)]).dropna()
+    assert set(reasons) <= set(factors.CAUSES)  # documented causes only, never "other"
+    for i in (1, 2, 3):
+        fid = n[f"reason_{i}"].dropna()
+        rows = n.loc[fid.index]
+        actionable = fid.map(lambda f: factors.CATALOGUE[f].actionable)
+        assert (rows[f"reason_{i}_actionable"] == actionable).all()
+        assert (rows.loc[actionable, f"reason_{i}_advice"] == fid[actionable].map(
+            lambda f: factors.CATALOGUE[f].advice)).all()
+        assert rows.loc[~actionable, f"reason_{i}_advice"].str.startswith("Not actionable").all()
+        assert rows.loc[~actionable, f"reason_{i}_p_after"].isna().all()
+        after = rows.loc[actionable, f"reason_{i}_p_after"]
+        assert after.notna().all()
+        # the adverse model is monotone in each factor's direction: following advice never raises the risk
+        assert (after <= rows.loc[actionable, "p_adverse"] + 1e-12).all()
+    # and for the top reason it lowers it for most borrowers
+    top = n[n["reason_1_actionable"].fillna(False).astype(bool)]
+    assert (top["reason_1_p_after"] < top["p_adverse"] - 1e-6).mean() > 0.8
+
+
+def test_reasons_match_the_explainers_contributions(trained, panel):
+    booster, manifest = load_model_dir(trained / "models" / "riskml_adverse")
+    model = scoring.ScoringModel(booster, manifest)
+    few = panel[panel["borrower_id"] < 40]
+    out = scoring.score_histories(few, model, top_k=4, what_if=False)
+    from riskml.features import build_features
+    X = build_features(few, windows=model.windows).X
+    contrib = model.explainer.contributions(X)[:, 0, :-1]
+    documented = [i for i, f in enumerate(model.explainer.factors) if f in factors.CAUSES]
+    for row in range(len(out)):
+        if out.loc[row, "status"] != "normal":
+            continue
+        c = {model.explainer.factors[i]: contrib[row, i] for i in documented if contrib[row, i] > 0}
+        want = sorted(c, key=lambda f: -c[f])[:4]
+        got = [out.loc[row, f"reason_{i}"] for i in range(1, 5) if pd.notna(out.loc[row, f"reason_{i}"])]
+        assert got == want
+        np.testing.assert_allclose([out.loc[row, f"reason_{i}_contribution"] for i in range(1, len(got) + 1)],
+                                   [c[f] for f in want])
+
+
+def test_same_input_and_model_give_identical_output(trained, tmp_path):
+    inp = trained / "data" / "default" / "panel.parquet"
+    a = predict.run(cfg_for(trained, inp, tmp_path / "a" / "p.parquet"))
+    b = predict.run(cfg_for(trained, inp, tmp_path / "b" / "p.parquet", "bucket_rows=10000"))
+    assert b.summary["buckets"] > 1
+    assert sha256_file(a.output) == sha256_file(b.output)  # and whatever the bucket size
+
+
+def handmade_csv(panel: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A CSV of six borrowers' histories with one bad row of each kind in five of them."""
+    ids = sorted(panel["borrower_id"].unique())[:6]
+    df = panel[panel["borrower_id"].isin(ids)].astype({"status": str, "cause": str}).copy()
+    df["cause"] = df["cause"].replace("nan", "")
+    df = df.astype(object)
+    rows = {b: df.index[df["borrower_id"] == b] for b in ids}
+    df.loc[rows[ids[0]][3], "drawn"] = -10                      # negative amount
+    df.loc[rows[ids[1]][5], "external_score"] = 1500            # impossible score
+    df.loc[rows[ids[2]][2], "days_past_due"] = "ten"            # non-numeric
+    dup = df.loc[[rows[ids[3]][4]]]                              # duplicate borrower-month
+    swap = df.loc[rows[ids[4]]].copy()
+    swap.iloc[[6, 7]] = swap.iloc[[7, 6]].to_numpy()              # months out of order
+    df = pd.concat([df.drop(rows[ids[4]]), swap, dup])
+    missing = df.iloc[[0]].copy()
+    missing["borrower_id"] = ""                                  # missing id
+    df = pd.concat([df, missing])
+    df.to_csv(path, index=False)
+    return df
+
+
+def test_bad_rows_are_rejected_with_reasons_and_the_rest_scored(trained, panel, tmp_path):
+    inp = tmp_path / "histories.csv"
+    df = handmade_csv(panel, inp)
+    result = predict.run(cfg_for(trained, inp, tmp_path / "out" / "scores.csv", "format=csv"))
+    scores = pd.read_csv(result.output)
+    rejects = pd.read_csv(result.rejects)
+    ids = sorted(panel["borrower_id"].unique())[:6]
+    assert scores["borrower_id"].tolist() == [ids[5]]             # the one clean borrower
+    by_borrower = rejects.dropna(subset=["borrower_id"]).groupby("borrower_id")["reason"].apply(set)
+    assert by_borrower[ids[0]] == {"drawn below 0"}
+    assert by_borrower[ids[1]] == {"external_score above 950"}
+    assert by_borrower[ids[2]] == {"days_past_due is not numeric"}
+    assert by_borrower[ids[3]] == {"duplicate (borrower_id, month)"}
+    assert by_borrower[ids[4]] == {"months out of order"}
+    assert rejects["borrower_id"].isna().sum() == 1
+    # rows point back into the file (0-based data rows)
+    bad = rejects[rejects["reason"] == "drawn below 0"].iloc[0]
+    assert df.iloc[int(bad["row"])]["drawn"] == -10 and bad["file"] == str(inp)
+    s = result.summary
+    assert s["input_borrowers"] == 6 == s["scored_borrowers"] + s["rejected_borrowers"]
+    assert s["rows_without_borrower_id"] == 1 and s["input_rows"] == len(df)
+
+
+@pytest.mark.parametrize("problem, error, match", [
+    ("missing_column", SchemaError, r"missing required panel column\(s\) \['external_score'\]"),
+    ("unreadable", InputError, r"broken.parquet: cannot read"),
+    ("no_such_file", InputError, "file not found"),
+])
+def test_bad_input_stops_before_writing_anything(trained, panel, tmp_path, problem, error, match):
+    inp = tmp_path / ("broken.parquet" if problem == "unreadable" else "in.parquet")
+    if problem == "missing_column":
+        panel.head(50).drop(columns=["external_score"]).to_parquet(inp)
+    elif problem == "unreadable":
+        inp.write_bytes(b"PAR1 this is not parquet")
+    out = tmp_path / "out" / "scores.parquet"
+    with pytest.raises(error, match=match):
+        predict.run(cfg_for(trained, inp, out))
+    assert not out.parent.exists() or not any(out.parent.iterdir())
+
+
+def test_a_model_that_does_not_fit_the_input_is_refused(trained, panel, tmp_path):
+    folder = tmp_path / "model"
+    booster, manifest = load_model_dir(trained / "models" / "riskml_adverse")
+    from riskml.io import export_model_dir
+    manifest["features"] = [f if f != "days_past_due" else "salary_band" for f in manifest["features"]]
+    manifest["feature_factors"]["salary_band"] = "other"
+    text = booster.model_to_string().replace("days_past_due ", "salary_band ", 1)
+    export_model_dir(text.replace("feature_names=days_past_due", "feature_names=salary_band"), manifest, folder)
+    panel.head(48).to_parquet(tmp_path / "in.parquet")
+    with pytest.raises(ModelError, match=r"salary_band"):
+        predict.run(cfg_for(trained, tmp_path / "in.parquet", tmp_path / "o.parquet", f"model={folder}"))
+    assert not (tmp_path / "o.parquet").exists()
+
+
+@pytest.mark.parametrize("override, key", [("top_k=5", "top_k"), ("format=xlsx", "format"), ("as_of=-1", "as_of")])
+def test_bad_config_is_named(trained, tmp_path, override, key):
+    with pytest.raises(ConfigError, match=f"config key '{key}'"):
+        predict.run(cfg_for(trained, tmp_path / "x.parquet", tmp_path / "o.parquet", override))
+
+
+def test_as_of_scores_an_earlier_month_and_rejects_borrowers_without_history(trained, panel, tmp_path):
+    late = panel[panel["borrower_id"] == panel["borrower_id"].max()].copy()
+    late = late[late["month"] >= 10]  # this borrower has no month <= 8
+    inp = tmp_path / "in.parquet"
+    pd.concat([panel[panel["borrower_id"] < 30], late]).to_parquet(inp)
+    r = predict.run(cfg_for(trained, inp, tmp_path / "o.parquet", "as_of=8"))
+    out = pd.read_parquet(r.output)
+    assert (out["as_of_month"] == 8).all() and len(out) == 30
+    assert pd.read_parquet(r.rejects)["reason"].tolist() == ["no month at or before as_of=8"]
+
+
+def test_killed_job_resumes_to_the_same_complete_output(trained, tmp_path, monkeypatch):
+    inp = trained / "data" / "default" / "panel.parquet"
+    clean = predict.run(cfg_for(trained, inp, tmp_path / "clean" / "p.parquet", "bucket_rows=10000"))
+    out = tmp_path / "killed" / "p.parquet"
+    real, calls = predict.score_histories, []
+
+    def dies_on_third(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "score_histories", dies_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        predict.run(cfg_for(trained, inp, out, "bucket_rows=10000"))
+    assert not out.exists() and not out.with_name("p.summary.json").exists()  # nothing that looks complete
+    monkeypatch.setattr(predict, "score_histories", real)
+    again = predict.run(cfg_for(trained, inp, out, "bucket_rows=10000"))
+    assert again.summary["resumed_buckets"] == 3  # rows without ids, and the two buckets scored before the kill
+    assert sha256_file(again.output) == sha256_file(clean.output)
+    assert pd.read_parquet(out)["borrower_id"].is_unique
+
+
+def test_cli_exits_non_zero_with_a_clear_message(trained, tmp_path):
+    inp = tmp_path / "in.csv"
+    inp.write_text("borrower_id,month\n1,0\n")
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
+    p = subprocess.run([sys.executable, "-m", "riskml.predict", f"input={inp}", f"output={tmp_path}/o.parquet",
+                        f"model={trained / 'models' / 'riskml_adverse'}", "status_model=null", "recovery_model=null"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert p.returncode != 0
+    assert "missing required panel column(s)" in p.stderr and "Traceback" not in p.stderr
+    assert not (tmp_path / "o.parquet").exists()
