@@ -76,11 +76,15 @@ def _validate(cfg: DictConfig) -> None:
 
 def load_model(uri: str, *, tracking_uri: str | None = None) -> ScoringModel:
     """A model from a registry URI, a run URI or an exported folder."""
-    from riskml import tracking  # MLflow only when a model is loaded
+    if Path(str(uri)).is_dir() and (Path(str(uri)) / "manifest.json").is_file():
+        folder = Path(str(uri))  # an exported model: no MLflow needed (nor its 2 s import)
+    else:
+        from riskml import tracking
 
-    if "://" in str(uri) or ":/" in str(uri):
-        tracking.connect(tracking_uri)
-    booster, manifest = load_model_dir(tracking.resolve_model(uri))
+        if ":/" in str(uri):
+            tracking.connect(tracking_uri)
+        folder = tracking.resolve_model(uri)
+    booster, manifest = load_model_dir(folder)
     return ScoringModel(booster, manifest)
 
 

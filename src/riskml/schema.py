@@ -165,8 +165,8 @@ def row_problems(df: pd.DataFrame, contract: Contract = PANEL) -> pd.Series:
 
     Checks per row: missing id or month, non-numeric or missing values in the
     required numeric columns, values out of their valid range, unknown status,
-    and duplicate (borrower_id, month) keys. Months out of order are not a row
-    problem: a reader sorts them.
+    and duplicate (borrower_id, month) keys. Months out of order within a
+    borrower depend on file order; ``riskml.predict`` checks them.
     """
     reason = pd.Series(pd.NA, index=df.index, dtype="string")
 

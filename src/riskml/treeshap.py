@@ -93,7 +93,7 @@ def _shapley_weights(k_max: int) -> np.ndarray:
     return w
 
 
-@nb.njit(cache=False)
+@nb.njit(cache=True)  # compiled once per machine, not per process
 def _fill_tables(values, ratios, ks, r_off, t_off, w, table):  # pragma: no cover - numba
     """Shapley values of each leaf's product game, for every pattern."""
     e = np.empty(w.shape[0] + 1)
@@ -293,7 +293,7 @@ def _add_unit(cols: dict, *, src: int, k: int, pair_bit: int, n_tab: int, bits: 
 _CHUNK = 256
 
 
-@nb.njit(parallel=True, cache=False)
+@nb.njit(parallel=True, cache=True)
 def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missing, cat_start, cat_len, cat_words,
             left, right, bit, unit, unit_src, unit_k, unit_slot, unit_pair_bit, unit_table, slot_bit, slot_factor,
             table, out):  # pragma: no cover - numba
@@ -371,7 +371,7 @@ def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missin
                     out[r0 + r, o, f] = acc[(o * n_fac + f) * CH + r]
 
 
-@nb.njit(inline="always", cache=False)
+@nb.njit(inline="always", cache=True)
 def _in_bitset(v, start, n_words, words):  # pragma: no cover - numba
     """LightGBM's ``CategoricalDecision``: NaN and negatives go right."""
     if np.isnan(v) or v <= -1.0 or v >= 2147483648.0:
