@@ -9,8 +9,6 @@ STAMP  := $(VENV)/.installed
 export OMP_WAIT_POLICY ?= PASSIVE
 export MPLBACKEND ?= Agg
 
-DEMO_NAME ?= demo
-
 .PHONY: install demo test bench clean
 
 install: $(STAMP)
@@ -22,14 +20,34 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
+# The whole job end to end on the embedded default: simulate, train and
+# register (MLflow on ./mlflow.db), compare, then score a fresh portfolio.
 demo: $(STAMP)
-	$(BIN)/python -m riskml.generate name=$(DEMO_NAME)
+	$(BIN)/python -m riskml.generate
+	$(BIN)/python -m riskml.train target=adverse_3m
+	$(BIN)/python -m riskml.train target=adverse_3m model=logistic
+	$(BIN)/python -m riskml.train target=status_3m
+	$(BIN)/python -m riskml.train target=recovery_6m
+	$(BIN)/python -m riskml.compare
+	$(BIN)/python -m riskml.generate name=portfolio seed=1 n_borrowers=20000
+	$(BIN)/python -m riskml.predict input=data/synthetic/portfolio/panel.parquet output=predictions/portfolio.parquet
+	@echo
+	@echo "Results:"
+	@echo "  data sets     data/synthetic/default/, data/synthetic/portfolio/"
+	@echo "  models        models/riskml_adverse/, models/riskml/, models/riskml_recovery/ (LightGBM text + manifest)"
+	@echo "  MLflow store  mlflow.db, artifacts in mlartifacts/"
+	@echo "  predictions   predictions/portfolio.parquet (+ .rejects.parquet, .summary.json)"
+	@echo "  MLflow UI     $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py
+	$(BIN)/python benchmarks/bench_features.py
+	$(BIN)/python benchmarks/bench_train.py
+	$(BIN)/python benchmarks/bench_explain.py
+	$(BIN)/python benchmarks/bench_predict.py
 
 clean:
-	rm -rf $(VENV) outputs multirun mlflow.db mlruns data/synthetic/*/ models/*/
+	rm -rf $(VENV) outputs multirun mlflow.db mlruns mlartifacts predictions data/synthetic/*/ models/*/

@@ -1,0 +1,145 @@
+"""Benchmark of batch prediction: end to end against raw LightGBM ``pred_contrib``.
+
+In one run, on one model:
+1. simulate a portfolio of N borrowers (``riskml.generate``, cached in the work
+   folder) and a 100k-borrower slice of it;
+2. train the adverse model (``riskml.train target=adverse_3m``; ``--heavy``
+   trains 300 trees of 31 leaves, the size the issue quotes);
+3. end to end: ``riskml.predict`` in a fresh process on the 100k slice and on
+   all N (read, validate, features, score, reasons, what-ifs, write), with the
+   process's peak memory;
+4. references on the same model and feature matrix: plain ``predict``, raw
+   ``predict(pred_contrib=True)`` on a sample (scaled to rows/s), and riskml's
+   factor reasons alone (``FactorExplainer`` + ``top_reasons``).
+Targets: end to end >= 2x raw pred_contrib; reasons alone >= 5x; peak memory
+flat from 100k to N.
+
+Usage:
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_predict.py [--heavy] [--borrowers 1000000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+from hydra import compose, initialize_config_module
+
+ROOT = Path(__file__).resolve().parent.parent
+CHILD = """
+import json, resource, sys, time
+from hydra import compose, initialize_config_module
+from riskml import predict
+with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+    cfg = compose("predict", overrides=sys.argv[1:])
+t = time.perf_counter()
+r = predict.run(cfg)
+print(json.dumps({"seconds": time.perf_counter() - t, "scored": r.summary["scored_borrowers"],
+                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+def timed(fn, *args, **kw):
+    t = time.perf_counter()
+    out = fn(*args, **kw)
+    return out, time.perf_counter() - t
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--borrowers", type=int, default=1_000_000)
+    ap.add_argument("--small", type=int, default=100_000)
+    ap.add_argument("--months", type=int, default=24)
+    ap.add_argument("--heavy", action="store_true", help="300 trees x 31 leaves instead of riskml's default")
+    ap.add_argument("--contrib-rows", type=int, default=2000)
+    ap.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "predict"))
+    args = ap.parse_args()
+    work = Path(args.workdir)
+    work.mkdir(parents=True, exist_ok=True)
+    from riskml import generate, train
+
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    name = f"bench_{args.borrowers}"
+    if not (work / "data" / name / "manifest.json").exists():
+        with initialize_config_module("riskml.conf", version_base="1.3"):
+            cfg = compose("generate", overrides=[f"name={name}", f"data_dir={work}/data", "seed=11",
+                                                 f"n_borrowers={args.borrowers}", f"n_months={args.months}",
+                                                 "workers=2"])
+        _, s = timed(generate.run, cfg)
+        print(f"simulated {args.borrowers:,} borrowers x {args.months} months in {s:.1f} s")
+    panel_path = work / "data" / name / "panel.parquet"
+    small_path = work / f"first_{args.small}.parquet"
+    if not small_path.exists():
+        t = pq.read_table(panel_path)
+        t = t.filter(pd.Series(t["borrower_id"].to_numpy() < args.small).to_numpy())
+        pq.write_table(t, small_path)
+
+    size = ["model.num_leaves=31", "model.num_boost_round=300", "model.early_stopping_rounds=0",
+            "model.min_data_in_leaf=100"] if args.heavy else []
+    model_dir = work / "models" / ("heavy" if args.heavy else "default")
+    with initialize_config_module("riskml.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[
+            "target=adverse_3m", f"data.data_dir={work}/data", "eval.oracle=false", "eval.fidelity=false",
+            f"tracking.uri=sqlite:///{work}/mlflow.db", "register.enabled=false", f"export.dir={model_dir.parent}",
+            f"export.name={model_dir.name}", *size])
+    _, s = timed(train.run, cfg)
+    from riskml.io import load_model_dir
+    booster, manifest = load_model_dir(model_dir)
+    print(f"model: {booster.num_trees()} trees, {len(manifest['features'])} features (trained in {s:.1f} s)")
+
+    # end to end, each in a fresh process so its peak memory is its own
+    e2e = {}
+    for label, inp in (("small", small_path), ("full", panel_path)):
+        out = work / "pred" / f"{label}.parquet"
+        p = subprocess.run([sys.executable, "-c", CHILD, f"input={inp}", f"output={out}", f"model={model_dir}",
+                            "status_model=null", "recovery_model=null"], capture_output=True, text=True,
+                           env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, check=False)
+        if p.returncode:
+            sys.exit(p.stderr[-3000:])
+        e2e[label] = json.loads(p.stdout.strip().splitlines()[-1])
+        r = e2e[label]
+        print(f"end to end {label}: {r['scored']:,} borrowers in {r['seconds']:.1f} s = "
+              f"{r['scored'] / r['seconds']:,.0f} borrowers/s; peak RSS {r['peak_mib']:,.0f} MiB")
+
+    # references on the same model and feature matrix
+    from riskml.explain import FactorExplainer, adverse_contributions, top_reasons
+    from riskml.features import build_features
+    panel = pd.read_parquet(small_path)
+    panel = panel[panel["borrower_id"] < 50_000]
+    X = build_features(panel, windows=tuple(manifest["windows"])).X[manifest["features"]]
+    _, t_plain = timed(booster.predict, X)
+    sample = X.iloc[: args.contrib_rows]
+    _, t_contrib = timed(booster.predict, sample, pred_contrib=True)
+    ex, t_tables = timed(FactorExplainer, booster, manifest["feature_factors"])
+    ex.contributions(X.iloc[:1000])  # compile once, as a long batch job does
+    p = booster.predict(X)
+
+    def reasons():
+        c = ex.contributions(X)
+        return top_reasons(adverse_contributions(c, np.column_stack([1 - p, p])), ex.factors, k=3)
+
+    _, t_reasons = timed(reasons)
+    raw = len(sample) / t_contrib
+    rates = {"plain predict": len(X) / t_plain, "raw pred_contrib": raw, "factor reasons alone": len(X) / t_reasons,
+             "end to end (full)": e2e["full"]["scored"] / e2e["full"]["seconds"]}
+    print(f"\nreferences on {len(X):,} rows (pred_contrib on {len(sample):,}); tables built in {t_tables:.2f} s")
+    for k, v in rates.items():
+        print(f"  {k:22s} {v:>12,.0f} rows/s   {v / raw:8.1f}x raw pred_contrib")
+    print(f"peak memory: {e2e['small']['peak_mib']:,.0f} MiB at {e2e['small']['scored']:,} borrowers, "
+          f"{e2e['full']['peak_mib']:,.0f} MiB at {e2e['full']['scored']:,} "
+          f"(ratio {e2e['full']['peak_mib'] / e2e['small']['peak_mib']:.2f})")
+    print(f"targets: end to end >= 2x raw -> {rates['end to end (full)'] / raw:.1f}x; "
+          f"reasons >= 5x -> {rates['factor reasons alone'] / raw:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
