@@ -5,6 +5,12 @@ months ``t+1 .. t+H`` only; features (``riskml.features``) read months ``<= t``
 only. Status codes follow ``schema.STATUSES``: normal 0 < suspended 1 < closed 2,
 so "the worst status" is a maximum.
 
+Maintenance is not adverse: a month suspended with cause ``maintenance`` (a
+platform outage, "not the user's risk" in ``DOMAIN.md``; it ends by itself)
+counts as normal for the worst-status labels, so it is never a first-change
+cause either (:func:`effective_status`). The simulator's oracle applies the
+same rule, so that model and oracle aim at the same label.
+
 Example:
     >>> TARGETS["adverse_3m"].classes
     ('normal', 'adverse')
@@ -19,6 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from riskml.exceptions import ConfigError
+from riskml.factors import CAUSES
 from riskml.schema import STATUS_CODE
 
 
@@ -69,6 +76,21 @@ def eligible_codes(target: Target) -> np.ndarray:
     return np.array([STATUS_CODE[s] for s in target.eligible], dtype=np.int8)
 
 
+MAINTENANCE_CODE = CAUSES.index("maintenance")
+
+
+def effective_status(status: np.ndarray, cause: np.ndarray | None) -> np.ndarray:
+    """Status codes with maintenance suspensions counted as normal (the label rule).
+
+    >>> effective_status(np.array([0, 1, 1, 2]), np.array([-1, MAINTENANCE_CODE, 0, 0])).tolist()
+    [0, 0, 1, 2]
+    """
+    if cause is None:
+        return status
+    maint = (status == STATUS_CODE["suspended"]) & (cause == MAINTENANCE_CODE)
+    return np.where(maint, np.asarray(STATUS_CODE["normal"], dtype=status.dtype), status)
+
+
 def make_labels(
     status: np.ndarray, cause: np.ndarray | None, pos: np.ndarray, *, target: Target, horizon: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -88,8 +110,11 @@ def make_labels(
         where a month of ``t+1..t+H`` is missing (no label). ``cause_code`` is
         the cause at the first month of ``t+1..t+H`` whose status is not normal
         (status targets), or the cause in force at ``t`` (``recovery_6m``: why
-        the account is down); -1 when there is none.
+        the account is down); -1 when there is none. For the status targets a
+        maintenance suspension counts as normal (:func:`effective_status`).
     """
+    if target.name != "recovery_6m":
+        status = effective_status(status, cause)
     future = np.stack([status[pos + h] for h in range(1, horizon + 1)])  # (H, n_pos, n)
     missing = (future < 0).any(axis=0)
     if target.name == "recovery_6m":

@@ -23,6 +23,14 @@ N_NORMAL = 4
 U_HAZARD = 13  # 7 rows, one per cause in catalogue order
 U_ESCALATE, U_RECOVER, U_REOPEN, U_RECTIFY, U_UTIL, U_DEBT = range(20, 26)
 Z_INCOME, Z_SPEND, Z_DRAW, Z_SCORE = range(4)  # normals cost 5x a uniform: only where the shape matters
+#: Decay of the signal memories the risk engine reads (invest months, rapid draws, applications, low-score
+#: months, anomaly flags): ``m_t = MEMORY * m_{t-1} + x_t``, so they are functions of panel columns.
+MEMORY = 0.7
+#: Payment probability of a borrower already in arrears, as a share of the usual one (cash flow broken).
+ARREARS_PAY = 0.6
+#: Cut in the payment probability of a borrower with recent arrears (full at a late-month memory of 2):
+#: repeated overdue, the warning sign the sources name.
+RELAPSE = 0.25
 
 
 def geometric(u: np.ndarray, mean: np.ndarray) -> np.ndarray:
@@ -58,37 +66,44 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     left = np.where(left > 0, left - 1, np.where(start, 2 + np.floor(U[U_SHOCK_LEN] * 5), 0)).astype(np.int8)
     a["shock_left"] = left
     shocked = left > 0
-    income = base * np.exp(F32(0.08) * Z[Z_INCOME]) * np.where(shocked, F32(0.35), F32(1.0))
+    income = base * np.exp(F32(0.08) * Z[Z_INCOME]) * np.where(shocked, F32(0.6), F32(1.0))
     consumption = base * a["spend"] * np.exp(F32(0.12) * Z[Z_SPEND])
     stress = np.clip((consumption + a["service"] - income) / base, 0, 2)
     # other lenders: applications rise with cash stress; repairing borrowers cut borrowing
-    apps = geometric(U[U_APPS], a["apps"] * (1 + 3 * stress) * np.where(repairing, F32(0.2), F32(1.0)))
+    apps = geometric(U[U_APPS], a["apps"] * (1 + stress) * np.where(repairing, F32(0.2), F32(1.0)))
     lenders = a["lenders"]
     new = (apps > 0) & (U[U_NEW_LENDER] < 0.5)
     leave = U[U_LEAVE] < np.minimum(0.04 * lenders + 0.35 * repairing, 0.9)
     lenders = np.clip(lenders + new - (leave & (lenders > 0)), 0, 200).astype(np.int16)
     a["lenders"] = lenders
     other_debt = lenders * a["loan_size"] * (F32(0.85) + F32(0.3) * U[U_DEBT])
-    # fraud activity starts once and stays; flags are noisy
+    # fraud activity starts once and stays; the anomaly flags it raises are intermittent
     fraud_on = a["fraud_on"] | (U[U_FRAUD] < a["fraud"])
     a["fraud_on"] = fraud_on
-    fraud_flag = (U[U_FLAG] < np.where(fraud_on, F32(0.5), F32(false_flag))).astype(np.int8)
+    fraud_flag = (U[U_FLAG] < np.where(fraud_on, F32(0.45), F32(false_flag))).astype(np.int8)
+    a["flags"] = (F32(MEMORY) * a["flags"] + fraud_flag).astype(F32)
     # draws: only an open line can be drawn; fraud drains it
     avail = np.maximum(a["limit"] - a["balance"], 0) * open_
     want = avail * a["draw"] * (1 + stress) * np.exp(F32(0.4) * Z[Z_DRAW] - F32(0.08))
     drawn = np.minimum(np.where(fraud_on, avail, want), avail).astype(F32)
     using = drawn > 0
-    rapid_mean = a["rapid"] * (1 + 3 * fraud_on + stress) * np.where(repairing, F32(0.3), F32(1.0))
+    rapid_mean = a["rapid"] * (1 + fraud_on) * np.where(repairing, F32(0.3), F32(1.0))
     rapid = geometric(U[U_RAPID], rapid_mean) * using
-    # investing with drawn money comes in episodes
+    # investing with drawn money comes in episodes (speculators keep at it for months)
     inv = a["invest_on"]
-    inv = (U[U_INVEST] < np.where(inv, F32(0.6), a["invest"])) & ~repairing
+    inv = (U[U_INVEST] < np.where(inv, F32(0.8), a["invest"])) & ~repairing
     a["invest_on"] = inv
     invest_share = np.where(inv, 0.3 + 0.6 * U[U_INVEST_SHARE], 0.08 * U[U_INVEST_SHARE] ** 2) * using
+    a["inv_n"] = (F32(MEMORY) * a["inv_n"] + (invest_share > 0.2)).astype(F32)
+    a["rapid_n"] = (F32(MEMORY) * a["rapid_n"] + rapid).astype(F32)
     # repayment: at least a quarter of the balance plus arrears is due
     bal0, od0 = a["balance"], a["overdue"]
     due = 0.25 * bal0 + od0
-    p_pay = a["pay"] * (1 - 0.6 * np.minimum(stress, 1)) * np.where(fraud_on, F32(0.2), F32(1.0))
+    # a broken cash flow persists: a borrower in arrears is likelier to miss again
+    # (cash stress shows elsewhere: applications, utility bills, the external score; fraudsters keep the
+    # line in good standing while they use it)
+    p_pay = (a["pay"]
+             * np.where(od0 > 0, F32(ARREARS_PAY), F32(1.0)) * (1 - F32(RELAPSE) * np.minimum(a["late"], 2) / 2))
     p_pay = np.where(repairing & ~fraud_on, np.maximum(p_pay, F32(0.9)), p_pay)
     pays = (U[U_PAY] < p_pay) | (due <= 0)
     repaid = np.where(pays, np.minimum(bal0, np.maximum(due, a["repay"] * bal0)), 0).astype(F32)
@@ -101,13 +116,17 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     service = 0.25 * balance + 0.08 * other_debt
     a["service"] = service.astype(F32)
     dti = np.clip(service / income, 0, 100)
-    utility = np.clip(a["utility"] + F32(0.35) * (U[U_UTIL] - F32(0.5)) - 0.4 * stress, 0, 1)
+    utility = np.clip(a["utility"] + F32(0.35) * (U[U_UTIL] - F32(0.5)) - 0.2 * stress, 0, 1)
     # the external score drifts to a target set by behaviour here and elsewhere
-    target = (a["score_base"] - 50 * a["late"] - 6 * np.maximum(lenders - 2, 0) - 60 * (1 - utility)
-              - 50 * shocked)
+    # (a shock means arrears at other lenders and late utility bills: the score falls; arrears here
+    # are the overdue factor, so they are left out of the external score to keep the causes apart)
+    target = (a["score_base"] - np.maximum(lenders - 2, 0) - 60 * (1 - utility)
+              - 110 * shocked)
     score = np.clip(a["score"] + 0.35 * (target - a["score"]) + F32(6.0) * Z[Z_SCORE], 300, 950).astype(F32)
     a["s3"], a["s2"], a["s1"] = a["s2"], a["s1"], a["score"]
     a["score"] = score
+    a["low_n"] = (F32(MEMORY) * a["low_n"] + (score < 600)).astype(F32)
+    a["apps_n"] = (F32(MEMORY) * a["apps_n"] + apps).astype(F32)
     partial = U[U_PARTIAL] < maintenance_rate
     maint = (partial | outage).astype(np.int8)
     return {

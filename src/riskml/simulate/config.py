@@ -34,28 +34,38 @@ class EngineParams:
     a neutral signal, the other coefficients are per unit of the named signal.
     """
 
-    overdue_bias: float = -6.4
-    overdue_dpd: float = 1.3  # per 30 days past due
-    overdue_amount: float = 1.5  # per overdue amount / base limit
-    overdue_late: float = 0.6  # per unit of the late-month memory
-    escalate_bias: float = -2.0  # suspended for overdue -> closed
+    # overdue: a limit cut at the first arrears, suspension once arrears persist (60+ days), closure at 90+
+    overdue_cut: float = 0.35  # monthly cut probability of an uncut line in its first month of arrears
+    overdue_bias: float = -6.0  # suspension logit at 60 days past due
+    overdue_dpd: float = 3.0  # per 30 days past 60
+    overdue_amount: float = 0.5  # per overdue amount / base limit
+    overdue_late: float = 0.3  # per unit of the late-month memory
+    escalate_bias: float = -2.8  # suspended for overdue -> closed
     escalate_dpd: float = 0.9  # per 30 days past 90
     escalate_amount: float = 1.0
-    multi_bias: float = -8.9
-    multi_lenders: float = 0.45  # per other lender
-    multi_dti: float = 1.6  # per unit of debt-to-income
-    multi_apps: float = 0.35  # per application this month
-    abnormal_bias: float = -9.5
-    abnormal_invest: float = 7.5  # per unit of invest share
-    abnormal_rapid: float = 0.45  # per rapid draw
+    # multi-lending: lenders and applications that build up over months
+    multi_bias: float = -11.5
+    multi_lenders: float = 0.7  # per other lender
+    multi_dti: float = 1.0  # per unit of debt-to-income above 0.5
+    multi_apps: float = 0.7  # per unit of the applications memory
+    # abnormal use: repeated investing with drawn money and rapid draws over recent months
+    abnormal_bias: float = -8.0
+    abnormal_invest: float = 1.6  # per unit of the invest-month memory
+    abnormal_rapid: float = 0.2  # per unit of the rapid-draw memory
     abnormal_repeat: int = 2  # abnormal-use triggers that close instead of suspend
-    score_bias: float = -7.5
-    score_level: float = 0.9  # per 40 points below 600
-    score_drop: float = 0.8  # per 20 points of 3-month drop
-    policy_rate: float = 0.008  # closure hazard of a fully marginal account at index 0.3
-    policy_slope: float = 5.0  # log-hazard per unit of policy index
+    # score decline: a cut on a first drop, suspension while the score stays low or keeps falling
+    score_bias: float = -8.5
+    score_level: float = 2.0  # per 40 points below 600
+    score_drop: float = 0.6  # per 20 points of 3-month drop
+    score_low: float = 0.8  # per unit of the low-score (< 600) month memory
+    # policy tightening: closure of marginal accounts, the more the higher last month's policy index
+    policy_rate: float = 0.006  # closure hazard of a fully marginal account at index 0.3
+    policy_slope: float = 20.0  # log-hazard per unit of policy index: closures come in tightening periods
+    policy_max: float = 0.1  # the hazard at most, however tight the policy
     policy_cutoff: float = 4.0  # platform risk index where an account counts as marginal
-    fraud_close: float = 0.85  # closure probability in a month with a fraud flag
+    # agreement violation: fraud confirmed after anomaly flags seen in recent months
+    fraud_bias: float = -5.0  # closure logit in a flagged month with no earlier flags
+    fraud_flags: float = 4.0  # per unit of the earlier-flag memory
     fraud_false_flag: float = 0.0001  # flag rate of accounts without fraud activity
     cut_factor: float = 0.6  # limit after a cut, as a share of the limit before
     recover: float = 0.45  # monthly restore probability once the cause is rectified
@@ -88,7 +98,7 @@ class SimConfig:
     block_size: int = 4096
     chunk_borrowers: int = 32_768
     workers: int = 1
-    type_mix: tuple[float, ...] = (0.55, 0.17, 0.10, 0.015, 0.165)
+    type_mix: tuple[float, ...] = (0.54, 0.17, 0.10, 0.025, 0.165)
     policy_base: float = 0.3
     policy_amplitude: float = 0.1
     policy_period: int = 24
@@ -182,8 +192,8 @@ class SimConfig:
         for m in self.maintenance_months:
             _int("maintenance_months", m, 0, self.n_months - 1)
         e = self.engine
-        for key in ("fraud_close", "fraud_false_flag", "cut_factor", "recover", "reopen", "restore_step",
-                    "rectify", "policy_rate"):
+        for key in ("overdue_cut", "fraud_false_flag", "cut_factor", "recover", "reopen", "restore_step",
+                    "rectify", "policy_rate", "policy_max"):
             _prob(f"engine.{key}", getattr(e, key))
         for key in ("abnormal_repeat", "reopen_clean_months", "rectify_months"):
             _int(f"engine.{key}", getattr(e, key), 1)

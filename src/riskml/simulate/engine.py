@@ -1,13 +1,30 @@
 """The platform's risk engine and the one month step shared by generator and oracle.
 
-Each documented cause has a monthly hazard that rises with its own observable
-signals (overdue with days past due, amount and earlier arrears; multi-lending
-with lenders, debt ratio and applications; ...). Causes that fire compete by
-a fixed priority; the cause then acts as ``DOMAIN.md`` describes (limit cut
-before suspension for overdue and score decline, closure when abnormal use
-repeats or arrears keep growing, immediate closure for fraud). Suspended
-lines come back once their cause is rectified, closed lines rarely and only
-after clean months, fraud closures never, maintenance after one month.
+Each documented cause has a monthly hazard driven by its own observable
+signals and their recent history (decayed counts of past months, all of them
+functions of panel columns), so the platform acts on warnings it has seen for
+a while, as the sources describe. The escalation ladders:
+
+* ``overdue``: a limit cut at the first arrears; suspension only once arrears
+  persist (from 60 days past due, likely from 90-120); closure when a
+  suspended line's arrears keep growing.
+* ``score_decline``: a cut on a first drop; the next score-decline decision
+  (the score stays low or keeps falling) suspends.
+* ``abnormal_use``: found in a month with an abnormal transaction, the
+  likelier the more such months came before (speculators persist); closure on
+  a repeat.
+* ``multi_lending``: lenders and applications that pile up over months.
+* ``agreement_violation``: fraud is confirmed in a flagged month, the likelier
+  the more anomaly flags came before; immediate, permanent closure.
+* ``policy_tightening``: marginal accounts are closed when last month's policy
+  index was high (tightening periods).
+* ``maintenance``: random, whatever the risk; ends by itself.
+
+When several causes fire in a month the engine records the one whose signal
+is strongest (the highest hazard; fraud always first, maintenance only when no
+risk cause fired). Suspended lines come back once their cause is rectified,
+closed lines rarely and only after clean months, fraud closures never,
+maintenance after one month.
 """
 
 from __future__ import annotations
@@ -25,8 +42,6 @@ F32 = np.float32
 OD, ML, AB, SD, PT, AV, MT = (CAUSES.index(c) for c in (
     "overdue", "multi_lending", "abnormal_use", "score_decline", "policy_tightening", "agreement_violation",
     "maintenance"))
-#: Which fired cause wins when several fire in one month.
-PRIORITY = (AV, OD, AB, ML, SD, PT, MT)
 NORMAL, SUSPENDED, CLOSED = 0, 1, 2
 
 
@@ -52,27 +67,44 @@ def _expit(x: np.ndarray) -> np.ndarray:
     return (1 / (1 + np.exp(-x))).astype(F32)
 
 
-def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: SimConfig) -> np.ndarray:
-    """Monthly probability of each cause firing, shape (7, n), from this month's signals."""
+def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: SimConfig,
+            policy_seen: np.ndarray | float = 0.3) -> np.ndarray:
+    """Monthly probability of each cause firing, shape (7, n).
+
+    Each cause reads its own signals only, this month's and their memories
+    (decayed counts of past months, all functions of panel columns), so the
+    platform acts on warnings it has seen for a while: arrears that persist,
+    investing that repeats, applications that pile up, a score that stays
+    low, anomaly flags that recur. ``policy_seen`` is last month's policy index.
+    """
     e = cfg.engine
     n = len(a["status"])
     dpd = rows["days_past_due"].astype(F32)
     base = a["base_limit"]
-    lenders = rows["other_lenders"].astype(F32)
-    dti, inv = rows["debt_to_income"], rows["invest_share"]
-    rapid, score = rows["rapid_draws"].astype(F32), rows["external_score"]
+    score = rows["external_score"]
     drop = a["s3"] - score
     h = np.empty((len(CAUSES), n), dtype=F32)
-    h[OD] = (dpd > 0) * _expit(e.overdue_bias + e.overdue_dpd * dpd / 30 + e.overdue_amount * rows["overdue_amount"]
-                               / base + e.overdue_late * a["late"])
-    h[ML] = _expit(e.multi_bias + e.multi_lenders * lenders + e.multi_dti * dti
-                   + e.multi_apps * rows["recent_applications"])
-    h[AB] = _expit(e.abnormal_bias + e.abnormal_invest * inv + e.abnormal_rapid * rapid)
-    h[SD] = _expit(e.score_bias + e.score_level * (600 - score) / 40 + e.score_drop * np.maximum(drop, 0) / 20)
-    # the platform's internal risk index: marginal accounts are those near its cutoff
-    risk = dpd / 30 + 0.4 * lenders + 2 * dti + (620 - score) / 40 + 3 * inv + 0.3 * rapid
-    h[PT] = e.policy_rate * np.exp(e.policy_slope * (rows["policy_index"] - F32(0.3))) * _expit(risk - e.policy_cutoff)
-    h[AV] = rows["fraud_flag"] * F32(e.fraud_close)
+    # overdue: first month of arrears -> limit cut (see step); 60+ days -> suspension
+    h[OD] = np.where(dpd >= 60, _expit(e.overdue_bias + e.overdue_dpd * (dpd - 60) / 30
+                                       + e.overdue_amount * rows["overdue_amount"] / base + e.overdue_late * a["late"]),
+                     np.where(dpd > 0, F32(e.overdue_cut), F32(0)))
+    h[ML] = _expit(e.multi_bias + e.multi_lenders * rows["other_lenders"].astype(F32)
+                   + e.multi_dti * np.maximum(rows["debt_to_income"] - F32(0.5), 0) + e.multi_apps * a["apps_n"])
+    # abnormal use: found in a month with an abnormal transaction, the likelier the more such months came before
+    now = (rows["invest_share"] > 0.2) | (rows["rapid_draws"] >= 3)
+    h[AB] = now * _expit(e.abnormal_bias + e.abnormal_invest * a["inv_n"] + e.abnormal_rapid * a["rapid_n"])
+    h[SD] = _expit(e.score_bias + e.score_level * (600 - score) / 40 + e.score_drop * np.maximum(drop, 0) / 20
+                   + e.score_low * a["low_n"])
+    # policy: the platform's internal risk index; marginal accounts are those near its cutoff. The platform
+    # acts on last month's policy index (announced, then applied)
+    risk = (dpd / 30 + 0.4 * rows["other_lenders"] + 2 * rows["debt_to_income"] + (620 - score) / 40
+            + 3 * rows["invest_share"] + 0.3 * rows["rapid_draws"])
+    appetite = np.minimum(e.policy_rate * np.exp(e.policy_slope * (np.asarray(policy_seen, dtype=F32) - F32(0.3))),
+                          F32(e.policy_max))
+    h[PT] = appetite * _expit(risk - e.policy_cutoff)
+    # fraud is confirmed in a flagged month, the likelier the more flags came before
+    earlier = a["flags"] - rows["fraud_flag"]
+    h[AV] = rows["fraud_flag"] * _expit(e.fraud_bias + e.fraud_flags * earlier)
     # maintenance hits accounts at random, whatever their risk
     h[MT] = rows["maintenance"] * (U[bh.U_OUTAGE] < np.where(outage, F32(cfg.outage_share), F32(1.0)))
     return np.minimum(h, 1)
@@ -101,13 +133,17 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     a["status"] = np.where(back, NORMAL, a["status"]).astype(np.int8)
     a["cause"] = np.where(back, -1, a["cause"]).astype(np.int8)
     policy, outage = env.policy[month], env.outage[month]
+    policy_seen = env.policy[np.maximum(np.asarray(month) - 1, 0)]
     rows = bh.behave(s, U, Z, policy, outage, cfg.maintenance_rate, e.fraud_false_flag)
     active = np.asarray(month) >= 1  # month 0 is the first observed month: no decision yet
-    h = hazards(a, rows, U, outage, cfg)
+    h = hazards(a, rows, U, outage, cfg, policy_seen)
     fired = (U[bh.U_HAZARD:bh.U_HAZARD + len(CAUSES)] < h) & active
-    chosen = np.full(len(s), -1, dtype=np.int8)
-    for c in PRIORITY[::-1]:
-        chosen = np.where(fired[c], np.int8(c), chosen)
+    # the cause recorded is the fired one whose signal is strongest (highest hazard); fraud first,
+    # maintenance only when no risk cause fired
+    strength = np.where(fired, h, F32(-1))
+    strength[AV] = np.where(fired[AV], F32(2), F32(-1))
+    strength[MT] = np.where(fired[MT], F32(0), F32(-1))
+    chosen = np.where(fired.any(axis=0), strength.argmax(axis=0), -1).astype(np.int8)
     status, cause, limit, base = a["status"], a["cause"], a["limit"], a["base_limit"]
     dpd = rows["days_past_due"]
     is_open, is_susp, is_closed = status == NORMAL, status == SUSPENDED, status == CLOSED
@@ -117,7 +153,12 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     repeat = strikes >= e.abnormal_repeat
     # decisions on open lines
     do_close = is_open & ((chosen == AV) | (chosen == PT) | ((chosen == AB) & repeat))
-    do_cut = is_open & ((((chosen == OD) & (dpd < 60)) | (chosen == SD)) & uncut)
+    # first arrears and a first score drop cut the limit; arrears under 60 days never suspend
+    # (a score-decline warning is its own rung: the next score-decline decision suspends, whatever cut the
+    # line before; the warning lapses once the limit is fully restored)
+    warned = a["sd_warn"] > 0
+    do_cut = is_open & ((((chosen == OD) & (dpd < 60)) & uncut) | ((chosen == SD) & ~warned))
+    chosen = np.where(is_open & (chosen == OD) & (dpd < 60) & ~uncut, np.int8(-1), chosen).astype(np.int8)
     do_susp = is_open & (chosen >= 0) & ~do_close & ~do_cut
     # suspended lines: fraud closes, growing arrears escalate to closure
     esc_h = _expit(e.escalate_bias + e.escalate_dpd * (dpd.astype(F32) - 90) / 30
@@ -153,6 +194,8 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     start_repair = decided & (U[bh.U_RECTIFY] < e.rectify)
     a["repair"] = np.where(start_repair, e.rectify_months, np.maximum(a["repair"] - 1, 0)).astype(np.int8)
     a["strikes"] = np.where(reopen, 0, strikes).astype(np.int8)
+    warned = (warned | (do_cut & (chosen == SD))) & (limit < base * F32(0.999))
+    a["sd_warn"] = warned.astype(np.int8)
     clean = np.where(event >= 0, 0, clean).astype(np.int16)  # clean months count from the last decision
     a["status"], a["cause"], a["limit"], a["clean"] = new_status, new_cause, limit, clean
     rows["credit_limit"] = limit

@@ -5,7 +5,9 @@ state at the end of month t by replaying its seed block (only the blocks that
 hold requested borrowers), then re-simulates months t+1..t+H ``n_paths``
 times with independent random streams, with the very same :func:`step` the
 generator uses. The share of paths whose worst status is normal / suspended /
-closed is the Bayes-optimal prediction every model is measured against.
+closed is the Bayes-optimal prediction every model is measured against. The
+label rule is the labels' own: a maintenance suspension counts as normal and
+is never the first adverse decision (``labels.effective_status``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 
 from riskml.exceptions import SchemaError
 from riskml.factors import CAUSES
+from riskml.labels import effective_status
 from riskml.schema import STATUSES
 from riskml.simulate.config import SimConfig
 from riskml.simulate.engine import Env, step
@@ -88,8 +91,11 @@ def _futures(cfg: SimConfig, keys: pd.DataFrame, horizon: int, n_paths: int,
         for h in range(1, horizon + 1):
             U, Z = draws()
             s, rows = step(s, m + h, U, Z, cfg, env)
-            w = np.maximum(w, rows["status"])
-            f = np.where((f < 0) & (rows["event"] >= 0), rows["event"], f)
+            # the label rule (labels.effective_status): a maintenance suspension is not adverse
+            eff = effective_status(rows["status"], rows["cause"])
+            w = np.maximum(w, eff)
+            # the cause of the first month not normal, as labels.make_labels reads it
+            f = np.where((f < 0) & (eff > 0), rows["cause"], f)
         worst[lo:lo + len(snap) // n_paths] = w.reshape(-1, n_paths)
         first[lo:lo + len(snap) // n_paths] = f.reshape(-1, n_paths)
     return worst, first

@@ -25,11 +25,11 @@ _PROFILE_KEYS = ("log_income", "spend", "draw", "pay", "apps", "invest", "shock"
                  "score", "rapid", "repay")
 PROFILES: dict[str, tuple[float, ...]] = {
     #              log_inc spend draw  pay    apps  invest shock  fraud   util  score rapid repay
-    "steady":      (8.6, 0.55, 0.20, 0.990, 0.08, 0.010, 0.010, 0.0000, 0.95, 690, 0.25, 0.80),
-    "stretched":   (8.3, 0.80, 0.60, 0.970, 0.75, 0.015, 0.025, 0.0000, 0.80, 635, 0.60, 0.30),
-    "speculator":  (8.6, 0.60, 0.55, 0.975, 0.30, 0.120, 0.015, 0.0000, 0.90, 670, 1.40, 0.50),
-    "fraudster":   (8.2, 0.70, 0.85, 0.930, 0.50, 0.050, 0.020, 0.0700, 0.85, 650, 1.00, 0.30),
-    "shock_prone": (8.4, 0.68, 0.30, 0.985, 0.15, 0.015, 0.060, 0.0000, 0.90, 670, 0.35, 0.50),
+    "steady":      (8.6, 0.55, 0.20, 0.995, 0.08, 0.010, 0.010, 0.0000, 0.95, 690, 0.25, 0.80),
+    "stretched":   (8.3, 0.80, 0.60, 0.980, 0.75, 0.015, 0.010, 0.0000, 0.85, 665, 0.60, 0.30),
+    "speculator":  (8.6, 0.60, 0.55, 0.992, 0.15, 0.120, 0.015, 0.0000, 0.90, 670, 1.40, 0.50),
+    "fraudster":   (8.2, 0.70, 0.85, 0.990, 0.20, 0.020, 0.020, 0.1000, 0.85, 650, 0.50, 0.30),
+    "shock_prone": (8.4, 0.68, 0.30, 0.992, 0.15, 0.015, 0.060, 0.0000, 0.90, 670, 0.35, 0.50),
 }
 
 #: Hidden traits written to the truth table (with borrower_type).
@@ -38,10 +38,12 @@ TRAITS: tuple[str, ...] = ("income_base", "spend", "draw", "pay", "apps", "inves
 
 #: Dynamic state arrays and their dtypes.
 DYNAMIC: dict[str, type] = {
-    "status": np.int8, "cause": np.int8, "strikes": np.int8, "clean": np.int16, "repair": np.int8,
+    "status": np.int8, "cause": np.int8, "strikes": np.int8, "sd_warn": np.int8, "clean": np.int16, "repair": np.int8,
     "shock_left": np.int8, "invest_on": np.bool_, "fraud_on": np.bool_, "dpd": np.int16,
     "lenders": np.int16, "base_limit": F32, "limit": F32, "balance": F32, "overdue": F32,
     "late": F32, "service": F32, "score": F32, "s1": F32, "s2": F32, "s3": F32,
+    # signal memories (decayed counts, see behaviour.MEMORY): what the escalation ladders read
+    "inv_n": F32, "rapid_n": F32, "apps_n": F32, "low_n": F32, "flags": F32,
 }
 
 
@@ -96,7 +98,7 @@ def draw_population(rng: np.random.Generator, n: int, type_mix: tuple[float, ...
     a["income_base"] = np.exp(c["log_income"] + 0.35 * z[0])
     a["spend"] = c["spend"] * np.exp(0.15 * z[1])
     a["draw"] = _expit(_logit(c["draw"]) + 0.6 * z[2])
-    a["pay"] = _expit(_logit(c["pay"]) + 0.7 * z[3])
+    a["pay"] = _expit(_logit(c["pay"]) + 0.9 * z[3])
     a["apps"] = c["apps"] * np.exp(0.5 * z[4])
     a["invest"] = _expit(_logit(c["invest"]) + 0.6 * z[5])
     a["shock"] = c["shock"] * np.exp(0.4 * z[6])
