@@ -69,6 +69,22 @@ def test_snapshot_rows_and_labels_match_hand_computed():
         None, None, "overdue", "overdue", "abnormal_use", "abnormal_use", None, None, None, None]
 
 
+def test_maintenance_suspension_is_not_adverse():
+    # the label rule (labels.effective_status): a month suspended for maintenance counts as normal
+    df = literal_panel()
+    i = (df["borrower_id"] == 33) & (df["month"] == 4)
+    df.loc[i, "status"], df.loc[i, "cause"], df.loc[i, "maintenance"] = "suspended", "maintenance", 1
+    s = build_snapshots(df, target="status_3m", horizon=2, min_history=3, windows=(2, 3))
+    k = s.keys.reset_index(drop=True)
+    rows = (k["borrower_id"] == 33).to_numpy()
+    # 33 is down at 4 (no snapshot there); t=2 and t=3 see the outage ahead and stay normal, without a cause
+    assert k.loc[rows, "month"].tolist() == [2, 3, 5]
+    assert s.y[rows].tolist() == [0, 0, 0]
+    assert s.cause[rows].isna().all()
+    a = build_snapshots(df, target="adverse_3m", horizon=2, min_history=3, windows=(2, 3))
+    assert a.y[(a.keys["borrower_id"] == 33).to_numpy()].tolist() == [0, 0, 0]
+
+
 def test_features_match_hand_computed_values():
     s = build_snapshots(literal_panel(), target="status_3m", horizon=2, min_history=3, windows=(2, 3))
     x4, _ = at(s, 11, 4)

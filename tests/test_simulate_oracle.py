@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from riskml.exceptions import SchemaError
+from riskml.labels import effective_status
 from riskml.schema import STATUSES
 from riskml.simulate import SimConfig, oracle, oracle_cause, simulate
 from riskml.simulate.oracle import replay_states
@@ -20,7 +21,9 @@ def sim():
     p = simulate(CFG).panel
     keys = p.loc[p["month"] == T0, ["borrower_id", "month"]].reset_index(drop=True)
     fut = p[(p["month"] > T0) & (p["month"] <= T0 + H)]
-    worst = fut.groupby("borrower_id")["status"].agg(lambda s: s.cat.codes.max()).to_numpy()
+    # the label rule: a maintenance suspension counts as normal
+    eff = effective_status(fut["status"].cat.codes.to_numpy(), fut["cause"].cat.codes.to_numpy())
+    worst = pd.Series(eff).groupby(fut["borrower_id"].to_numpy()).max().to_numpy()
     o = oracle(CFG, keys, horizon=H, n_paths=100, seed=1)
     return p, keys, worst, o
 
@@ -96,3 +99,20 @@ def test_oracle_rejects_bad_keys():
         oracle(CFG, pd.DataFrame({"borrower_id": [1], "month": [99]}), horizon=2)
     with pytest.raises(SchemaError, match="borrower_id"):
         oracle(CFG, pd.DataFrame({"month": [3]}), horizon=2)
+
+
+def test_oracle_follows_the_label_rule_maintenance_is_not_adverse():
+    # an outage right after t suspends half of the open lines, yet the oracle's adverse probability
+    # is the baseline's: maintenance suspensions count as normal, as in the labels
+    base = SimConfig(n_borrowers=2000, n_months=14, seed=4, block_size=512)
+    outage = SimConfig.from_dict({**base.to_dict(), "scenario": "maintenance", "maintenance_months": [T0 + 1]})
+    p = simulate(outage).panel
+    m = p[p["month"] == T0 + 1]
+    assert ((m["status"] == "suspended") & (m["cause"] == "maintenance")).mean() > 0.3
+    open_ = p.loc[p["month"] == T0, "status"].to_numpy() == "normal"
+    keys = p.loc[p["month"] == T0, ["borrower_id", "month"]][open_].iloc[:400].reset_index(drop=True)
+    ob = oracle(base, keys, horizon=2, n_paths=60, seed=2)
+    oo = oracle(outage, keys, horizon=2, n_paths=60, seed=2)
+    assert abs(oo["p_normal"].mean() - ob["p_normal"].mean()) < 0.01
+    c = oracle_cause(outage, keys, horizon=2, n_paths=60, seed=2)
+    assert (c["p_maintenance"] == 0).all()
