@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
+from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
 from riskml import io, train
@@ -183,3 +184,18 @@ def test_multirun_logs_one_run_per_job_in_one_experiment(tmp_path):
     assert set(runs["status"]) == {"FINISHED"}
     assert runs["experiment_id"].nunique() == 1
     assert not (tmp_path / "models").exists()  # baselines are never exported
+
+
+def test_a_data_set_from_another_simulator_version_is_regenerated(tmp_path):
+    from riskml.datasets import load_synthetic
+
+    cfg = cfg_for(tmp_path, "data.n_borrowers=600")
+    data_cfg = OmegaConf.to_container(cfg.data)
+    load_synthetic(data_cfg, target="adverse_3m", horizon=3, base=tmp_path)
+    manifest_file = tmp_path / "data" / "default" / "manifest.json"
+    manifest = json.loads(manifest_file.read_text())
+    manifest["sim_config"]["engine"]["retired_param"] = 0.8  # what an older riskml wrote
+    manifest_file.write_text(json.dumps(manifest))
+    ds = load_synthetic(data_cfg, target="adverse_3m", horizon=3, base=tmp_path)
+    assert "retired_param" not in json.loads(manifest_file.read_text())["sim_config"]["engine"]
+    assert ds.meta["n_borrowers"] > 0

@@ -207,6 +207,7 @@ def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, ba
     the config, ``data.on_mismatch`` says what happens: ``regenerate`` (write
     the data set again under the same name) or ``fail`` (a :class:`ConfigError`).
     """
+    from riskml import __version__ as riskml_version
     from riskml import features, generate
     from riskml.io import sha256_file
     from riskml.simulate import SimConfig
@@ -216,6 +217,10 @@ def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, ba
         path = _generate(data_cfg, base)
     panel, truth, manifest = generate.load_dataset(path)
     diff = manifest_mismatch(manifest, data_cfg)
+    try:
+        SimConfig.from_manifest(manifest)
+    except ConfigError as e:  # made by another riskml version whose simulator this one cannot replay
+        diff["sim_config"] = (str(e), f"a simulator config riskml {riskml_version} can read")
     if diff:
         if data_cfg.get("on_mismatch", "regenerate") != "regenerate":
             key, (have, want) = next(iter(diff.items()))
