@@ -36,15 +36,17 @@ from hydra import compose, initialize_config_module
 
 ROOT = Path(__file__).resolve().parent.parent
 CHILD = """
-import json, resource, sys, time
+import json, re, sys, time
 from hydra import compose, initialize_config_module
 from riskml import predict
 with initialize_config_module("riskml.conf.predict", version_base="1.3"):
     cfg = compose("predict", overrides=sys.argv[1:])
 t = time.perf_counter()
 r = predict.run(cfg)
+# VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec and would report the parent's peak
+hwm = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read()).group(1))
 print(json.dumps({"seconds": time.perf_counter() - t, "scored": r.summary["scored_borrowers"],
-                  "peak_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "buckets": r.summary["buckets"], "peak_mib": hwm / 1024}))
 """
 
 
@@ -107,7 +109,7 @@ def main() -> None:
             sys.exit(p.stderr[-3000:])
         e2e[label] = json.loads(p.stdout.strip().splitlines()[-1])
         r = e2e[label]
-        print(f"end to end {label}: {r['scored']:,} borrowers in {r['seconds']:.1f} s = "
+        print(f"end to end {label}: {r['scored']:,} borrowers ({r['buckets']} buckets) in {r['seconds']:.1f} s = "
               f"{r['scored'] / r['seconds']:,.0f} borrowers/s; peak RSS {r['peak_mib']:,.0f} MiB")
 
     # references on the same model and feature matrix
