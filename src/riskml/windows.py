@@ -13,6 +13,7 @@ chg             x_t - x_{t-w}                                           signal's
 dd              x_t - max over the window (drop from the recent peak)   signal's
 std             standard deviation over the window (volatility)         0
 cnt             months in the window with x > threshold (event months)  signal's
+low             months in the window with x < threshold (e.g. low score) opposite
 since           months since the last x > threshold (NEVER: never)     -signal's
 ratio           x_t / max over the window (limit change ratio)          0
 util            balance_t / credit_limit_t                              0
@@ -52,6 +53,7 @@ _PLAN: tuple[tuple, ...] = (
     ("rapid_draws", "cnt", "s", 2.0),
     ("external_score", "lvl"), ("external_score", "min", "l"), ("external_score", "chg", "s"),
     ("external_score", "chg", "m"), ("external_score", "chg", "l"), ("external_score", "dd", "l"),
+    ("external_score", "low", "m", 600.0),
     ("utility_on_time", "lvl"), ("utility_on_time", "mean", "m"),
     ("policy_index", "lvl"), ("policy_index", "chg", "s"), ("policy_index", "mean", "l"),
     ("fraud_flag", "lvl"), ("fraud_flag", "cnt", "s", 0.0), ("fraud_flag", "cnt", "m", 0.0),
@@ -113,6 +115,8 @@ def feature_specs(windows: tuple[int, ...] = (3, 6, 12)) -> list[FeatureSpec]:
         else:
             name = {"lvl": col, "since": f"{col}_since", "util": "utilisation"}.get(kind, f"{col}_{kind}_{win}m")
             direction = (sig.direction if sig else 0) if kind in _SIGNED else 0
+            if kind == "low":
+                direction = -sig.direction if sig else 0
             if kind == "since":  # the longer ago the last bad month, the lower the risk
                 direction = -(sig.direction if sig else 0)
         specs.setdefault(name, FeatureSpec(name, col, kind, win, arg, factor_of_column(col) if col != "status"
@@ -236,6 +240,8 @@ def compute(spec: FeatureSpec, b: Block) -> np.ndarray:
             out = np.where(lim > 0, b.at(b.g("balance")) / lim, np.nan)
         elif k == "cnt":
             out = b.window(("c", col, spec.arg), lambda: b.g(col) > spec.arg, w)
+        elif k == "low":
+            out = b.window(("lo", col, spec.arg), lambda: b.g(col) < spec.arg, w)
         elif k == "since":
             # "never" is a large finite value, not NaN, so the monotone constraint
             # covers it and a rectified borrower ("never late") cannot score worse
