@@ -84,10 +84,10 @@ def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: 
     score = rows["external_score"]
     drop = a["s3"] - score
     h = np.empty((len(CAUSES), n), dtype=F32)
-    # overdue: first month of arrears -> limit cut (see step); 60+ days -> suspension
+    # overdue: arrears on an uncut line -> limit cut (see step); 60+ days -> suspension
     h[OD] = np.where(dpd >= 60, _expit(e.overdue_bias + e.overdue_dpd * (dpd - 60) / 30
                                        + e.overdue_amount * rows["overdue_amount"] / base + e.overdue_late * a["late"]),
-                     np.where(dpd > 0, F32(e.overdue_cut), F32(0)))
+                     np.where((dpd > 0) & (a["limit"] >= base * F32(0.999)), F32(e.overdue_cut), F32(0)))
     h[ML] = _expit(e.multi_bias + e.multi_lenders * rows["other_lenders"].astype(F32)
                    + e.multi_dti * np.maximum(rows["debt_to_income"] - F32(0.5), 0) + e.multi_apps * a["apps_n"])
     # abnormal use: found in a month with an abnormal transaction, the likelier the more such months came before
