@@ -59,7 +59,8 @@ class EngineParams:
     score_drop: float = 0.6  # per 20 points of 3-month drop
     score_low: float = 0.8  # per unit of the low-score (< 600) month memory
     # policy tightening: closure of marginal accounts, the more the higher last month's policy index
-    policy_rate: float = 0.006  # closure hazard of a fully marginal account at index 0.3
+    policy_neutral: float = 0.3  # policy index above which the platform is tightening (closures happen)
+    policy_rate: float = 0.006  # closure hazard of a fully marginal account just above the neutral index
     policy_slope: float = 20.0  # log-hazard per unit of policy index: closures come in tightening periods
     policy_max: float = 0.1  # the hazard at most, however tight the policy
     policy_cutoff: float = 4.0  # platform risk index where an account counts as marginal
@@ -193,7 +194,7 @@ class SimConfig:
             _int("maintenance_months", m, 0, self.n_months - 1)
         e = self.engine
         for key in ("overdue_cut", "fraud_false_flag", "cut_factor", "recover", "reopen", "restore_step",
-                    "rectify", "policy_rate", "policy_max"):
+                    "rectify", "policy_rate", "policy_max", "policy_neutral"):
             _prob(f"engine.{key}", getattr(e, key))
         for key in ("abnormal_repeat", "reopen_clean_months", "rectify_months"):
             _int(f"engine.{key}", getattr(e, key), 1)

@@ -99,8 +99,11 @@ def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: 
     # acts on last month's policy index (announced, then applied)
     risk = (dpd / 30 + 0.4 * rows["other_lenders"] + 2 * rows["debt_to_income"] + (620 - score) / 40
             + 3 * rows["invest_share"] + 0.3 * rows["rapid_draws"])
-    appetite = np.minimum(e.policy_rate * np.exp(e.policy_slope * (np.asarray(policy_seen, dtype=F32) - F32(0.3))),
-                          F32(e.policy_max))
+    # (only in tightening periods: no such closures while the index is at or below its neutral level)
+    seen = np.asarray(policy_seen, dtype=F32)
+    appetite = np.where(seen > F32(e.policy_neutral),
+                        np.minimum(e.policy_rate * np.exp(e.policy_slope * (seen - F32(e.policy_neutral))),
+                                   F32(e.policy_max)), F32(0))
     h[PT] = appetite * _expit(risk - e.policy_cutoff)
     # fraud is confirmed in a flagged month, the likelier the more flags came before
     earlier = a["flags"] - rows["fraud_flag"]
