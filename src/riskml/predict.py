@@ -32,7 +32,7 @@ from riskml.scoring import MAX_REASONS, ScoringModel, check_features, score_hist
 
 log = logging.getLogger(__name__)
 
-REJECT_SCHEMA = pa.schema([("borrower_id", pa.float64()), ("file", pa.string()), ("row", pa.int64()),
+REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
                            ("reason", pa.string())])
 _OPTIONAL = ("cause",)
 
@@ -136,7 +136,7 @@ def _split(rows: pd.DataFrame, *, as_of: int | None) -> tuple[pd.DataFrame, pd.D
 def _reject_frame(rejects: pd.DataFrame, files: tuple[Path, ...]) -> pd.DataFrame:
     names = np.array([str(f) for f in files], dtype=object)
     return pd.DataFrame({
-        "borrower_id": rejects["borrower_id"].astype("float64").to_numpy(),
+        "borrower_id": rejects["borrower_id"].astype("float64").astype("Int64").array,  # null: no usable id
         "file": names[rejects[batch.FILE].astype(int).to_numpy()] if len(rejects) else [],
         "row": rejects[batch.ROW].astype("int64").to_numpy(),
         "reason": rejects["reason"].astype("string").to_numpy(),
