@@ -286,3 +286,15 @@ def test_top_reason_finds_the_true_cause_on_a_fresh_simulation(trained):
     # those outweigh the platform-wide policy index (top-1 ~0.1); every other cause is found.
     own = judged.drop(index="policy_tightening", errors="ignore")
     assert len(own) >= 5 and (own["top1_rate"] >= 0.75).all(), judged
+
+
+def test_down_accounts_without_a_recovery_model_keep_the_contract(trained, panel):
+    booster, manifest = load_model_dir(trained / "models" / "riskml_adverse")
+    last = panel[panel["month"] == panel["month"].max()]
+    down = last.loc[last["status"] != "normal", "borrower_id"].head(5)
+    out = scoring.score_histories(panel[panel["borrower_id"].isin(down)], scoring.ScoringModel(booster, manifest))
+    assert len(out) == len(down) and out["p_adverse"].isna().all() and out["p_recovery_6m"].isna().all()
+    assert (out["risk_band"] == out["status"]).all()
+    from riskml.schema import prediction_schema
+    assert set(prediction_schema(3).names) <= set(out.columns)
+    assert out[[f"reason_{i}" for i in (1, 2, 3)]].isna().all().all()

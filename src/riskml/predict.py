@@ -27,7 +27,7 @@ from tqdm import tqdm
 from riskml import __version__, batch
 from riskml.exceptions import ConfigError, RiskmlError, SchemaError
 from riskml.io import load_model_dir, write_json, write_parquet
-from riskml.schema import PANEL, STATUSES, cast, row_problems
+from riskml.schema import PANEL, STATUSES, cast, prediction_schema, row_problems
 from riskml.scoring import MAX_REASONS, ScoringModel, check_features, score_histories
 
 log = logging.getLogger(__name__)
@@ -35,20 +35,6 @@ log = logging.getLogger(__name__)
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
                            ("reason", pa.string())])
 _OPTIONAL = ("cause",)
-
-
-def prediction_schema(k: int) -> pa.Schema:
-    """The output's column types, fixed so every part and run agree."""
-    fields = [("borrower_id", pa.int64()), ("as_of_month", pa.int32()), ("status", pa.string())]
-    fields += [(c, pa.float64()) for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "p_recovery_6m")]
-    fields += [("risk_band", pa.string())]
-    for r in range(1, k + 1):
-        fields += [(f"reason_{r}", pa.string()), (f"reason_{r}_label", pa.string()),
-                   (f"reason_{r}_contribution", pa.float64()), (f"reason_{r}_actionable", pa.bool_()),
-                   (f"reason_{r}_advice", pa.string()), (f"reason_{r}_p_after", pa.float64())]
-    fields += [("model_name", pa.string()), ("model_version", pa.string()), ("status_model_version", pa.string()),
-               ("recovery_model_version", pa.string())]
-    return pa.schema(fields)
 
 
 @dataclass

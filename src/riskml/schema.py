@@ -19,6 +19,7 @@ from typing import Iterable, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from riskml.exceptions import SchemaError
 from riskml.factors import CAUSES
@@ -110,11 +111,19 @@ TRUTH = Contract(
     required=("borrower_id", "borrower_type"),
 )
 
-PREDICTION_COLUMNS: tuple[str, ...] = (
-    "borrower_id", "as_of_month", "status",
-    "p_normal", "p_suspended", "p_closed", "p_adverse", "risk_band",
-    "reasons", "p_recovery_6m", "model_name", "model_version",
-)
+def prediction_schema(k: int) -> pa.Schema:
+    """The prediction contract (one row per borrower) with ``k`` reasons: column
+    types fixed so every part of a batch and every run agree."""
+    fields = [("borrower_id", pa.int64()), ("as_of_month", pa.int32()), ("status", pa.string())]
+    fields += [(c, pa.float64()) for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "p_recovery_6m")]
+    fields += [("risk_band", pa.string())]
+    for r in range(1, k + 1):
+        fields += [(f"reason_{r}", pa.string()), (f"reason_{r}_label", pa.string()),
+                   (f"reason_{r}_contribution", pa.float64()), (f"reason_{r}_actionable", pa.bool_()),
+                   (f"reason_{r}_advice", pa.string()), (f"reason_{r}_p_after", pa.float64())]
+    fields += [("model_name", pa.string()), ("model_version", pa.string()), ("status_model_version", pa.string()),
+               ("recovery_model_version", pa.string())]
+    return pa.schema(fields)
 
 
 def missing_columns(df: pd.DataFrame, required: Iterable[str]) -> list[str]:

@@ -25,7 +25,7 @@ from riskml import factors
 from riskml.exceptions import ConfigError, ModelError
 from riskml.explain import FactorExplainer, adverse_contributions, advice_for, top_reasons
 from riskml.features import build_features, rectify
-from riskml.schema import STATUSES
+from riskml.schema import STATUSES, prediction_schema
 
 MAX_REASONS = 4  # adverse-action practice caps the reasons given to a user
 
@@ -193,8 +193,9 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
 
     if reason_frames:
         reasons = pd.concat(reason_frames).sort_index().reindex(out.index).drop(columns="_base")
-    else:
-        reasons = _reasons_empty(top_k, n)
+    else:  # no row to explain: the contract's reason columns, empty
+        empty = prediction_schema(top_k).empty_table().to_pandas()
+        reasons = empty[[c for c in empty.columns if c.startswith("reason_")]].reindex(out.index)
     out = pd.concat([out, reasons], axis=1)
     out["model_name"] = model.name
     out["model_version"] = model.version
@@ -202,14 +203,3 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
     out["status_model_version"] = status.version if status is not None else ""
     return out
 
-
-def _reasons_empty(k: int, n: int) -> pd.DataFrame:
-    cols = {}
-    for rank in range(1, k + 1):
-        cols[f"reason_{rank}"] = pd.array([pd.NA] * n, dtype="string")
-        cols[f"reason_{rank}_label"] = pd.array([pd.NA] * n, dtype="string")
-        cols[f"reason_{rank}_contribution"] = np.full(n, np.nan)
-        cols[f"reason_{rank}_actionable"] = pd.array([pd.NA] * n, dtype="boolean")
-        cols[f"reason_{rank}_advice"] = pd.array([pd.NA] * n, dtype="string")
-        cols[f"reason_{rank}_p_after"] = np.full(n, np.nan)
-    return pd.DataFrame(cols)
