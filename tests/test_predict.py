@@ -70,6 +70,13 @@ def test_one_explained_row_per_borrower(scored, panel):
     down = df[~normal]
     assert down["p_adverse"].isna().all() and down["p_recovery_6m"].between(0, 1).all()
     assert (down["risk_band"] == down["status"]).all()
+    # following advice makes a recovery likelier, never less likely (the recovery model is
+    # monotone in the opposite direction of the risk models)
+    for i in (1, 2, 3):
+        after = down[f"reason_{i}_p_after"]
+        has = after.notna()
+        assert (after[has] >= down.loc[has, "p_recovery_6m"] - 1e-12).all()
+    assert down["reason_1_p_after"].notna().any()
     # closed lines come back less often than suspended ones
     assert down.groupby("status")["p_recovery_6m"].mean()["closed"] < \
         down.groupby("status")["p_recovery_6m"].mean()["suspended"]

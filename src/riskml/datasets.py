@@ -240,7 +240,9 @@ def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, ba
         X=snaps.X.reset_index(drop=True), y=np.asarray(snaps.y, dtype=np.int64),
         classes=[str(c) for c in get_target(target).classes],
         groups=keys["borrower_id"].to_numpy(), time=keys["month"].to_numpy(), keys=keys,
-        feature_factors=dict(snaps.feature_factors), feature_directions=dict(snaps.feature_directions),
+        feature_factors=dict(snaps.feature_factors),
+        # risk directions become the model's: flipped for a target whose positive class is good (recovery)
+        feature_directions={f: d * get_target(target).risk_sign for f, d in snaps.feature_directions.items()},
         digest=str(digest), source=str(path), kind="synthetic",
         cause=None if snaps.cause is None else snaps.cause.reset_index(drop=True),
         sim=SimConfig.from_manifest(manifest),

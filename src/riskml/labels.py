@@ -38,12 +38,17 @@ class Target:
         horizon: default number of months ahead the label looks (``H``).
         eligible: account states at ``t`` that get a snapshot.
         classes: class names, in label order (label ``k`` is ``classes[k]``).
+        risk_sign: +1 when the higher classes are the worse outcome (risk
+            features push towards them), -1 when they are the better one
+            (recovery): it turns the features' risk directions into the
+            monotone constraints of this target's model.
     """
 
     name: str
     horizon: int
     eligible: tuple[str, ...]
     classes: tuple[str, ...]
+    risk_sign: int = +1
 
 
 TARGETS: dict[str, Target] = {
@@ -52,7 +57,7 @@ TARGETS: dict[str, Target] = {
     # suspended or closed at any month of t+1..t+H
     "adverse_3m": Target("adverse_3m", 3, ("normal",), ("normal", "adverse")),
     # an account suspended or closed at t is normal again at some month of t+1..t+H
-    "recovery_6m": Target("recovery_6m", 6, ("suspended", "closed"), ("not_recovered", "recovered")),
+    "recovery_6m": Target("recovery_6m", 6, ("suspended", "closed"), ("not_recovered", "recovered"), risk_sign=-1),
 }
 
 
