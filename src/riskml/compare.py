@@ -13,7 +13,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from riskml import tracking
-from riskml.exceptions import ConfigError
+from riskml.exceptions import ConfigError, exit_on_error
 
 #: Params never worth a column (they differ by design or say nothing).
 _NOISE = ("tracking.", "_")
@@ -70,6 +70,7 @@ def run(cfg: DictConfig | dict) -> pd.DataFrame:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://riskml.conf", config_name="compare")
+@exit_on_error("riskml.compare")
 def main(cfg: DictConfig) -> None:
     run(cfg)
 

@@ -3,6 +3,12 @@ where it came from (file, column, row or config key)."""
 
 from __future__ import annotations
 
+import functools
+import sys
+from typing import Any, Callable, TypeVar
+
+T = TypeVar("T")
+
 
 class RiskmlError(Exception):
     """Base class of every error riskml raises on purpose."""
@@ -30,3 +36,20 @@ class ModelError(RiskmlError, ValueError):
 
 class LeakageError(RiskmlError):
     """A feature predicts the target too well to be honest."""
+
+
+def exit_on_error(prog: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
+    """Decorate an entry point so a :class:`RiskmlError` ends it with one clear
+    line on stderr and exit status 1, not a traceback (put it under ``@hydra.main``)."""
+
+    def wrap(fn: Callable[..., T]) -> Callable[..., T]:
+        @functools.wraps(fn)
+        def entry(*args: Any, **kwargs: Any) -> T:
+            try:
+                return fn(*args, **kwargs)
+            except RiskmlError as e:
+                sys.exit(f"{prog}: {e}")
+
+        return entry
+
+    return wrap

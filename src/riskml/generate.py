@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +23,7 @@ import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
 from riskml import __version__
-from riskml.exceptions import ConfigError, InputError
+from riskml.exceptions import ConfigError, InputError, exit_on_error
 from riskml.io import ParquetSink, read_json, read_table, sha256_file, write_json
 from riskml.simulate import SimConfig, iter_chunks
 from riskml.simulate.config import check_name
@@ -104,11 +103,9 @@ def load_dataset(path: str | os.PathLike, *, verify: bool = True) -> tuple[pd.Da
 
 
 @hydra.main(version_base="1.3", config_path="pkg://riskml.conf", config_name="generate")
+@exit_on_error("riskml.generate")
 def main(cfg: DictConfig) -> None:
-    try:
-        run(cfg)
-    except ConfigError as e:
-        sys.exit(f"riskml.generate: {e}")
+    run(cfg)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ started again resumes from the finished buckets.
 from __future__ import annotations
 
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from tqdm import tqdm
 
 from riskml import __version__, batch
-from riskml.exceptions import ConfigError, RiskmlError, SchemaError
+from riskml.exceptions import ConfigError, SchemaError, exit_on_error
 from riskml.io import load_model_dir, write_json, write_parquet
 from riskml.schema import PANEL, STATUSES, cast, prediction_schema, row_problems
 from riskml.scoring import MAX_REASONS, ScoringModel, check_features, score_histories
@@ -265,13 +264,10 @@ def describe(result: PredictResult, *, n: int = 3) -> str:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://riskml.conf.predict", config_name="predict")
+@exit_on_error("riskml.predict")
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    try:
-        result = run(cfg)
-    except RiskmlError as e:  # bad input, config or model: one clear line, non-zero exit
-        sys.exit(f"riskml.predict: {e}")
-    print(describe(result))
+    print(describe(run(cfg)))
 
 
 if __name__ == "__main__":

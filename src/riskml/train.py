@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 from riskml import tracking
 from riskml.datasets import (Dataset, Fold, kfold_splits, load_synthetic, out_of_time_split, time_cut,
                              valid_mask)
-from riskml.exceptions import ConfigError
+from riskml.exceptions import ConfigError, exit_on_error
 from riskml.io import export_model_dir
 from riskml.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
 from riskml.train_steps import (check_leakage, evaluate_predictions, fidelity_metrics, importance_by_factor,
@@ -219,6 +219,7 @@ def _ship(result: TrainResult, cfg: dict[str, Any], ds: Dataset, test: np.ndarra
 
 
 @hydra.main(version_base="1.3", config_path="pkg://riskml.conf", config_name="train")
+@exit_on_error("riskml.train")
 def main(cfg: DictConfig) -> float | None:
     result = run(cfg)
     return result.metrics.get(str(cfg.register.metric))

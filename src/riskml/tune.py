@@ -20,7 +20,7 @@ import optuna
 from omegaconf import DictConfig, OmegaConf
 
 from riskml import tracking
-from riskml.exceptions import ConfigError, RiskmlError
+from riskml.exceptions import ConfigError, RiskmlError, exit_on_error
 
 log = logging.getLogger(__name__)
 
@@ -118,6 +118,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TuneResult:
 
 
 @hydra.main(version_base="1.3", config_path="pkg://riskml.conf", config_name="tune")
+@exit_on_error("riskml.tune")
 def main(cfg: DictConfig) -> float:
     return run(cfg).best_value
 
