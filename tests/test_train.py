@@ -132,6 +132,7 @@ def test_synthetic_lightgbm_run_end_to_end(tmp_path, monkeypatch):
     assert m["auc_gap_to_oracle"] == pytest.approx(m["oracle_auc_adverse"] - m["model_auc_adverse_oracle_rows"])
     assert -0.15 < m["auc_gap_to_oracle"] < 0.25
     assert "fidelity_top1" in m  # the explanation hook ran
+    assert 0.5 < m["valid_roc_auc_adverse"] <= 1  # what tuning selects on
     # out of time: the test snapshots are later than every training snapshot, and borrowers do not cross
     (fold,) = train.make_folds(ds, {"seed": 0, "split": cfg_for(tmp_path).split})
     np.testing.assert_array_equal(fold.test, test)

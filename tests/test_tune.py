@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import numpy as np
 import optuna
 import pytest
 from hydra import compose, initialize_config_module
@@ -49,7 +50,9 @@ def test_trials_are_nested_runs_and_the_study_resumes(tmp_path, monkeypatch):
     assert len(children) == 3 and len(runs) == 4
     assert sorted(children["tags.mlflow.runName"]) == ["trial-0", "trial-1", "trial-2"]
     # each trial's value is its run's metric, and the trials never touched the registry or models/
-    by_run = dict(zip(children["run_id"], children["metrics.roc_auc_adverse"]))
+    # (selected on the validation slice, never on the test set)
+    by_run = dict(zip(children["run_id"], children["metrics.valid_roc_auc_adverse"]))
+    assert not np.allclose(children["metrics.valid_roc_auc_adverse"], children["metrics.roc_auc_adverse"])
     for t in study.trials:
         assert t.value == pytest.approx(by_run[t.user_attrs["mlflow_run_id"]])
     assert again.best_value == pytest.approx(max(by_run.values()))

@@ -32,6 +32,7 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 from omegaconf import DictConfig, OmegaConf
 
 from riskml import tracking
@@ -130,6 +131,14 @@ def model_name(cfg: dict[str, Any]) -> str:
     return str(cfg["target"]["registered_name"])
 
 
+def validation_metrics(model: FittedModel, ds: Dataset, valid: np.ndarray) -> dict[str, float]:
+    """Adverse AUC on the validation slice: what tuning selects on, so the test set stays unseen."""
+    adverse = ds.y[valid] > 0
+    if len(valid) == 0 or adverse.all() or not adverse.any():
+        return {}
+    return {"valid_roc_auc_adverse": float(roc_auc_score(adverse, 1 - model.predict_proba(ds.X.iloc[valid])[:, 0]))}
+
+
 def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
     """Train, evaluate and track one model as ``cfg`` says; see the module docstring."""
     cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg
@@ -155,6 +164,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
             t_fit += time.perf_counter() - t0
             oof.append(model.predict_proba(ds.X.iloc[fold.test]))
             per_fold.append(evaluate_predictions(ds.y[fold.test], oof[-1], ds.classes, cfg["eval"]))
+            per_fold[-1].update(validation_metrics(model, ds, fold.valid))
         metrics = _summarise(per_fold)
         # scored rows: the test set, or every row out of fold (k-fold); plots use these predictions
         test, proba = np.concatenate([f.test for f in folds]), np.concatenate(oof)
