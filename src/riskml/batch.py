@@ -83,6 +83,8 @@ class Plan:
     lo: int
     hi: int
     n_buckets: int
+    grouped: bool = False  # ids never decrease in file order: buckets can be cut as the input streams
+    bucket_rows: int = 0
 
     def bucket_of(self, ids: np.ndarray) -> np.ndarray:
         width = (self.hi - self.lo + 1) / self.n_buckets
@@ -100,17 +102,20 @@ class Plan:
 def plan(path: str | Path, *, bucket_rows: int) -> Plan:
     """One pass over ``borrower_id`` only: row count, id range, bucket count."""
     files = tuple(table_files(path))
-    rows, lo, hi = 0, np.inf, -np.inf
+    rows, lo, hi, last, grouped = 0, np.inf, -np.inf, -np.inf, True
     for f in files:
         for b in iter_batches(f, columns=["borrower_id"]):
             ids = _ids(b)
             rows += len(b)
-            if np.isfinite(ids).any():
-                lo, hi = min(lo, np.nanmin(ids)), max(hi, np.nanmax(ids))
+            ids = ids[np.isfinite(ids)]
+            if ids.size:
+                lo, hi = min(lo, ids.min()), max(hi, ids.max())
+                grouped = grouped and ids[0] >= last and bool((np.diff(ids) >= 0).all())
+                last = ids[-1]
     if not np.isfinite(lo):
         lo = hi = 0
     n = max(1, int(np.ceil(rows / bucket_rows)))
-    return Plan(files, rows, int(lo), int(hi), min(n, int(hi - lo + 1)))
+    return Plan(files, rows, int(lo), int(hi), min(n, int(hi - lo + 1)), grouped, bucket_rows)
 
 
 class WorkDir:
@@ -155,6 +160,9 @@ def partition(p: Plan, work: WorkDir, *, columns: list[str], prepare: Callable[[
     without a usable ``borrower_id`` come in bucket -1 so the caller can
     reject them.
     """
+    if p.n_buckets > 1 and p.grouped:
+        yield from _stream_grouped(p, columns, prepare)
+        return
     done, root = work.root / "buckets" / "complete", work.root / "buckets"
     if p.n_buckets > 1 and not done.exists():
         # One small file per (input batch, bucket) rather than one open writer per
@@ -182,6 +190,32 @@ def partition(p: Plan, work: WorkDir, *, columns: list[str], prepare: Callable[[
         pieces = sorted(folder.glob("*.parquet")) if folder.exists() else []
         yield k, (pd.concat([pd.read_parquet(f) for f in pieces], ignore_index=True) if pieces
                   else prepare(_empty(columns)))
+
+
+def _stream_grouped(p: Plan, columns: list[str], prepare: Callable[[pd.DataFrame], pd.DataFrame]
+                    ) -> Iterator[tuple[int, pd.DataFrame]]:
+    """Buckets of input sorted by borrower, cut at borrower boundaries as it streams:
+    no partition files to write (the common case: panels are written sorted)."""
+    k, pending, n, missing = 0, [], 0, []
+    for b in _numbered(p, columns, prepare):
+        ids = _ids(b)
+        missing.append(b[np.isnan(ids)])
+        pending.append(b[~np.isnan(ids)])
+        n += len(pending[-1])
+        if n >= p.bucket_rows:
+            rows = pd.concat(pending, ignore_index=True)
+            ids = _ids(rows)
+            while len(rows) >= p.bucket_rows:
+                # cut after the borrower at bucket_rows; the last borrower may go on in the next batch
+                end = int(np.searchsorted(ids, ids[p.bucket_rows - 1], side="right"))
+                if end == len(rows):
+                    break
+                yield k, rows.iloc[:end]
+                k, rows, ids = k + 1, rows.iloc[end:].reset_index(drop=True), ids[end:]
+            pending, n = [rows], len(rows)
+    if n:
+        yield k, pd.concat(pending, ignore_index=True)
+    yield -1, pd.concat(missing, ignore_index=True) if missing else prepare(_empty(columns))
 
 
 def _empty(columns: list[str]) -> pd.DataFrame:
