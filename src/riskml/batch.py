@@ -1,9 +1,11 @@
 """Files of a batch job: stream any-size input by borrower, resumable parts.
 
 The input (a parquet/CSV file or a folder of parts, rows in any order) is
-split into *buckets* of whole borrowers by ranges of ``borrower_id`` so that
-each bucket fits in memory and the buckets, processed in order, give output
-sorted by borrower. Each bucket's result is written as an atomic part file in
+split into *buckets* of whole borrowers so that each bucket fits in memory
+and the buckets, processed in order, give output sorted by borrower: input
+already sorted by borrower (as panels are written) is cut into buckets as it
+streams; any other order is first partitioned to disk by ranges of
+``borrower_id``. Both give the same output bytes. Each bucket's result is written as an atomic part file in
 a work folder beside the output; a job killed half-way and started again
 skips the parts already complete, and the final output is assembled from the
 parts and renamed into place only when whole.
