@@ -129,12 +129,10 @@ def _reject_frame(rejects: pd.DataFrame, files: tuple[Path, ...]) -> pd.DataFram
 
 
 def _feature_names(model: ScoringModel) -> list[str]:
-    """The features riskml builds from a panel, learnt from a one-row history."""
-    from riskml.features import build_features
+    """The features riskml builds from a panel with the model's windows."""
+    from riskml.windows import feature_specs
 
-    one = pd.DataFrame({c.name: [c.lo or 0] for c in PANEL.columns if not c.categories})
-    one["external_score"], one["status"], one["cause"] = 650.0, "normal", None
-    return list(build_features(cast(one, PANEL), windows=model.windows).X.columns)
+    return [spec.name for spec in feature_specs(model.windows)]
 
 
 def run(cfg: DictConfig) -> PredictResult:
@@ -155,13 +153,14 @@ def run(cfg: DictConfig) -> PredictResult:
             check_features(m, names, source=f"{key}={cfg.get(key)}")
 
     files = batch.table_files(cfg.input)
-    for f in files:
-        missing = [c for c in PANEL.required if c not in batch.input_columns(f)]
+    headers = {f: set(batch.input_columns(f)) for f in files}  # each file's header, read once
+    for f, have in headers.items():
+        missing = [c for c in PANEL.required if c not in have]
         if missing:
             raise SchemaError(f"{f}: missing required panel column(s) {missing}; expected at least "
                               f"{list(PANEL.required)}")
     columns = [c for c in PANEL.names if c in PANEL.required or c in _OPTIONAL
-               if all(c in batch.input_columns(f) for f in files)]
+               if all(c in have for have in headers.values())]
 
     output = Path(cfg.output)
     rejects_path = output.with_name(output.stem + ".rejects" + output.suffix)

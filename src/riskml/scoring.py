@@ -28,6 +28,8 @@ from riskml.features import build_features, rectify
 from riskml.schema import STATUSES, prediction_schema
 
 MAX_REASONS = 4  # adverse-action practice caps the reasons given to a user
+ACTIONABLE = {f: advice_for(f)[0] for f in factors.CATALOGUE}
+ADVICE = {f: advice_for(f)[1] for f in factors.CATALOGUE}
 
 
 @dataclass
@@ -104,8 +106,8 @@ def _reasons(model: ScoringModel, X: pd.DataFrame, proba: np.ndarray, *, k: int,
         out[f"reason_{rank}"] = fid.astype("string")
         out[f"reason_{rank}_label"] = r["label"].reindex(out.index).astype("string")
         out[f"reason_{rank}_contribution"] = (sign * r["contribution"]).reindex(out.index).astype("float64")
-        out[f"reason_{rank}_actionable"] = fid.map(lambda f: advice_for(f)[0] if isinstance(f, str) else pd.NA)
-        out[f"reason_{rank}_advice"] = fid.map(lambda f: advice_for(f)[1] if isinstance(f, str) else pd.NA)
+        out[f"reason_{rank}_actionable"] = fid.map(ACTIONABLE)  # dict lookups, not a Python call per row
+        out[f"reason_{rank}_advice"] = fid.map(ADVICE)
         out[f"reason_{rank}_p_after"] = np.nan
     if what_if:
         for fid in model.explainer.factors:

@@ -163,7 +163,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
             model = _fit(cfg, ds, fold.train, fold.valid)
             t_fit += time.perf_counter() - t0
             oof.append(model.predict_proba(ds.X.iloc[fold.test]))
-            per_fold.append(evaluate_predictions(ds.y[fold.test], oof[-1], ds.classes, cfg["eval"]))
+            per_fold.append(evaluate_predictions(ds.y[fold.test], oof[-1], ds.classes))
             per_fold[-1].update(validation_metrics(model, ds, fold.valid))
         metrics = _summarise(per_fold)
         # scored rows: the test set, or every row out of fold (k-fold); plots use these predictions

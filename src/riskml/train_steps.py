@@ -26,8 +26,7 @@ def adverse_label(y: np.ndarray) -> np.ndarray:
     return (np.asarray(y) > 0).astype(np.int64)
 
 
-def evaluate_predictions(y: np.ndarray, proba: np.ndarray, classes: list[str], eval_cfg: Mapping[str, Any]
-                         ) -> dict[str, float]:
+def evaluate_predictions(y: np.ndarray, proba: np.ndarray, classes: list[str]) -> dict[str, float]:
     """Test metrics from ``riskml.evaluate`` (ROC/PR-AUC per class and adverse, KS, Gini, Brier, log-loss, ECE)."""
     from riskml import evaluate
 
