@@ -94,7 +94,7 @@ def main() -> None:
             f"tracking.uri=sqlite:///{work}/mlflow.db", "register.enabled=false", f"export.dir={model_dir.parent}",
             f"export.name={model_dir.name}", *size])
     _, s = timed(train.run, cfg)
-    from riskml.io import load_model_dir
+    from riskml.edge.files import load_model_dir
     booster, manifest = load_model_dir(model_dir)
     print(f"model: {booster.num_trees()} trees, {len(manifest['features'])} features (trained in {s:.1f} s)")
 

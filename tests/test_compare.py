@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
-from riskml import compare, tracking
+from riskml import compare
+from riskml.edge import tracking
 from riskml.exceptions import ConfigError
 
 

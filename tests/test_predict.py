@@ -14,10 +14,12 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
-from riskml import factors, predict, scoring, train
+from riskml import factors, predict, train
+from riskml.explain import scoring
+from riskml.features import build_features
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError
-from riskml.generate import load_dataset
-from riskml.io import load_model_dir, sha256_file
+from riskml.edge.datasets import load_dataset
+from riskml.edge.files import load_model_dir, sha256_file
 
 TRAIN_SMALL = ["data.n_borrowers=2000", "model.num_boost_round=80", "model.min_data_in_leaf=50", "eval.oracle=false", "eval.plots=false"]
 
@@ -111,24 +113,34 @@ def test_reasons_are_documented_ordered_advised_and_what_if_lowers_risk(scored):
     assert (top["reason_1_p_after"] < top["p_adverse"] - 1e-6).mean() > 0.8
 
 
-def test_reasons_match_the_explainers_contributions(trained, panel):
-    booster, manifest = load_model_dir(trained / "models" / "riskml_adverse")
-    model = scoring.ScoringModel(booster, manifest)
-    few = panel[panel["borrower_id"] < 40]
-    out = scoring.score_histories(few, model, top_k=4, what_if=False)
-    from riskml.features import build_features
+def test_reasons_match_the_explainers_contributions_on_both_sides(trained, panel):
+    """Normal accounts: the factors that raise P(adverse) most, with their (positive) contributions.
+    Suspended and closed accounts: the factors that lower P(recovery) most, with their (negative)
+    contributions to the recovery log-odds."""
+    models = {k: scoring.ScoringModel(*load_model_dir(trained / "models" / k)) for k in ("riskml_adverse",
+                                                                                           "riskml_recovery")}
+    model, recovery = models["riskml_adverse"], models["riskml_recovery"]
+    last = panel[panel["month"] == panel["month"].max()]
+    down_ids = last.loc[last["status"] != "normal", "borrower_id"].head(30)
+    few = panel[(panel["borrower_id"] < 40) | panel["borrower_id"].isin(down_ids)]
+    out = scoring.score_histories(few, model, recovery, top_k=4, what_if=False)
     X = build_features(few, windows=model.windows).X
-    contrib = model.explainer.contributions(X)[:, 0, :-1]
-    documented = [i for i, f in enumerate(model.explainer.factors) if f in factors.CAUSES]
-    for row in range(len(out)):
-        if out.loc[row, "status"] != "normal":
-            continue
-        c = {model.explainer.factors[i]: contrib[row, i] for i in documented if contrib[row, i] > 0}
-        want = sorted(c, key=lambda f: -c[f])[:4]
-        got = [out.loc[row, f"reason_{i}"] for i in range(1, 5) if pd.notna(out.loc[row, f"reason_{i}"])]
-        assert got == want
-        np.testing.assert_allclose([out.loc[row, f"reason_{i}_contribution"] for i in range(1, len(got) + 1)],
-                                   [c[f] for f in want])
+    sides = {"normal": (model, +1.0), "down": (recovery, -1.0)}
+    checked = {"normal": 0, "down": 0}
+    for side, (m, sign) in sides.items():
+        contrib = m.explainer.contributions(X)[:, 0, :-1]
+        documented = [i for i, f in enumerate(m.explainer.factors) if f in factors.CAUSES]
+        for row in range(len(out)):
+            if (out.loc[row, "status"] == "normal") != (side == "normal"):
+                continue
+            c = {m.explainer.factors[i]: contrib[row, i] for i in documented if sign * contrib[row, i] > 0}
+            want = sorted(c, key=lambda f: -sign * c[f])[:4]
+            got = [out.loc[row, f"reason_{i}"] for i in range(1, 5) if pd.notna(out.loc[row, f"reason_{i}"])]
+            assert got == want
+            np.testing.assert_allclose([out.loc[row, f"reason_{i}_contribution"] for i in range(1, len(got) + 1)],
+                                       [c[f] for f in want])
+            checked[side] += len(got) > 0
+    assert checked["normal"] > 5 and checked["down"] > 5  # both sides really compared
 
 
 def test_same_input_and_model_give_identical_output(trained, tmp_path):
@@ -218,7 +230,7 @@ def test_bad_input_stops_before_writing_anything(trained, panel, tmp_path, probl
 def test_a_model_that_does_not_fit_the_input_is_refused(trained, panel, tmp_path):
     folder = tmp_path / "model"
     booster, manifest = load_model_dir(trained / "models" / "riskml_adverse")
-    from riskml.io import export_model_dir
+    from riskml.edge.files import export_model_dir
     manifest["features"] = [f if f != "days_past_due" else "salary_band" for f in manifest["features"]]
     manifest["feature_factors"]["salary_band"] = "other"
     text = booster.model_to_string().replace("days_past_due ", "salary_band ", 1)

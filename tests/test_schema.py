@@ -3,7 +3,7 @@ import pandas as pd
 import pytest
 
 from riskml.exceptions import SchemaError
-from riskml.schema import BEHAVIOUR, PANEL, cast, check_panel, require_columns, row_problems
+from riskml.schema import BEHAVIOUR, PANEL, cast, require_columns, row_problems
 
 
 def good_panel(n_borrowers=2, n_months=3) -> pd.DataFrame:
@@ -28,7 +28,7 @@ def test_good_panel_has_no_problems_and_casts_to_contract_dtypes():
     assert list(out.columns[: len(PANEL.names)]) == list(PANEL.names)
     assert str(out["credit_limit"].dtype) == "float32"
     assert list(out["status"].cat.categories) == ["normal", "suspended", "closed"]
-    check_panel(out, source="test")  # does not raise
+    assert row_problems(out).isna().all()  # the cast frame passes the same checks
 
 
 def test_each_bad_row_gets_its_own_reason_and_good_rows_none():
@@ -60,8 +60,12 @@ def test_missing_columns_are_named_with_the_source():
         require_columns(df, PANEL, source="in.csv")
 
 
-def test_check_panel_names_the_first_bad_row():
+def test_row_problems_names_the_first_problem_of_each_bad_row_only():
     df = good_panel()
     df.loc[4, "invest_share"] = 1.5
-    with pytest.raises(SchemaError, match=r"row 4 \(borrower 1\): invest_share above 1 \(1 bad rows in all\)"):
-        check_panel(df, source="gen")
+    df.loc[2, "external_score"] = 100.0
+    df.loc[2, "drawn"] = -1.0  # a second problem on row 2: the first in contract order is named
+    problems = row_problems(df)
+    assert problems[4] == "invest_share above 1"
+    assert problems[2] == "drawn below 0"
+    assert problems.drop([2, 4]).isna().all()

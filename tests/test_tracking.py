@@ -18,7 +18,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskml import io, tracking
+from riskml.edge import files as io
+from riskml.edge import tracking
 from riskml.exceptions import ConfigError, ModelError
 
 FEATURES = ["dpd", "score"]

@@ -17,8 +17,9 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
-from riskml import io, train
-from riskml.datasets import kfold_splits, out_of_time_split, time_cut
+from riskml import explain, train
+from riskml.edge import files as io
+from riskml.training.datasets import kfold_splits, out_of_time_split, time_cut
 from riskml.exceptions import ConfigError, LeakageError
 
 CSV = Path(__file__).parent / "data" / "credit_small.csv"
@@ -131,7 +132,22 @@ def test_synthetic_lightgbm_run_end_to_end(tmp_path, monkeypatch):
     assert 0.5 < m["oracle_auc_adverse"] <= 1 and m["oracle_rows"] == 400
     assert m["auc_gap_to_oracle"] == pytest.approx(m["oracle_auc_adverse"] - m["model_auc_adverse_oracle_rows"])
     assert -0.15 < m["auc_gap_to_oracle"] < 0.25
-    assert "fidelity_top1" in m  # the explanation hook ran
+    # explanation fidelity: the top reason of each adverse test snapshot against its true cause
+    cause = ds.cause.iloc[test].reset_index(drop=True)
+    rows = np.flatnonzero(cause.notna().to_numpy() & (ds.y[test] > 0))
+    expl = explain.FactorExplainer(result.model.booster, ds.feature_factors)
+    adv = explain.adverse_contributions(expl.contributions(ds.X.iloc[test[rows]]), p[rows],
+                                        adverse_classes=range(1, len(ds.classes)))
+    top = explain.top_reasons(adv, expl.factors, k=1)
+    top1 = np.full(len(rows), "none", dtype=object)
+    top1[top["row"].to_numpy()] = top["factor"].astype(object).to_numpy()
+    hits = top1 == cause.iloc[rows].astype(str).to_numpy()
+    assert m["fidelity_events"] == len(rows) > 20
+    assert m["fidelity_top1"] == pytest.approx(hits.mean()) and m["fidelity_top1"] > 0.6  # far above chance
+    confusion = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id,
+                                                                artifact_path="fidelity_confusion.csv",
+                                                                dst_path=str(tmp_path / "art")), index_col=0)
+    assert confusion.to_numpy().sum() == len(rows)
     assert 0.5 < m["valid_roc_auc_adverse"] <= 1  # what tuning selects on
     # out of time: the test snapshots are later than every training snapshot, and borrowers do not cross
     (fold,) = train.make_folds(ds, {"seed": 0, "split": cfg_for(tmp_path).split})
@@ -188,7 +204,7 @@ def test_multirun_logs_one_run_per_job_in_one_experiment(tmp_path):
 
 
 def test_a_data_set_from_another_simulator_version_is_regenerated(tmp_path):
-    from riskml.datasets import load_synthetic
+    from riskml.edge.sources import load_synthetic
 
     cfg = cfg_for(tmp_path, "data.n_borrowers=600")
     data_cfg = OmegaConf.to_container(cfg.data)

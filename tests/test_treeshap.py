@@ -9,7 +9,7 @@ import lightgbm as lgb
 import numpy as np
 import pytest
 
-from riskml import treeshap
+from riskml.explain import treeshap
 from riskml.exceptions import ModelError
 from riskml.explain import FactorExplainer
 

@@ -38,7 +38,6 @@ class Column:
     description: str
     lo: float | None = None
     hi: float | None = None
-    nullable: bool = False
     categories: tuple[str, ...] | None = None
 
 
@@ -96,7 +95,7 @@ PANEL = Contract(
         Column("month", _I32, "month index from the start of the history", 0),
         *BEHAVIOUR,
         Column("status", "category", "account state at month end", categories=STATUSES),
-        Column("cause", "category", "factor id of the decision in force (null: none)", nullable=True,
+        Column("cause", "category", "factor id of the decision in force (null: none)",
                categories=CAUSES),
     ),
     required=("borrower_id", "month", *(c.name for c in BEHAVIOUR), "status"),
@@ -126,6 +125,16 @@ def prediction_schema(k: int) -> pa.Schema:
     return pa.schema(fields)
 
 
+def class_probabilities(p: np.ndarray) -> np.ndarray:
+    """Class probabilities as ``(n, n_classes)``: a binary model's ``(n,)`` P(class 1) becomes two columns.
+
+    >>> class_probabilities(np.array([0.25])).tolist()
+    [[0.75, 0.25]]
+    """
+    p = np.asarray(p, dtype=np.float64)
+    return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
+
+
 def missing_columns(df: pd.DataFrame, required: Iterable[str]) -> list[str]:
     """The required columns ``df`` lacks, in contract order."""
     have = set(df.columns)
@@ -153,20 +162,29 @@ def cast(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     return out
 
 
-def check_panel(df: pd.DataFrame, *, source: str) -> None:
-    """Strict check of a whole panel (generated data): columns, ranges, keys.
+def coerce_numeric(raw: pd.DataFrame, contract: Contract = PANEL) -> tuple[pd.DataFrame, pd.Series]:
+    """The contract's columns of a raw batch, numbers as float64 and categories as stripped strings.
 
-    Raises :class:`SchemaError` on the first violated rule, naming the column,
-    an offending row and the rule. Batch prediction uses :func:`row_problems`
-    instead, which rejects rows one by one.
+    Returns the frame and the first problem per row (``<NA>`` for none) for a
+    required numeric cell that is not a number. This is the one place the
+    batch path turns raw cells into numbers; :func:`row_problems` then reads
+    the numbers as they are.
     """
-    require_columns(df, PANEL, source=source)
-    problems = row_problems(df)
-    bad = problems.notna().to_numpy()
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise SchemaError(f"{source}: row {i} (borrower {df['borrower_id'].iloc[i]}): {problems.iloc[i]}"
-                          f" ({int(bad.sum())} bad rows in all)")
+    out = pd.DataFrame(index=raw.index)
+    reason = pd.Series(pd.NA, index=raw.index, dtype="string")
+    for col in contract.columns:
+        if col.name not in raw.columns:
+            continue
+        s = raw[col.name]
+        if col.categories:
+            out[col.name] = s.astype("string").str.strip()
+            continue
+        num = pd.to_numeric(s, errors="coerce").astype("float64")
+        bad = (num.isna() & s.notna()).to_numpy()
+        if col.name in contract.required:
+            reason[bad & reason.isna().to_numpy()] = f"{col.name} is not numeric"
+        out[col.name] = num
+    return out, reason
 
 
 def row_problems(df: pd.DataFrame, contract: Contract = PANEL) -> pd.Series:
@@ -174,8 +192,7 @@ def row_problems(df: pd.DataFrame, contract: Contract = PANEL) -> pd.Series:
 
     Checks per row: missing id or month, non-numeric or missing values in the
     required numeric columns, values out of their valid range, unknown status,
-    and duplicate (borrower_id, month) keys. Months out of order within a
-    borrower depend on file order; ``riskml.predict`` checks them.
+    and duplicate (borrower_id, month) keys.
     """
     reason = pd.Series(pd.NA, index=df.index, dtype="string")
 
@@ -193,7 +210,7 @@ def row_problems(df: pd.DataFrame, contract: Contract = PANEL) -> pd.Series:
             flag(~s.isna() & ~s.astype("string").isin(col.categories),
                  f"{col.name} not one of {list(col.categories)}")
             continue
-        num = pd.to_numeric(s, errors="coerce")
+        num = s if pd.api.types.is_numeric_dtype(s.dtype) else pd.to_numeric(s, errors="coerce")
         flag(s.isna(), f"{col.name} is missing")
         flag(num.isna() & s.notna(), f"{col.name} is not numeric")
         if col.lo is not None:

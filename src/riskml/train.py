@@ -35,14 +35,16 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 from omegaconf import DictConfig, OmegaConf
 
-from riskml import tracking
-from riskml.datasets import (Dataset, Fold, kfold_splits, load_synthetic, out_of_time_split, time_cut,
-                             valid_mask)
+from riskml.edge import tracking
+from riskml.edge.files import export_model_dir
+from riskml.edge.sources import load_data
 from riskml.exceptions import ConfigError, exit_on_error
-from riskml.io import export_model_dir
-from riskml.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
-from riskml.train_steps import (check_leakage, evaluate_predictions, fidelity_metrics, importance_by_factor,
-                                oracle_metrics, plots)
+from riskml.features import get_target
+from riskml.training.datasets import Dataset, Fold, kfold_splits, out_of_time_split, time_cut, valid_mask
+from riskml.training.metrics import raise_on_leaks
+from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
+from riskml.training.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
+                                   plots, scan_leakage)
 
 log = logging.getLogger(__name__)
 
@@ -71,22 +73,10 @@ def check_config(cfg: dict[str, Any]) -> None:
     if kind not in ("synthetic", "tabular"):
         raise ConfigError("data.kind", kind, "'synthetic' or 'tabular'")
     if kind == "synthetic":
-        from riskml.labels import get_target
-
         get_target(cfg["target"]["name"])
     thr = cfg["leakage"]["threshold"]
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:
         raise ConfigError("leakage.threshold", thr, "a number in (0.5, 1]")
-
-
-def load_data(cfg: dict[str, Any], base: Path) -> Dataset:
-    """The configured data set (synthetic snapshots or a table)."""
-    if cfg["data"]["kind"] == "synthetic":
-        return load_synthetic(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]),
-                              base=base)
-    from riskml.tabular import load_tabular
-
-    return load_tabular(cfg["data"], base=base)
 
 
 def make_folds(ds: Dataset, cfg: dict[str, Any]) -> list[Fold]:
@@ -156,7 +146,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
         tracking.log_dataset(ds.X.head(1000), name=f"{ds.kind}:{Path(ds.source).name}", source=ds.source,
                              digest=ds.digest)
         tracking.set_tags({"riskml.data_digest": ds.digest})
-        leaks = check_leakage(ds, folds[0].train, cfg["leakage"])
+        leaks = _guard_leakage(ds, folds[0].train, cfg["leakage"])
         per_fold, oof, model, t_fit = [], [], None, 0.0
         for fold in folds:
             t0 = time.perf_counter()
@@ -179,7 +169,11 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
             metrics["best_iteration"] = float(model.best_iteration)
         if ds.kind == "synthetic":
             metrics.update(oracle_metrics(ds, test, proba, cfg))
-            metrics.update(fidelity_metrics(ds, test, proba, model, cfg))
+            fid = fidelity_metrics(ds, test, proba, model, cfg)
+            if fid is not None:
+                metrics.update(fid.as_dict())
+                tracking.log_table(fid.confusion, "fidelity_confusion.csv")
+                tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
         tracking.log_metrics(metrics)
         importance = importance_by_factor(model, ds, test, seed=int(cfg["seed"]))
         tracking.log_table(importance.to_frame("importance"), "importance_by_factor.csv")
@@ -193,6 +187,19 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
     log.info("run %s (%s on %s): %s", run_id, kind, ds.kind,
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "roc_auc" in k or k in ("ece", "log_loss")))
     return result
+
+
+def _guard_leakage(ds: Dataset, train: np.ndarray, leak_cfg: dict[str, Any]) -> list[tuple[str, float]]:
+    """Scan for leaks, record what was found on the run, then fail unless ``leakage.allow``."""
+    threshold = float(leak_cfg["threshold"])
+    leaks = scan_leakage(ds, train, threshold)
+    tracking.log_metrics({"leakage_features": float(len(leaks))})
+    if leaks:
+        text = ", ".join(f"{f} (AUC {a:.4f})" for f, a in leaks)
+        tracking.set_tags({"riskml.leakage": text[:5000]})
+        tracking.log_dict({f: a for f, a in leaks}, "leakage.json")
+    raise_on_leaks(leaks, threshold=threshold, allow=bool(leak_cfg.get("allow", False)))
+    return leaks
 
 
 def _ship(result: TrainResult, cfg: dict[str, Any], ds: Dataset, test: np.ndarray, base: Path) -> None:

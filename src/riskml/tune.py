@@ -17,9 +17,12 @@ from typing import Any, Mapping
 
 import hydra
 import optuna
+from hydra import compose, initialize_config_module
+from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from riskml import tracking
+from riskml import train  # an entry point driving another: tune runs train.run per trial
+from riskml.edge import tracking
 from riskml.exceptions import ConfigError, RiskmlError, exit_on_error
 
 log = logging.getLogger(__name__)
@@ -55,9 +58,6 @@ def suggest(trial: optuna.Trial, space: Mapping[str, Mapping[str, Any]]) -> dict
 
 def compose_train(overrides: list[str]) -> dict[str, Any]:
     """The train config with ``overrides``, as a plain dict."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
     if GlobalHydra.instance().is_initialized():
         cfg = compose("train", overrides=overrides)
     else:
@@ -68,8 +68,6 @@ def compose_train(overrides: list[str]) -> dict[str, Any]:
 
 def run(cfg: DictConfig | dict[str, Any]) -> TuneResult:
     """Run (or resume) the study; every trial is a nested MLflow run."""
-    from riskml import train
-
     cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     if cfg["direction"] not in ("maximize", "minimize"):
         raise ConfigError("direction", cfg["direction"], "'maximize' or 'minimize'")

@@ -56,7 +56,7 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     Updates the dynamic state in place and returns the month's observable
     columns (credit limit and status are filled in by the engine).
     """
-    a = s.a
+    a = s.arrays
     open_ = a["status"] == 0
     repairing = a["repair"] > 0
     base = a["income_base"]
@@ -123,7 +123,7 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     target = (a["score_base"] - np.maximum(lenders - 2, 0) - 60 * (1 - utility)
               - 110 * shocked)
     score = np.clip(a["score"] + 0.35 * (target - a["score"]) + F32(6.0) * Z[Z_SCORE], 300, 950).astype(F32)
-    a["s3"], a["s2"], a["s1"] = a["s2"], a["s1"], a["score"]
+    a["score_lag3"], a["score_lag2"], a["score_lag1"] = a["score_lag2"], a["score_lag1"], a["score"]
     a["score"] = score
     a["low_n"] = (F32(MEMORY) * a["low_n"] + (score < 600)).astype(F32)
     a["apps_n"] = (F32(MEMORY) * a["apps_n"] + apps).astype(F32)

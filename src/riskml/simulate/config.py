@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from omegaconf import OmegaConf
+
 from riskml.exceptions import ConfigError
 from riskml.schema import BORROWER_TYPES
 
@@ -146,12 +148,7 @@ class SimConfig:
     @classmethod
     def from_cfg(cls, cfg: Any) -> "SimConfig":
         """Build from the Hydra config of ``riskml.generate`` (a DictConfig or a dict)."""
-        try:
-            from omegaconf import OmegaConf
-
-            raw = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-        except ImportError:  # pragma: no cover - omegaconf ships with hydra
-            raw = dict(cfg)
+        raw = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
         names = {f.name for f in dataclasses.fields(cls)}
         d = {k: raw[k] for k in names if k in raw and k not in ("scenario", "engine")}
         scen = dict(raw.get("scenario") or {})

@@ -82,7 +82,7 @@ def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: 
     dpd = rows["days_past_due"].astype(F32)
     base = a["base_limit"]
     score = rows["external_score"]
-    drop = a["s3"] - score
+    drop = a["score_lag3"] - score
     h = np.empty((len(CAUSES), n), dtype=F32)
     # overdue: arrears on an uncut line -> limit cut (see step); 60+ days -> suspension
     h[OD] = np.where(dpd >= 60, _expit(e.overdue_bias + e.overdue_dpd * (dpd - 60) / 30
@@ -129,7 +129,7 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
         ``(s, rows)``: the state and the month's panel columns (without ids),
         plus ``event``: the cause code of a new adverse decision (-1: none).
     """
-    a = s.a
+    a = s.arrays
     e = cfg.engine
     # a maintenance suspension ends by itself after one month
     back = (a["status"] == SUSPENDED) & (a["cause"] == MT)
@@ -170,7 +170,7 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     susp_close = is_susp & (fired[AV] | escalate)
     susp_cause = np.where(fired[AV], AV, OD).astype(np.int8)
     # recovery once the cause is rectified
-    drop = a["s3"] - rows["external_score"]
+    drop = a["score_lag3"] - rows["external_score"]
     rectified = np.select(
         [cause == OD, cause == ML, cause == AB, cause == SD],
         [dpd == 0, (rows["other_lenders"] <= 3) & (rows["debt_to_income"] < 0.5),

@@ -17,7 +17,7 @@ import pandas as pd
 
 from riskml.exceptions import SchemaError
 from riskml.factors import CAUSES
-from riskml.labels import effective_status
+from riskml.features.labels import effective_status
 from riskml.schema import STATUSES
 from riskml.simulate.config import SimConfig
 from riskml.simulate.engine import Env, step
@@ -85,7 +85,7 @@ def _futures(cfg: SimConfig, keys: pd.DataFrame, horizon: int, n_paths: int,
         s = states.take(snap)
         m = month[snap]
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, seed, _ORACLE_TAG, k]))
-        w = s.a["status"].copy() * 0
+        w = s.arrays["status"].copy() * 0
         f = np.full(len(s), -1, dtype=np.int8)
         draws = BlockDraws([rng], [len(s)])
         for h in range(1, horizon + 1):

@@ -41,7 +41,7 @@ DYNAMIC: dict[str, type] = {
     "status": np.int8, "cause": np.int8, "strikes": np.int8, "sd_warn": np.int8, "clean": np.int16, "repair": np.int8,
     "shock_left": np.int8, "invest_on": np.bool_, "fraud_on": np.bool_, "dpd": np.int16,
     "lenders": np.int16, "base_limit": F32, "limit": F32, "balance": F32, "overdue": F32,
-    "late": F32, "service": F32, "score": F32, "s1": F32, "s2": F32, "s3": F32,
+    "late": F32, "service": F32, "score": F32, "score_lag1": F32, "score_lag2": F32, "score_lag3": F32,
     # signal memories (decayed counts, see behaviour.MEMORY): what the escalation ladders read
     "inv_n": F32, "rapid_n": F32, "apps_n": F32, "low_n": F32, "flags": F32,
 }
@@ -50,24 +50,24 @@ DYNAMIC: dict[str, type] = {
 class State:
     """Struct of equal-length numpy arrays: one element per simulated borrower (or path)."""
 
-    __slots__ = ("a",)
+    __slots__ = ("arrays",)
 
     def __init__(self, arrays: dict[str, np.ndarray]):
-        self.a = arrays
+        self.arrays = arrays
 
     def __len__(self) -> int:
-        return len(self.a["status"])
+        return len(self.arrays["status"])
 
     def take(self, idx: np.ndarray) -> "State":
-        return State({k: v[idx] for k, v in self.a.items()})
+        return State({k: v[idx] for k, v in self.arrays.items()})
 
     def copy(self) -> "State":
-        return State({k: v.copy() for k, v in self.a.items()})
+        return State({k: v.copy() for k, v in self.arrays.items()})
 
     @staticmethod
     def concat(states: Iterable["State"]) -> "State":
         states = list(states)
-        return State({k: np.concatenate([s.a[k] for s in states]) for k in states[0].a})
+        return State({k: np.concatenate([s.arrays[k] for s in states]) for k in states[0].arrays})
 
 
 def _logit(p: np.ndarray) -> np.ndarray:
@@ -120,14 +120,14 @@ def draw_population(rng: np.random.Generator, n: int, type_mix: tuple[float, ...
     a["balance"][:] = a["limit"] * a["draw"] * u[1]
     a["lenders"][:] = np.floor(-np.log(u[2]) * 3 * a["apps"])
     a["service"][:] = 0.25 * a["balance"] + 0.08 * a["lenders"] * a["loan_size"]
-    for k in ("score", "s1", "s2", "s3"):
+    for k in ("score", "score_lag1", "score_lag2", "score_lag3"):
         a[k][:] = np.clip(a["score_base"], 300, 950)
     return State(a)
 
 
 def truth_frame(state: State, borrower_id: np.ndarray) -> pd.DataFrame:
     """The truth table rows of a block: id, hidden type and hidden traits."""
-    a = state.a
+    a = state.arrays
     df = pd.DataFrame({"borrower_id": borrower_id.astype(np.int64),
                        "borrower_type": pd.Categorical.from_codes(a["btype"], categories=list(BORROWER_TYPES)),
                        **{k: a[k] for k in TRAITS}})

@@ -16,6 +16,7 @@ from typing import Iterator
 import multiprocessing as mp
 import numpy as np
 import pandas as pd
+from tqdm.auto import tqdm
 
 from riskml.schema import BEHAVIOUR, PANEL, STATUSES
 from riskml.factors import CAUSES
@@ -69,18 +70,18 @@ class BlockDraws:
 
     def __init__(self, rngs: list[np.random.Generator], sizes: list[int]):
         n = sum(sizes)
-        self.U = np.empty((bh.N_UNIFORM, n), dtype=np.float32)
-        self.Z = np.empty((bh.N_NORMAL, n), dtype=np.float32)
+        self.uniforms = np.empty((bh.N_UNIFORM, n), dtype=np.float32)
+        self.normals = np.empty((bh.N_NORMAL, n), dtype=np.float32)
         edges = np.cumsum([0, *sizes])
         self.parts = [(r, int(lo), int(hi)) for r, lo, hi in zip(rngs, edges[:-1], edges[1:])]
 
     def __call__(self) -> tuple[np.ndarray, np.ndarray]:
         for r, lo, hi in self.parts:
             for k in range(bh.N_UNIFORM):
-                r.random(dtype=np.float32, out=self.U[k, lo:hi])
+                r.random(dtype=np.float32, out=self.uniforms[k, lo:hi])
             for k in range(bh.N_NORMAL):
-                r.standard_normal(dtype=np.float32, out=self.Z[k, lo:hi])
-        return self.U, self.Z
+                r.standard_normal(dtype=np.float32, out=self.normals[k, lo:hi])
+        return self.uniforms, self.normals
 
 
 def simulate_chunk(cfg: SimConfig, blocks: list[int]) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
@@ -142,8 +143,6 @@ def iter_chunks(cfg: SimConfig, *, progress: bool | None = None) -> Iterator[tup
         cfg: the simulation config.
         progress: tqdm progress bar; ``None`` shows it on a terminal only.
     """
-    from tqdm.auto import tqdm
-
     jobs = [(cfg, blocks) for blocks in chunk_blocks(cfg)]
     bar = tqdm(total=cfg.n_borrowers, unit="borrower", disable=None if progress is None else not progress,
                desc="simulate")

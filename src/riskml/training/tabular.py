@@ -19,14 +19,12 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
-from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
 
-from riskml.datasets import Dataset
+from riskml.training.datasets import Dataset
 from riskml.exceptions import ConfigError
 from riskml.factors import OTHER, signal_of_column
 
@@ -120,18 +118,3 @@ def from_frame(df: pd.DataFrame, data_cfg: Mapping[str, Any], *, source: str, di
                    feature_factors=feature_factors, feature_directions=feature_directions,
                    digest=digest, source=source, kind="tabular", categories=categories,
                    meta={"n_rows": len(df), "n_entities": int(pd.Series(groups).nunique())})
-
-
-def load_tabular(data_cfg: Mapping[str, Any], *, base: Path) -> Dataset:
-    """Read ``data.path`` (relative paths from ``base``, the launch directory) into a :class:`Dataset`."""
-    from riskml.io import read_table, sha256_file, table_files
-
-    raw = data_cfg.get("path")
-    if raw in (None, "", "???"):
-        raise ConfigError("data.path", raw, "the path of a CSV or parquet table")
-    path = Path(str(raw))
-    path = path if path.is_absolute() else base / path
-    files = table_files(path)
-    digest = hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest() if len(files) > 1 \
-        else sha256_file(files[0])
-    return from_frame(read_table(path), data_cfg, source=str(path), digest=digest)

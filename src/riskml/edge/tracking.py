@@ -15,14 +15,17 @@ import logging
 import math
 import os
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 import mlflow
 import pandas as pd
+from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
+from riskml.edge.files import read_json, write_json
 from riskml.exceptions import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -98,10 +101,8 @@ def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def log_params(params: Mapping[str, Any]) -> None:
-    """Log params in batches (MLflow takes at most 100 per call)."""
-    items = [(k, str(v)[:6000]) for k, v in params.items()]
-    for i in range(0, len(items), 100):
-        mlflow.log_params(dict(items[i:i + 100]))
+    """Log params; MLflow batches them (100 a request) and truncates over-long values itself."""
+    mlflow.log_params(dict(params))
 
 
 def log_metrics(metrics: Mapping[str, float]) -> None:
@@ -117,7 +118,7 @@ def set_tags(tags: Mapping[str, Any]) -> None:
 
 def log_figure(fig, artifact_file: str) -> None:
     """Log a matplotlib figure as a PNG artifact and close it."""
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # lazy: pyplot (0.5 s) only when a run logs figures
 
     mlflow.log_figure(fig, artifact_file)
     plt.close(fig)
@@ -125,10 +126,6 @@ def log_figure(fig, artifact_file: str) -> None:
 
 def log_dict(obj: Mapping[str, Any], artifact_file: str) -> None:
     mlflow.log_dict(dict(obj), artifact_file)
-
-
-def log_text(text: str, artifact_file: str) -> None:
-    mlflow.log_text(text, artifact_file)
 
 
 def log_table(df: pd.DataFrame, artifact_file: str) -> None:
@@ -139,8 +136,6 @@ def log_table(df: pd.DataFrame, artifact_file: str) -> None:
 def log_dataset(df: pd.DataFrame, *, name: str, source: str, digest: str, targets: str | None = None,
                 context: str = "training") -> None:
     """Log a data set input (``mlflow.data``) carrying riskml's own digest."""
-    import warnings
-
     with warnings.catch_warnings():  # a local path matches two equivalent source types; MLflow picks one
         warnings.filterwarnings("ignore", message="The specified dataset source", category=UserWarning)
         ds = mlflow.data.from_pandas(df, source=source, name=name, targets=targets, digest=digest[:36])
@@ -154,8 +149,6 @@ def log_model(model_dir: str | os.PathLike, *, input_example: pd.DataFrame, outp
     requirements are given explicitly (inferring them costs seconds). Returns
     the model URI and records it on the run (tag ``riskml.model_uri``).
     """
-    from mlflow.models import infer_signature
-
     model_dir = Path(model_dir)
     code = Path(__file__).with_name("pyfunc_model.py")
     info = mlflow.pyfunc.log_model(
@@ -275,8 +268,6 @@ def resolve_model(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None
         mlflow.artifacts.download_artifacts(artifact_uri=download, dst_path=str(tmp))
         if text.startswith("models:/"):
             # the manifest was logged before the version existed; the registry knows it now
-            from riskml.io import read_json, write_json
-
             man_file = _model_folder(tmp) / "manifest.json"
             write_json({**read_json(man_file), "model_name": mv.name, "model_version": int(mv.version)}, man_file)
         os.replace(tmp, target)

@@ -27,7 +27,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from riskml.exceptions import InputError
-from riskml.io import PARQUET_OPTIONS, atomic_path, table_files
+from riskml.edge.files import PARQUET_OPTIONS, atomic_path, table_files
 
 ROW = "_row"    # 0-based row number within its source file
 FILE = "_file"  # index of the source file in the input's file list
@@ -38,8 +38,9 @@ def input_columns(path: Path) -> list[str]:
     try:
         if path.suffix == ".parquet":
             return list(pq.read_schema(path).names)
-        with open(path, "rb") as f:
-            return [c.strip() for c in f.readline().decode("utf-8-sig").rstrip("\r\n").split(",")]
+        # the CSV reader's own header (quoted names, a BOM, CRLF); cells are read as strings later
+        with pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 20)) as reader:
+            return [c.strip() for c in reader.schema.names]
     except (OSError, UnicodeDecodeError, pa.ArrowException) as e:
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
 

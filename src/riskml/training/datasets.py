@@ -2,11 +2,10 @@
 
 A :class:`Dataset` is what every model trains on, whatever its source:
 features, integer labels, class names, the entity (borrower) and time of each
-row, and the factor and monotone direction of every feature. Two sources:
-
-* ``synthetic`` (here): the panel of ``riskml.generate`` (generated on first
-  use, reused after) turned into snapshots by ``riskml.features``;
-* ``tabular`` (:mod:`riskml.tabular`): any CSV/parquet table.
+row, and the factor and monotone direction of every feature. It is made by
+:func:`from_snapshots` (a panel's snapshots, ``riskml.features``) or by
+:func:`riskml.training.tabular.from_frame` (any table); reading the files
+behind them is the edge's job (:mod:`riskml.edge.sources`).
 
 Splits are index arrays: an out-of-time split (train on earlier months, test
 on later ones, no entity in both) or stratified k-fold.
@@ -14,17 +13,15 @@ on later ones, no entity in both) or stratified k-fold.
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.model_selection import StratifiedGroupKFold
 
 from riskml.exceptions import ConfigError
-
-log = logging.getLogger(__name__)
+from riskml.features import Snapshots, get_target
 
 
 @dataclass
@@ -139,8 +136,6 @@ def out_of_time_split(time: np.ndarray, groups: np.ndarray, *, cut: Any, valid_f
 def kfold_splits(y: np.ndarray, groups: np.ndarray, *, n_splits: int, valid_fraction: float,
                  seed: int) -> list[Fold]:
     """Stratified k-fold by entity; inside each training part an entity-disjoint valid slice."""
-    from sklearn.model_selection import StratifiedGroupKFold
-
     counts = np.bincount(y)
     if n_splits < 2 or counts[counts > 0].min() < n_splits:
         raise ConfigError("split.n_splits", n_splits, f"at least 2 and at most the smallest class count "
@@ -153,99 +148,22 @@ def kfold_splits(y: np.ndarray, groups: np.ndarray, *, n_splits: int, valid_frac
     return folds
 
 
-# --- synthetic data -----------------------------------------------------------------------------
+def from_snapshots(snaps: Snapshots, *, target: str, digest: str, source: str, kind: str = "synthetic",
+                   sim: Any = None, meta: dict[str, Any] | None = None) -> Dataset:
+    """The :class:`Dataset` of a panel's snapshots for ``target``.
 
-SYNTHETIC_SETTINGS = ("n_borrowers", "n_months", "seed")
-
-
-def synthetic_dir(data_cfg: Mapping[str, Any], base: Path) -> Path:
-    """``<data_dir>/<name>``, a relative ``data_dir`` taken from ``base`` (the launch directory)."""
-    root = Path(str(data_cfg["data_dir"]))
-    return (root if root.is_absolute() else base / root) / str(data_cfg["name"])
-
-
-def _manifest_setting(manifest: Mapping[str, Any], key: str) -> Any:
-    for scope in (manifest, manifest.get("sim_config") or {}, manifest.get("config") or {}):
-        if isinstance(scope, Mapping) and key in scope:
-            return scope[key]
-    return None
-
-
-def manifest_mismatch(manifest: Mapping[str, Any], data_cfg: Mapping[str, Any]) -> dict[str, tuple[Any, Any]]:
-    """Settings where a data set's manifest differs from the config: key -> (manifest, config)."""
-    out = {}
-    for key in SYNTHETIC_SETTINGS:
-        have = _manifest_setting(manifest, key)
-        if have is not None and data_cfg.get(key) is not None and have != data_cfg[key]:
-            out[key] = (have, data_cfg[key])
-    return out
-
-
-def _generate(data_cfg: Mapping[str, Any], base: Path) -> Path:
-    """Run ``riskml.generate`` with the data config's settings."""
-    from hydra import compose, initialize_config_module
-    from hydra.core.global_hydra import GlobalHydra
-
-    from riskml import generate
-
-    root = Path(str(data_cfg["data_dir"]))
-    overrides = [f"name={data_cfg['name']}", f"data_dir={root if root.is_absolute() else base / root}",
-                 *(f"{k}={data_cfg[k]}" for k in SYNTHETIC_SETTINGS)]
-    if GlobalHydra.instance().is_initialized():
-        gen_cfg = compose("generate", overrides=overrides)
-    else:
-        with initialize_config_module("riskml.conf", version_base="1.3"):
-            gen_cfg = compose("generate", overrides=overrides)
-    log.info("generating synthetic data set %s (%s)", data_cfg["name"], ", ".join(overrides[2:]))
-    return Path(generate.run(gen_cfg))
-
-
-def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path) -> Dataset:
-    """The snapshots of a synthetic panel (generated first when it is not there).
-
-    When the stored manifest's ``n_borrowers / n_months / seed`` differ from
-    the config, ``data.on_mismatch`` says what happens: ``regenerate`` (write
-    the data set again under the same name) or ``fail`` (a :class:`ConfigError`).
+    The features' risk directions become the model's monotone directions,
+    flipped for a target whose positive class is the good outcome (recovery).
     """
-    from riskml import __version__ as riskml_version
-    from riskml import features, generate
-    from riskml.io import sha256_file
-    from riskml.simulate import SimConfig
-
-    path = synthetic_dir(data_cfg, base)
-    if not (path / "manifest.json").is_file():
-        path = _generate(data_cfg, base)
-    panel, truth, manifest = generate.load_dataset(path)
-    diff = manifest_mismatch(manifest, data_cfg)
-    try:
-        SimConfig.from_manifest(manifest)
-    except ConfigError as e:  # made by another riskml version whose simulator this one cannot replay
-        diff["sim_config"] = (str(e), f"a simulator config riskml {riskml_version} can read")
-    if diff:
-        if data_cfg.get("on_mismatch", "regenerate") != "regenerate":
-            key, (have, want) = next(iter(diff.items()))
-            raise ConfigError(f"data.{key}", want, f"{have!r} as in {path / 'manifest.json'} (or "
-                              "data.on_mismatch=regenerate, or another data.name)")
-        log.warning("data set %s was made with %s; regenerating", path, diff)
-        path = _generate(data_cfg, base)
-        panel, truth, manifest = generate.load_dataset(path)
-    snaps = features.build_snapshots(panel, target=target, horizon=horizon, min_history=int(data_cfg["min_history"]),
-                                     every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]))
-    from riskml.labels import get_target
-
-    panel_file = path / "panel.parquet"
-    digest = ((manifest.get("files") or {}).get(panel_file.name) or {}).get("sha256") or sha256_file(panel_file)
+    tgt = get_target(target)
     keys = snaps.keys.reset_index(drop=True)
     return Dataset(
         X=snaps.X.reset_index(drop=True), y=np.asarray(snaps.y, dtype=np.int64),
-        classes=[str(c) for c in get_target(target).classes],
+        classes=[str(c) for c in tgt.classes],
         groups=keys["borrower_id"].to_numpy(), time=keys["month"].to_numpy(), keys=keys,
         feature_factors=dict(snaps.feature_factors),
-        # risk directions become the model's: flipped for a target whose positive class is good (recovery)
-        feature_directions={f: d * get_target(target).risk_sign for f, d in snaps.feature_directions.items()},
-        digest=str(digest), source=str(path), kind="synthetic",
+        feature_directions={f: d * tgt.risk_sign for f, d in snaps.feature_directions.items()},
+        digest=str(digest), source=str(source), kind=kind,
         cause=None if snaps.cause is None else snaps.cause.reset_index(drop=True),
-        sim=SimConfig.from_manifest(manifest),
-        meta={"n_borrowers": int(keys["borrower_id"].nunique()), "horizon": horizon,
-              "windows": list(data_cfg["windows"]), "n_months": _manifest_setting(manifest, "n_months")},
+        sim=sim, meta={"n_borrowers": int(keys["borrower_id"].nunique()), **(meta or {})},
     )

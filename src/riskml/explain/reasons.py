@@ -1,7 +1,7 @@
 """Reasons in the documented factors: contributions, top reasons, advice, what-if, fidelity.
 
 Contributions are exact Shapley values of LightGBM's path-dependent TreeSHAP
-game with the *factors as players* (:mod:`riskml.treeshap`): each factor's
+game with the *factors as players* (:mod:`riskml.explain.treeshap`): each factor's
 features enter a coalition together. They sum, with the bias, to the raw
 score. They are not LightGBM's per-feature ``pred_contrib`` summed per factor
 (those treat features as players and differ when one path splits on two
@@ -27,13 +27,21 @@ import numpy as np
 import pandas as pd
 
 from riskml import factors as catalogue
-from riskml import treeshap
+from riskml.explain import treeshap
+from riskml.features.windows import FeatureSpec, rectify
 from riskml.exceptions import ConfigError, ModelError, SchemaError
 
 _log = logging.getLogger(__name__)
 
 #: Adverse-action practice lists at most four reasons.
 MAX_REASONS = 4
+
+
+def check_top_k(k: object, *, key: str = "top_k") -> int:
+    """Validate a number of reasons (1..``MAX_REASONS``); ``key`` names the config key in the error."""
+    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_REASONS:
+        raise ConfigError(key, k, f"an integer from 1 to {MAX_REASONS} (adverse-action practice)")
+    return int(k)
 
 
 class FactorExplainer:
@@ -184,8 +192,7 @@ def top_reasons(contrib_adverse: np.ndarray, factor_ids: Sequence[str], *, k: in
         Long frame: ``row`` (position), ``rank`` (1..k), ``factor``, ``label``
         (catalogue name), ``contribution`` (> 0), ``documented``.
     """
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_REASONS:
-        raise ConfigError("reasons.k", k, f"an integer from 1 to {MAX_REASONS} (adverse-action practice)")
+    check_top_k(k, key="reasons.k")
     c = np.asarray(contrib_adverse, dtype=np.float64)
     ids = list(factor_ids)
     if c.ndim != 2 or c.shape[1] != len(ids):
@@ -222,7 +229,7 @@ def advice_for(factor_id: str) -> tuple[bool, str]:
 
 
 def what_if(predict_fn: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, factor: str,
-            feature_factors: dict[str, str]) -> np.ndarray:
+            specs: Sequence[FeatureSpec]) -> np.ndarray:
     """The adverse probability after rectifying one factor's features.
 
     Args:
@@ -230,17 +237,15 @@ def what_if(predict_fn: Callable[[pd.DataFrame], np.ndarray], X: pd.DataFrame, f
             ``(n,)`` or class probabilities ``(n, C)`` with normal as class 0.
         X: the feature frame.
         factor: an actionable factor id.
-        feature_factors: factor of every feature.
+        specs: the feature specs ``X`` was built with (their factors and what-if rules).
 
     Returns:
-        ``(n,)`` adverse probability after ``riskml.features.rectify``.
+        ``(n,)`` adverse probability after :func:`riskml.features.rectify`.
     """
     if not catalogue.get(factor).actionable:
         raise ConfigError("factor", factor, f"an actionable factor, one of "
                           f"{[f.id for f in catalogue.CATALOGUE.values() if f.actionable]}")
-    from riskml.features import rectify  # lazy: features is built beside this module
-
-    p = np.asarray(predict_fn(rectify(X, factor, feature_factors)), dtype=np.float64)
+    p = np.asarray(predict_fn(rectify(X, factor, list(specs))), dtype=np.float64)
     if p.ndim == 2:
         return p[:, 1] if p.shape[1] == 2 else 1.0 - p[:, 0]
     if p.ndim != 1 or len(p) != len(X):
@@ -265,12 +270,6 @@ class Fidelity:
     n_events: int
     per_cause: pd.DataFrame
     confusion: pd.DataFrame
-    min_events: int
-
-    def passes(self, *, overall: float = 0.90, per_cause: float = 0.75) -> bool:
-        """The issue's target: overall and every judged cause at or above the bars."""
-        judged = self.per_cause.loc[self.per_cause["judged"], "top1_rate"]
-        return bool(self.overall >= overall and (judged >= per_cause).all())
 
     def as_dict(self) -> dict[str, float]:
         """Flat metrics for tracking: ``fidelity_top1`` and ``fidelity_top1_<cause>``."""
@@ -303,4 +302,4 @@ def fidelity(top1: pd.Series, true_cause: pd.Series, *, min_events: int = 50) ->
     confusion = pd.crosstab(pd.Categorical(truth, categories=order), pd.Categorical(pred, categories=cols),
                             dropna=False).rename_axis(index="true_cause", columns="top1")
     return Fidelity(overall=float(hit.mean()) if len(hit) else float("nan"), n_events=int(len(hit)),
-                    per_cause=per, confusion=confusion, min_events=min_events)
+                    per_cause=per, confusion=confusion)

@@ -23,11 +23,11 @@ import pandas as pd
 
 from riskml import factors
 from riskml.exceptions import ConfigError, ModelError
-from riskml.explain import FactorExplainer, adverse_contributions, advice_for, top_reasons
-from riskml.features import build_features, rectify
-from riskml.schema import STATUSES, prediction_schema
+from riskml.explain.reasons import FactorExplainer, adverse_contributions, advice_for, check_top_k, top_reasons
+from riskml.features.snapshots import build_features
+from riskml.features.windows import DEFAULT_WINDOWS, feature_specs, rectify
+from riskml.schema import STATUSES, class_probabilities, prediction_schema
 
-MAX_REASONS = 4  # adverse-action practice caps the reasons given to a user
 ACTIONABLE = {f: advice_for(f)[0] for f in factors.CATALOGUE}
 ADVICE = {f: advice_for(f)[1] for f in factors.CATALOGUE}
 
@@ -44,7 +44,8 @@ class ScoringModel:
         self.features: list[str] = list(self.manifest["features"])
         self.feature_factors: dict[str, str] = dict(self.manifest["feature_factors"])
         self.classes: list[str] = [str(c) for c in self.manifest["classes"]]
-        self.windows = tuple(self.manifest.get("windows") or (3, 6, 12))
+        self.windows = tuple(self.manifest.get("windows") or DEFAULT_WINDOWS)
+        self.specs = feature_specs(self.windows)
         booster_features = self.booster.feature_name()
         if booster_features != self.features:
             raise ModelError(f"model.txt features {booster_features[:5]}... differ from the manifest's "
@@ -61,8 +62,7 @@ class ScoringModel:
 
     def proba(self, X: pd.DataFrame) -> np.ndarray:
         """Class probabilities, shape (n, n_classes); a binary model gives two columns."""
-        p = self.booster.predict(X[self.features], num_threads=0)
-        return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
+        return class_probabilities(self.booster.predict(X[self.features], num_threads=0))
 
     def positive(self, proba: np.ndarray) -> np.ndarray:
         """P(the outcome the model is about): adverse for status models, recovery for recovery models."""
@@ -117,7 +117,7 @@ def _reasons(model: ScoringModel, X: pd.DataFrame, proba: np.ndarray, *, k: int,
                 rows = np.flatnonzero((out[f"reason_{rank}"] == fid).fillna(False).to_numpy())
                 if rows.size == 0:
                     continue
-                Xf = rectify(X.iloc[rows], fid, model.feature_factors)
+                Xf = rectify(X.iloc[rows], fid, model.specs)
                 out.loc[rows, f"reason_{rank}_p_after"] = model.positive(model.proba(Xf))
     out["_base"] = base
     return out
@@ -146,8 +146,7 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
     Returns:
         A frame ordered like the borrowers' first appearance, with the prediction contract's columns.
     """
-    if not 1 <= top_k <= MAX_REASONS:
-        raise ConfigError("top_k", top_k, f"an integer from 1 to {MAX_REASONS}")
+    check_top_k(top_k)
     snaps = build_features(panel, as_of=as_of, windows=model.windows)
     keys, X = snaps.keys.reset_index(drop=True), snaps.X.reset_index(drop=True)
     n = len(keys)

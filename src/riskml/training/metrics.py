@@ -23,14 +23,13 @@ from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
 
 from riskml.exceptions import ConfigError, LeakageError
+from riskml.schema import class_probabilities
 
 log = logging.getLogger(__name__)
 
 
 def _proba_2d(proba, n_classes: int) -> np.ndarray:
-    p = np.asarray(proba, dtype=np.float64)
-    if p.ndim == 1:
-        p = np.column_stack([1.0 - p, p])
+    p = class_probabilities(proba)
     if p.ndim != 2 or p.shape[1] != n_classes:
         raise ValueError(f"proba has shape {p.shape}; expected (n_rows, {n_classes}) for classes of that length")
     return p
@@ -160,7 +159,8 @@ def leakage_scan(X: pd.DataFrame, y_binary, threshold: float, *, max_rows: int |
     Returns ``(feature, auc)`` pairs, strongest first (``auc`` as measured; a
     value near 0 is a perfect inverse predictor). Missing values rank lowest.
     Past ``max_rows`` rows, a seeded random sample of that many rows is scanned
-    (a near-perfect feature stays near perfect on a sample).
+    (a near-perfect feature stays near perfect on a sample). Categorical
+    columns are scanned through their codes.
     """
     if not 0.5 < float(threshold) <= 1.0:
         raise ConfigError("leakage_threshold", threshold, "a number in (0.5, 1]")
@@ -174,21 +174,22 @@ def leakage_scan(X: pd.DataFrame, y_binary, threshold: float, *, max_rows: int |
         return []
     hits = []
     for name in X.columns:
-        auc = _rank_auc(X[name].to_numpy(np.float64), y)
+        x = X[name]
+        if isinstance(x.dtype, pd.CategoricalDtype):
+            x = x.cat.codes.where(x.notna())
+        auc = _rank_auc(x.to_numpy(np.float64, na_value=np.nan), y)
         if max(auc, 1.0 - auc) >= threshold:
             hits.append((str(name), auc))
     return sorted(hits, key=lambda h: -max(h[1], 1.0 - h[1]))
 
 
-def check_leakage(X: pd.DataFrame, y_binary, *, threshold: float, allow: bool = False,
-                  max_rows: int | None = 200_000, seed: int = 0) -> list[tuple[str, float]]:
-    """The leakage guard: log every suspect feature by name; raise unless ``allow``.
+def raise_on_leaks(hits: list[tuple[str, float]], *, threshold: float, allow: bool = False) -> None:
+    """The leakage guard's verdict: log every suspect feature by name; raise unless ``allow``.
 
     Raises:
         LeakageError: naming each feature and its AUC, when any is found and
             ``allow`` is false (config key ``leakage.allow``).
     """
-    hits = leakage_scan(X, y_binary, threshold, max_rows=max_rows, seed=seed)
     for name, auc in hits:
         log.warning("leakage guard: feature %r alone has AUC %.4f on the training labels (threshold %.3f)",
                     name, auc, threshold)
@@ -197,6 +198,13 @@ def check_leakage(X: pd.DataFrame, y_binary, *, threshold: float, allow: bool = 
         raise LeakageError(f"features predict the target near perfectly on their own: {listed}; "
                            f"expected every single-feature AUC within (1 - {threshold}, {threshold}). "
                            "Fix the feature or set leakage.allow=true")
+
+
+def check_leakage(X: pd.DataFrame, y_binary, *, threshold: float, allow: bool = False,
+                  max_rows: int | None = 200_000, seed: int = 0) -> list[tuple[str, float]]:
+    """The leakage guard: :func:`leakage_scan`, then :func:`raise_on_leaks`; returns the hits."""
+    hits = leakage_scan(X, y_binary, threshold, max_rows=max_rows, seed=seed)
+    raise_on_leaks(hits, threshold=threshold, allow=allow)
     return hits
 
 

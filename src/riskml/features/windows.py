@@ -24,7 +24,7 @@ st_code / st_run  status at t (0/1/2) / months in the current status    0
 cause_months    months in the window whose ``cause`` was that factor    +1
 ==============  =====================================================  =========
 
-Everything reads grid rows ``<= t`` only (see ``riskml.grid``), which is what
+Everything reads grid rows ``<= t`` only (see ``riskml.features.grid``), which is what
 makes the snapshots leak-free.
 """
 
@@ -35,8 +35,14 @@ from typing import Callable
 
 import numpy as np
 
-from riskml.factors import CAUSES, OTHER, factor_of_column, signal_of_column
+import pandas as pd
+
+from riskml.exceptions import ConfigError
+from riskml.factors import CAUSES, OTHER, factor_of_column, get as get_factor, signal_of_column
 from riskml.schema import STATUS_CODE
+
+#: The trailing windows (months) of the default feature set: short, mid, long.
+DEFAULT_WINDOWS: tuple[int, ...] = (3, 6, 12)
 
 # (column, kind, window role s/m/l or None, threshold): a few features per
 # behaviour column, chosen per column; about 60 in all with the history below.
@@ -85,11 +91,35 @@ class FeatureSpec:
     arg: float | str | None
     factor: str
     direction: int
+    rectified: float | None = None  # the signal's value once its factor's advice is followed
+
+    def rectify(self, x: np.ndarray) -> np.ndarray | None:
+        """The what-if rule: this feature's values had the borrower followed its factor's advice.
+
+        A level, mean, max or min of a signal with a rectified value moves to
+        that value but never to a worse one (a score already above the target
+        stays); a change for the worse becomes 0 (an improvement stays);
+        counts of bad months, drops, volatility and past decisions for the
+        cause become 0; months since the last bad month becomes ``NEVER``.
+        ``None``: the user cannot change this feature (it stays as it is).
+        """
+        k, sig = self.kind, signal_of_column(self.column)
+        x = np.asarray(x, dtype=np.float32)
+        if k in ("lvl", "mean", "max", "min"):
+            if self.rectified is None:
+                return None
+            r = np.float32(self.rectified)
+            return np.where(np.isnan(x), r, np.minimum(x, r) if sig.direction >= 0 else np.maximum(x, r))
+        if k == "chg" and sig is not None:
+            return np.minimum(x, 0) if sig.direction >= 0 else np.maximum(x, 0)
+        if k in ("cnt", "chg", "dd", "std", "cause_months"):
+            return np.zeros_like(x)
+        if k == "since":
+            return np.full_like(x, NEVER)
+        return None
 
 
 def check_windows(windows: object) -> tuple[int, ...]:
-    from riskml.exceptions import ConfigError
-
     try:
         w = tuple(sorted({int(x) for x in windows}))  # type: ignore[union-attr]
         ok = len(w) > 0 and w[0] >= 1 and all(float(x) == int(x) for x in windows)  # type: ignore[union-attr]
@@ -100,7 +130,7 @@ def check_windows(windows: object) -> tuple[int, ...]:
     return w
 
 
-def feature_specs(windows: tuple[int, ...] = (3, 6, 12)) -> list[FeatureSpec]:
+def feature_specs(windows: tuple[int, ...] = DEFAULT_WINDOWS) -> list[FeatureSpec]:
     """The feature list for trailing windows ``windows`` (short, mid, long roles)."""
     w = check_windows(windows)
     role = {"s": w[0], "m": w[len(w) // 2] if len(w) > 2 else w[-1], "l": w[-1], None: 0}
@@ -120,11 +150,30 @@ def feature_specs(windows: tuple[int, ...] = (3, 6, 12)) -> list[FeatureSpec]:
             if kind == "since":  # the longer ago the last bad month, the lower the risk
                 direction = -(sig.direction if sig else 0)
         specs.setdefault(name, FeatureSpec(name, col, kind, win, arg, factor_of_column(col) if col != "status"
-                                           else OTHER, direction))
+                                           else OTHER, direction, sig.rectified if sig else None))
     for f in CAUSES:
         name = f"past_cause_{f}_{role['l']}m"
         specs[name] = FeatureSpec(name, "cause", "cause_months", role["l"], f, f, 1)
     return list(specs.values())
+
+
+def rectify(X: pd.DataFrame, factor: str, specs: list[FeatureSpec]) -> pd.DataFrame:
+    """The what-if: ``factor``'s features as they would be had the borrower followed its advice.
+
+    Each feature of ``X`` tagged with ``factor`` takes its spec's
+    :meth:`FeatureSpec.rectify` value; features the user cannot change, and
+    every other factor's, are unchanged. ``specs`` are the feature specs the
+    model was built with (``feature_specs(model windows)``). Returns a copy.
+    """
+    get_factor(factor)
+    out = X.copy()
+    for spec in specs:
+        if spec.factor != factor or spec.name not in X.columns:
+            continue
+        new = spec.rectify(out[spec.name].to_numpy(dtype=np.float32))
+        if new is not None:
+            out[spec.name] = new.astype(np.float32)
+    return out
 
 
 class Block:

@@ -24,9 +24,19 @@ from typing import Any, Mapping
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import HistGradientBoostingClassifier
+from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
 
+from riskml import __version__
+
 from riskml.exceptions import ConfigError
+from riskml.schema import class_probabilities
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +69,7 @@ class FittedModel:
         """Class probabilities, shape (n_rows, n_classes), columns in ``classes`` order."""
         X = X[self.feature_names]
         if self.kind == "lightgbm":
-            p = self.estimator.predict(X, num_threads=self.num_threads or 0)
-            return np.column_stack([1.0 - p, p]) if p.ndim == 1 else p
+            return class_probabilities(self.estimator.predict(X, num_threads=self.num_threads or 0))
         with threadpool_limits(self.num_threads or None):
             p = self.estimator.predict_proba(X)
         seen = np.asarray(self.estimator.classes_, dtype=np.int64)
@@ -79,8 +88,6 @@ class FittedModel:
             return pd.Series(gain, index=self.feature_names, dtype=float)
         if X is None or y is None:
             raise ValueError("permutation importance of a baseline needs X and y")
-        from sklearn.inspection import permutation_importance
-
         rng = np.random.default_rng(seed)
         idx = rng.choice(len(X), size=min(max_rows, len(X)), replace=False)
         with threadpool_limits(self.num_threads or None):
@@ -150,12 +157,6 @@ def fit_lightgbm(X_train: pd.DataFrame, y_train: np.ndarray, *, params: Mapping[
 
 
 def _logistic(model_cfg: Mapping[str, Any], X: pd.DataFrame, seed: int):
-    from sklearn.compose import ColumnTransformer
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline, make_pipeline
-    from sklearn.preprocessing import OneHotEncoder, StandardScaler
-
     cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
     nums = [c for c in X.columns if c not in cats]
     prep = ColumnTransformer([
@@ -204,13 +205,8 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
         X_fit, y_fit = X_train, y_train
     params = {k: v for k, v in model_cfg.items() if k not in CONTROL_KEYS}
     if kind == "hist_gbm":
-        from sklearn.ensemble import HistGradientBoostingClassifier
-
         est = HistGradientBoostingClassifier(categorical_features="from_dtype", random_state=seed, **params)
     else:
-        from sklearn.pipeline import Pipeline
-        from sklearn.preprocessing import FunctionTransformer
-
         est = Pipeline([("obj", FunctionTransformer(_to_object)), ("model", _logistic(model_cfg, X_fit, seed))])
     with threadpool_limits(num_threads or None):
         est.fit(X_fit, y_fit)
@@ -222,11 +218,9 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
 def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], feature_directions: Mapping[str, int],
                    categories: Mapping[str, list[str]], target: str, horizon: int | None, windows: list[int] | None,
                    metrics: Mapping[str, float], data_digest: str, data_kind: str, name: str) -> dict[str, Any]:
-    """The JSON manifest that travels with a LightGBM ``model.txt`` (see ``riskml.io.export_model_dir``)."""
-    import riskml
-
+    """The JSON manifest that travels with a LightGBM ``model.txt`` (see ``riskml.edge.files.export_model_dir``)."""
     return {
-        "model_name": name, "model_version": None, "riskml_version": riskml.__version__,
+        "model_name": name, "model_version": None, "riskml_version": __version__,
         "framework": "lightgbm", "lightgbm_version": lgb.__version__,
         "features": list(model.feature_names),
         "feature_factors": {f: feature_factors[f] for f in model.feature_names},

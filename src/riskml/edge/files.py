@@ -12,11 +12,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterator
 
+import lightgbm as lgb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from riskml.exceptions import InputError
+from riskml.exceptions import InputError, ModelError
 
 #: Parquet settings fixed so that equal frames give equal bytes.
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
@@ -174,10 +175,6 @@ def load_model_dir(path: str | os.PathLike):
     Raises :class:`~riskml.exceptions.ModelError` for a missing file, a
     checksum mismatch or a model whose features differ from the manifest's.
     """
-    import lightgbm as lgb
-
-    from riskml.exceptions import ModelError
-
     path = Path(path)
     model_file, manifest_file = path / MODEL_FILE, path / MANIFEST_FILE
     for f in (model_file, manifest_file):

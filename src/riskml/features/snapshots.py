@@ -1,14 +1,16 @@
 """Panel -> snapshots: one row per (borrower, month t), features tagged by factor.
 
-Features read months ``<= t`` only (``riskml.windows``, on the month grids of
-``riskml.grid``); labels read months ``t+1 .. t+H`` only (``riskml.labels``).
+Features read months ``<= t`` only (``riskml.features.windows``, on the month grids of
+``riskml.features.grid``); labels read months ``t+1 .. t+H`` only (``riskml.features.labels``).
 Everything is vectorised over borrowers; borrowers are processed in chunks so
 that memory stays bounded by the output, not by the intermediate grids.
 
-Example:
-    >>> snaps = build_snapshots(panel, target="adverse_3m")            # doctest: +SKIP
-    >>> snaps.X.shape[1], snaps.feature_factors["days_past_due"]       # doctest: +SKIP
-    (64, 'overdue')
+Example (12 months, 6 of history before t and 3 after: t runs over months 5..8):
+    >>> from riskml.simulate import SimConfig, simulate
+    >>> panel = simulate(SimConfig(n_borrowers=50, n_months=12)).panel
+    >>> snaps = build_snapshots(panel, target="adverse_3m")
+    >>> snaps.X.shape[1], snaps.feature_factors["days_past_due"], sorted(set(snaps.keys["month"]))
+    (70, 'overdue', [5, 6, 7, 8])
 """
 
 from __future__ import annotations
@@ -20,15 +22,14 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from riskml import grid as _grid
+from riskml.features import grid as _grid
 from riskml.exceptions import ConfigError
-from riskml.factors import CAUSES, get as get_factor, signal_of_column
-from riskml.labels import TARGETS, check_horizon, eligible_codes, get_target, make_labels
+from riskml.factors import CAUSES
+from riskml.features.labels import check_horizon, eligible_codes, get_target, make_labels
 from riskml.schema import PANEL, STATUSES, require_columns
-from riskml.windows import NEVER, Block, FeatureSpec, check_windows, compute, feature_specs
+from riskml.features.windows import DEFAULT_WINDOWS, Block, FeatureSpec, check_windows, compute, feature_specs
 
-__all__ = ["TARGETS", "Snapshots", "build_snapshots", "iter_snapshots", "build_features", "rectify",
-           "feature_specs"]
+__all__ = ["Snapshots", "build_snapshots", "iter_snapshots", "build_features"]
 
 CHUNK_BORROWERS = 8_192
 
@@ -40,7 +41,7 @@ class Snapshots:
     Attributes:
         keys: ``borrower_id``, ``month`` (the snapshot month t), ``status`` (at t).
         X: float32 features only; NaN where a window has no data.
-        y: int8 labels (see ``riskml.labels``), ``None`` for prediction input.
+        y: int8 labels (see ``riskml.features.labels``), ``None`` for prediction input.
         cause: factor id of the first change in t+1..t+H (NA if none), or ``None``.
         feature_factors: feature -> factor id (catalogue ids or ``other``).
         feature_directions: feature -> +1/-1/0 (monotone constraints).
@@ -185,7 +186,7 @@ def _build(plan: _Plan, chunk: int) -> Snapshots:
 
 
 def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: int | None = None,
-                    min_history: int = 6, every: int = 1, windows: tuple[int, ...] = (3, 6, 12),
+                    min_history: int = 6, every: int = 1, windows: tuple[int, ...] = DEFAULT_WINDOWS,
                     chunk_borrowers: int = CHUNK_BORROWERS) -> Snapshots:
     """Snapshots of a training panel: eligible (borrower, t) rows, features and labels.
 
@@ -207,7 +208,7 @@ def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: 
 
 
 def iter_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: int | None = None,
-                   min_history: int = 6, every: int = 1, windows: tuple[int, ...] = (3, 6, 12),
+                   min_history: int = 6, every: int = 1, windows: tuple[int, ...] = DEFAULT_WINDOWS,
                    chunk_borrowers: int = CHUNK_BORROWERS) -> Iterator[Snapshots]:
     """Like :func:`build_snapshots`, one :class:`Snapshots` per chunk of borrowers."""
     plan = _plan_snapshots(panel, target, horizon, min_history, every, windows)
@@ -220,7 +221,7 @@ def iter_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: i
         yield _snapshots(plan, X, slice(r0, r1))
 
 
-def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tuple[int, ...] = (3, 6, 12),
+def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tuple[int, ...] = DEFAULT_WINDOWS,
                    chunk_borrowers: int = CHUNK_BORROWERS) -> Snapshots:
     """Features of each borrower at its last month, or at month ``as_of`` (prediction input).
 
@@ -251,47 +252,3 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
     plan = _finish(layout, values, status, cause, pos, take, layout.anchor[:, None], None, None, specs)
     plan.dense = _dense(layout, values)
     return _build(plan, _int_param("chunk_borrowers", chunk_borrowers, 1))
-
-
-def rectify(X: pd.DataFrame, factor: str, feature_factors: dict[str, str]) -> pd.DataFrame:
-    """The what-if: ``factor``'s features as they would be had the borrower followed its advice.
-
-    For each feature tagged with ``factor``: a level, mean, max or min of a
-    signal with a rectified value (``factors.Signal.rectified``) moves to that
-    value, but never to a worse one (a score already above the target stays);
-    counts of bad months, drops and volatility become 0, a change for the worse
-    becomes 0 (an improvement stays); months since
-    the last bad month becomes ``NEVER``; ``past_cause_<factor>_*`` become 0.
-    Features of signals the user cannot change, and every other factor's
-    features, are unchanged. Returns a copy.
-    """
-    get_factor(factor)
-    specs = {s.name: s for s in feature_specs(_windows_of(X.columns))}
-    out = X.copy()
-    for name in X.columns:
-        if feature_factors.get(name) != factor or name not in specs:
-            continue
-        spec = specs[name]
-        sig = signal_of_column(spec.column)
-        col = out[name].to_numpy(dtype=np.float32, copy=True)
-        if spec.kind in ("lvl", "mean", "max", "min") and sig is not None and sig.rectified is not None:
-            r = np.float32(sig.rectified)
-            col = np.where(np.isnan(col), r, np.minimum(col, r) if sig.direction >= 0 else np.maximum(col, r))
-        elif spec.kind == "chg" and sig is not None:
-            # only a change for the worse is undone: an improvement already made stays
-            col = np.minimum(col, 0) if sig.direction >= 0 else np.maximum(col, 0)
-        elif spec.kind in ("cnt", "chg", "dd", "std", "cause_months"):
-            col[:] = 0.0
-        elif spec.kind == "since":
-            col[:] = NEVER
-        else:
-            continue
-        out[name] = col.astype(np.float32)
-    return out
-
-
-def _windows_of(columns) -> tuple[int, ...]:
-    """The windows a feature set was built with, read back from names like ``x_max_12m``."""
-    found = {int(c.rsplit("_", 1)[1][:-1]) for c in columns
-             if c.endswith("m") and c.rsplit("_", 1)[-1][:-1].isdigit()}
-    return tuple(sorted(found)) or (3, 6, 12)

@@ -1,0 +1,101 @@
+"""The data-set folder of ``riskml.generate``: ``panel.parquet`` (observable
+behaviour and the platform's decisions), ``truth.parquet`` (hidden borrower
+types, kept apart so that no feature can read them) and ``manifest.json``
+(config, seed, version, counts, sha256 of each file).
+
+The folder appears under its final name only when complete: it is written
+as a hidden sibling and renamed into place, replacing an earlier data set
+of the same name only then.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Mapping
+
+import pandas as pd
+import pyarrow as pa
+
+from riskml import __version__
+from riskml.edge.files import ParquetSink, read_json, read_table, sha256_file, write_json
+from riskml.exceptions import InputError
+from riskml.simulate import SimConfig, iter_chunks
+from riskml.simulate.summary import Summary
+
+PANEL_FILE, TRUTH_FILE, MANIFEST_FILE = "panel.parquet", "truth.parquet", "manifest.json"
+# low-cardinality panel columns: dictionary-encode these only (4x faster writes, smaller files)
+_DICT_COLUMNS = ["month", "status", "cause", "fraud_flag", "maintenance", "policy_index", "days_past_due",
+                 "other_lenders", "recent_applications", "rapid_draws", "credit_limit"]
+
+
+def write_dataset(sim: SimConfig, out: str | os.PathLike, *, name: str, config: Mapping[str, Any]
+                  ) -> tuple[Path, Summary]:
+    """Simulate ``sim`` into the data-set folder ``out``; return it and the run's summary.
+
+    ``config`` is recorded in the manifest as given (the entry point's resolved config).
+    """
+    out = Path(out)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    summary = Summary()
+    try:
+        panel_sink = truth_sink = None
+        for panel, truth in iter_chunks(sim):
+            if panel_sink is None:
+                panel_sink = ParquetSink(tmp / PANEL_FILE, pa.Schema.from_pandas(panel, preserve_index=False),
+                                         row_group_size=sim.block_size * sim.n_months, use_dictionary=_DICT_COLUMNS)
+                truth_sink = ParquetSink(tmp / TRUTH_FILE, pa.Schema.from_pandas(truth, preserve_index=False),
+                                         row_group_size=sim.block_size)
+            panel_sink.write(panel)
+            truth_sink.write(truth)
+            summary.add(panel)
+        panel_sink.close()
+        truth_sink.close()
+        manifest = {
+            "name": name, "created_by": "riskml.generate", "package_version": __version__,
+            "seed": sim.seed, "scenario": sim.scenario, "n_months": sim.n_months,
+            "config": dict(config), "sim_config": sim.to_dict(),
+            "row_counts": {PANEL_FILE: panel_sink.rows, TRUTH_FILE: truth_sink.rows},
+            **summary.to_dict(),
+            "files": {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size}
+                      for f in (PANEL_FILE, TRUTH_FILE)},
+        }
+        write_json(manifest, tmp / MANIFEST_FILE)
+        if out.exists():  # replace an earlier data set of the same name only once the new one is complete
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+            shutil.rmtree(old)
+        os.replace(tmp, out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out, summary
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """The ``manifest.json`` of a data-set folder."""
+    return read_json(Path(path) / MANIFEST_FILE)
+
+
+def load_dataset(path: str | os.PathLike, *, verify: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Read a generated data set: ``(panel, truth, manifest)``.
+
+    With ``verify`` the files' sha256 must match the manifest (an
+    :class:`InputError` names the file otherwise).
+    """
+    path = Path(path)
+    manifest = read_manifest(path)
+    if verify:
+        for f, meta in manifest.get("files", {}).items():
+            if sha256_file(path / f) != meta["sha256"]:
+                raise InputError(f"{path / f}: sha256 does not match {MANIFEST_FILE}; the file changed after "
+                                 "generation")
+    return read_table(path / PANEL_FILE), read_table(path / TRUTH_FILE), manifest
+
+
+def panel_digest(path: str | os.PathLike, manifest: Mapping[str, Any]) -> str:
+    """The panel's sha256 as the manifest recorded it (computed when it did not)."""
+    meta = (manifest.get("files") or {}).get(PANEL_FILE) or {}
+    return str(meta.get("sha256") or sha256_file(Path(path) / PANEL_FILE))

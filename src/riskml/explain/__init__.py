@@ -1,0 +1,13 @@
+"""The explanation stage: factor TreeSHAP, reasons, advice, what-ifs, fidelity,
+and scoring of borrower histories with all of them.
+
+- ``treeshap``: exact path-dependent TreeSHAP with the factors as players;
+- ``reasons``: contributions -> reasons in the documented factors, advice, fidelity;
+- ``scoring``: histories -> one explained prediction per borrower.
+"""
+
+from riskml.explain.reasons import (MAX_REASONS, FactorExplainer, Fidelity, adverse_contributions, advice_for,
+                                    check_top_k, fidelity, top_reasons, what_if)
+
+__all__ = ["MAX_REASONS", "FactorExplainer", "Fidelity", "adverse_contributions", "advice_for", "check_top_k",
+           "fidelity", "top_reasons", "what_if"]
