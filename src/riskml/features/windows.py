@@ -112,7 +112,7 @@ class FeatureSpec:
             return np.where(np.isnan(x), r, np.minimum(x, r) if sig.direction >= 0 else np.maximum(x, r))
         if k == "chg" and sig is not None:
             return np.minimum(x, 0) if sig.direction >= 0 else np.maximum(x, 0)
-        if k in ("cnt", "chg", "dd", "std", "cause_months"):
+        if k in ("cnt", "low", "chg", "dd", "std", "cause_months"):
             return np.zeros_like(x)
         if k == "since":
             return np.full_like(x, NEVER)
