@@ -237,7 +237,8 @@ def test_rectify_moves_only_that_factors_features_to_their_advised_values():
     pd.testing.assert_frame_equal(r[untouched], X[untouched])
     sc = rectify(X, "score_decline", specs)
     low = [c for c in X.columns if "_low_" in c]
-    assert low and (sc[low] == 0).all().all()  # months with a low score are undone too (they were kept)
+    lowered = rectify(X.assign(**{c: np.float32(2.0) for c in low}), "score_decline", specs)
+    assert low and (lowered[low] == 0).all().all()  # months with a low score are undone too (they were kept)
     _, i = at(s, 11, 4)
     assert sc["external_score"].iloc[i] == 700 and sc["external_score_chg_2m"].iloc[i] == 0
     hi = X.assign(external_score=np.float32(810.0))
