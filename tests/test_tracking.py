@@ -94,7 +94,7 @@ def test_sqlite_store_champion_alias_and_model_uris(tmp_path, monkeypatch):
         local = tracking.resolve_model(uri, cache_dir=cache)
         booster, manifest = io.load_model_dir(local)
         assert manifest["features"] == FEATURES
-    assert (cache / "riskml_unit" / "v3").is_dir()  # the alias was resolved to its version first
+    assert (cache / "registry" / "riskml_unit" / "v3").is_dir()  # the alias was resolved to its version first
     manifest = io.load_model_dir(tracking.resolve_model("models:/riskml_unit@champion", cache_dir=cache))[1]
     assert (manifest["model_name"], manifest["model_version"]) == ("riskml_unit", 3)
     with pytest.raises(ModelError, match="riskml_unit@nobody"):

@@ -34,6 +34,10 @@ class ModelError(RiskmlError, ValueError):
     """A model artefact is missing, corrupt, or does not match the input."""
 
 
+class BatchError(RiskmlError):
+    """A batch job's own invariant failed (e.g. conservation of borrowers); nothing was written."""
+
+
 class LeakageError(RiskmlError):
     """A feature predicts the target too well to be honest."""
 

@@ -18,7 +18,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from riskml.edge.batch_job import BatchResult, input_plan, run_job
+from riskml.edge.batch_job import BatchResult, check_outputs, input_plan, output_format, run_job
 from riskml.edge.files import load_model_dir, read_table
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.explain import MAX_REASONS, check_top_k
@@ -31,18 +31,19 @@ log = logging.getLogger(__name__)
 PredictResult = BatchResult  # what a batch wrote: output, rejects, summary
 
 
-def _validate(cfg: DictConfig) -> None:
+def _validate(cfg: DictConfig) -> str:
+    """Config checks that need no file; returns the output format (from the output's extension)."""
     if not cfg.get("input"):
         raise ConfigError("input", cfg.get("input"), "a parquet/CSV file or a folder of them (input=PATH)")
     if not cfg.get("output"):
         raise ConfigError("output", cfg.get("output"), "an output file path (output=PATH)")
-    if cfg.format not in ("parquet", "csv"):
-        raise ConfigError("format", cfg.format, "'parquet' or 'csv'")
+    fmt = output_format(cfg.output, cfg.get("format"))
     check_top_k(cfg.top_k)
     if not (isinstance(cfg.bucket_rows, int) and cfg.bucket_rows >= 1000):
         raise ConfigError("bucket_rows", cfg.bucket_rows, "an integer >= 1000")
     if cfg.as_of is not None and not (isinstance(cfg.as_of, int) and cfg.as_of >= 0):
         raise ConfigError("as_of", cfg.as_of, "null (each borrower's last month) or a month index >= 0")
+    return fmt
 
 
 def load_model(uri: str, *, tracking_uri: str | None = None) -> ScoringModel:
@@ -60,9 +61,15 @@ def load_model(uri: str, *, tracking_uri: str | None = None) -> ScoringModel:
 
 
 def run(cfg: DictConfig) -> PredictResult:
-    """Score a batch; see the module docstring. Raises before writing anything on bad config,
-    unreadable input, missing columns or a model that does not fit the input."""
-    _validate(cfg)
+    """Score a batch; see the module docstring.
+
+    Fails before writing anything, in the order a user needs: the config, the
+    input (exists, readable, panel columns), the output (format, folder,
+    apart from the input), then the models (and whether they fit the input).
+    """
+    fmt = _validate(cfg)
+    files, columns = input_plan(cfg.input)
+    check_outputs(cfg.output, [Path(cfg.input), *files])
     tracking_uri = cfg.get("tracking_uri")
     model = load_model(cfg.model, tracking_uri=tracking_uri)
     status = load_model(cfg.status_model, tracking_uri=tracking_uri) if cfg.get("status_model") else None
@@ -74,22 +81,23 @@ def run(cfg: DictConfig) -> PredictResult:
     for key, m in (("model", model), ("status_model", status), ("recovery_model", recovery)):
         if m is not None:
             check_features(m, names, source=f"{key}={cfg.get(key)}")
-    _, columns = input_plan(cfg.input)
 
-    settings = {k: cfg.get(k) for k in ("model", "status_model", "recovery_model", "as_of", "top_k", "what_if",
-                                        "include_other", "bands", "format")}
-    settings["model_sha"] = model.manifest.get("model_sha256")
+    settings = {k: cfg.get(k) for k in ("as_of", "top_k", "what_if", "include_other", "bands")}
+    settings.update(format=fmt, models={key: None if m is None else m.manifest.get("model_sha256")
+                                        for key, m in (("model", model), ("status_model", status),
+                                                       ("recovery_model", recovery))})
     score = partial(score_histories, model=model, recovery=recovery, status=status, as_of=cfg.as_of,
                     top_k=cfg.top_k, what_if=cfg.what_if, include_other=cfg.include_other,
                     band_edges=list(cfg.bands.edges), band_labels=list(cfg.bands.labels))
 
     def described(m: ScoringModel | None, key: str) -> dict | None:
-        return None if m is None else {"uri": str(cfg.get(key)), "name": m.name, "version": m.version}
+        return None if m is None else {"uri": str(cfg.get(key)), "name": m.name, "version": m.version,
+                                       "sha256": m.manifest.get("model_sha256")}
 
-    extra = {"top_k": cfg.top_k, "model": {**described(model, "model"), "sha256": model.manifest.get("model_sha256")},
-             "status_model": described(status, "status_model"), "recovery_model": described(recovery, "recovery_model")}
+    extra = {"top_k": cfg.top_k, "model": described(model, "model"), "status_model": described(status, "status_model"),
+             "recovery_model": described(recovery, "recovery_model")}
     return run_job(input=cfg.input, output=cfg.output, columns=columns, schema=prediction_schema(cfg.top_k),
-                   fmt=cfg.format, bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings,
+                   fmt=fmt, bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings,
                    summary_extra=extra)
 
 

@@ -68,7 +68,13 @@ class TrainResult:
 
 def check_config(cfg: dict[str, Any]) -> None:
     """Fail on a bad config before any data is read or model trained."""
+    for key in ("seed", "num_threads"):
+        v = cfg.get(key)
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ConfigError(key, v, "a whole number >= 0")
     check_model_config(cfg["model"])
+    if not isinstance(cfg["register"].get("metric"), str):
+        raise ConfigError("register.metric", cfg["register"].get("metric"), "a metric name, e.g. roc_auc_adverse")
     kind = cfg["data"].get("kind")
     if kind not in ("synthetic", "tabular"):
         raise ConfigError("data.kind", kind, "'synthetic' or 'tabular'")

@@ -94,11 +94,16 @@ class Plan:
         return np.minimum(((ids - self.lo) / width).astype(np.int64), self.n_buckets - 1)
 
     def fingerprint(self, extra: dict) -> str:
+        """What a resumed job must share with the killed one to reuse its parts: the input files
+        (path, size, mtime), this plan (bucket size, id range, bucket count) and ``extra`` (the
+        job's settings and the checksum of every model it uses)."""
         h = hashlib.sha256()
         for f in self.files:
             st = f.stat()
             h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+        plan = {"rows": self.rows, "lo": self.lo, "hi": self.hi, "n_buckets": self.n_buckets,
+                "grouped": self.grouped, "bucket_rows": self.bucket_rows}
+        h.update(json.dumps({"plan": plan, "job": extra}, sort_keys=True, default=str).encode())
         return h.hexdigest()
 
 

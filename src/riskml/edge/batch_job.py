@@ -2,11 +2,14 @@
 borrowers bucket by bucket, keep rejects apart, check conservation, write the
 summary.
 
-The guarantees (see the README's "Bad input, nothing lost"): every input row
-of a bad borrower is either scored (through its borrower) or in the rejects
-with a reason; input borrowers = scored + rejected, checked before the output
-is complete; the summary is written last, so its presence says the job
-finished; a killed job started again resumes from its finished buckets.
+The guarantees (see the README's "Bad input, nothing lost"): every input
+borrower is either scored or rejected with the reason of each bad row; input
+borrowers = scored + rejected, checked on the finished parts before anything
+is renamed into place; one job at a time per output (a lock); the summary is
+written last, so its presence says the job finished; a killed job started
+again resumes from its finished buckets when nothing that shapes the output
+changed (input, plan, settings, every model's checksum), and starts clean
+otherwise.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from tqdm import tqdm
 
 from riskml import __version__
 from riskml.edge import batch
-from riskml.edge.files import atomic_path, write_json, write_parquet
-from riskml.exceptions import SchemaError
+from riskml.edge.files import atomic_path, check_output_path, job_lock, sha256_file, write_json, write_parquet
+from riskml.exceptions import BatchError, ConfigError, SchemaError
 from riskml.schema import PANEL, STATUSES, cast, coerce_numeric, row_problems
 
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
@@ -72,13 +75,13 @@ def prepare(raw: pd.DataFrame) -> pd.DataFrame:
 
 
 def split_rows(rows: pd.DataFrame, *, as_of: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Good borrowers' rows (panel dtypes) and reject rows (one per bad input row)."""
+    """Good borrowers' rows (panel dtypes, sorted by borrower and month) and reject rows (one per bad input row).
+
+    Rows may come in any order (parquet rows carry none): a borrower's months
+    are sorted, not rejected; two rows of the same month are a duplicate.
+    """
     rows = rows.sort_values(["borrower_id", batch.FILE, batch.ROW], kind="stable").reset_index(drop=True)
     reason = rows["_reason"].fillna(row_problems(rows))
-    # months must rise in file order within a borrower (equal months are duplicates, flagged above)
-    same = rows["borrower_id"].to_numpy()[1:] == rows["borrower_id"].to_numpy()[:-1]
-    back = np.r_[False, same & (np.diff(rows["month"].to_numpy()) < 0)]
-    reason = reason.mask(back & reason.isna().to_numpy(), "months out of order")
     if as_of is not None:
         bid = rows["borrower_id"]
         has = (rows["month"] <= as_of).groupby(bid).transform("any").to_numpy()
@@ -91,7 +94,7 @@ def split_rows(rows: pd.DataFrame, *, as_of: int | None) -> tuple[pd.DataFrame, 
     if as_of is not None:
         good = good[good["month"] <= as_of]
     good = cast(good.drop(columns=["_reason", batch.FILE, batch.ROW]), PANEL)
-    return good.sort_values(["borrower_id", "month"]).reset_index(drop=True), rejects
+    return good.sort_values(["borrower_id", "month"], kind="stable").reset_index(drop=True), rejects
 
 
 def _reject_frame(rejects: pd.DataFrame, files: tuple[Path, ...]) -> pd.DataFrame:
@@ -104,22 +107,59 @@ def _reject_frame(rejects: pd.DataFrame, files: tuple[Path, ...]) -> pd.DataFram
     })
 
 
+def output_format(output: str | Path, fmt: str | None, *, key: str = "format") -> str:
+    """The output's format from its extension (``.parquet`` or ``.csv``); ``fmt``, when given, must agree."""
+    ext = Path(output).suffix.lower().lstrip(".")
+    if ext not in ("parquet", "csv"):
+        raise ConfigError("output", str(output), "a file name ending in .parquet or .csv (the format follows it)")
+    if fmt not in (None, ext):
+        raise ConfigError(key, fmt, f"null or {ext!r}, the format of output {Path(output).name!r}")
+    return ext
+
+
+def check_outputs(output: str | Path, inputs: list[Path]) -> Path:
+    """Fail before any work when the output, its rejects or its summary cannot be written where asked."""
+    out = check_output_path(output, key="output", inputs=inputs)
+    for side in side_paths(out):
+        check_output_path(side, key="output", inputs=inputs)
+    return out
+
+
 def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema: pa.Schema, fmt: str,
             bucket_rows: int, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
             settings: dict[str, Any], summary_extra: dict[str, Any]) -> BatchResult:
     """Score ``input`` into ``output`` with ``score`` (validated panel rows -> prediction rows).
 
     ``settings`` (everything that changes the output: models and their
-    checksums, options) go into the work folder's fingerprint, so a resumed
-    job only reuses parts made the same way; ``summary_extra`` is merged into
-    the summary.
+    checksums, options) go into the work folder's fingerprint with the plan,
+    so a resumed job only reuses parts made the same way; ``summary_extra``
+    is merged into the summary. One job at a time writes an output (a lock),
+    and an earlier job's summary and rejects are removed before any work, so
+    a summary beside the output always speaks of the output there.
     """
     t0 = time.perf_counter()
-    output = Path(output)
-    rejects_path, summary_path = side_paths(output)
     plan = batch.plan(input, bucket_rows=bucket_rows)
-    work = batch.WorkDir(output, plan.fingerprint(settings))
+    output = check_outputs(output, [Path(input), *plan.files])
+    rejects_path, summary_path = side_paths(output)
+    with job_lock(output, what="riskml.predict job"):
+        for stale in (summary_path, rejects_path):  # the summary first: it is what claims completion
+            stale.unlink(missing_ok=True)
+        work = batch.WorkDir(output, plan.fingerprint(settings))
+        resumed = _score_buckets(plan, work, columns=columns, schema=schema, as_of=as_of, score=score)
+        summary = _finish(plan, work, output, schema, fmt)
+        summary.update({"as_of": as_of, "resumed_buckets": resumed, **summary_extra,
+                        "output": str(output), "rejects": str(rejects_path), "riskml_version": __version__})
+        seconds = time.perf_counter() - t0
+        summary.update(seconds=round(seconds, 3),
+                       borrowers_per_second=round(summary["scored_borrowers"] / seconds, 1) if seconds else None)
+        write_json(summary, summary_path)  # last: its presence says the job finished
+        work.remove()
+    return BatchResult(output, rejects_path, summary_path, summary)
 
+
+def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str], schema: pa.Schema,
+                   as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame]) -> int:
+    """Score every bucket not already done into its part files; returns how many were resumed."""
     resumed, counts = 0, work.root / "counts"
     counts.mkdir(exist_ok=True)
     bar = tqdm(total=plan.n_buckets + 1, desc="scoring", unit="bucket", disable=None)
@@ -141,23 +181,33 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
         batch.write_part(scored[schema.names], part, schema)  # written last: marks the bucket done
         bar.update()
     bar.close()
+    return resumed
 
-    n_scored = batch.assemble(work.parts("scored"), output, schema, fmt=fmt)
+
+def _finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schema, fmt: str) -> dict[str, Any]:
+    """Check conservation on the parts, then write rejects and output (each atomically); the counts."""
+    rejects_path, _ = side_paths(output)
     rej = pd.concat([pd.read_parquet(p) for p in work.parts("rejects")], ignore_index=True)
+    scored_ids = pd.concat([pd.read_parquet(p, columns=["borrower_id", "status", "risk_band"])
+                            for p in work.parts("scored")], ignore_index=True)
+    rejected_ids = rej["borrower_id"].dropna().unique()
+    input_borrowers = sum(int(f.read_text()) for f in (work.root / "counts").iterdir())
+    n_scored = len(scored_ids)
+    # conservation, checked before anything is renamed into place: never drop or double a borrower silently
+    if not scored_ids["borrower_id"].is_unique or input_borrowers != n_scored + len(rejected_ids) or (
+            set(scored_ids["borrower_id"]) & set(rejected_ids.astype(np.int64))):
+        work.remove()
+        raise BatchError(f"{output}: the finished parts hold {n_scored} scored rows "
+                         f"({scored_ids['borrower_id'].nunique()} borrowers) and {len(rejected_ids)} rejected "
+                         f"borrowers for {input_borrowers} input borrowers; expected each input borrower exactly "
+                         "once. Nothing was written, and the work folder is cleared so that a rerun starts clean")
     if fmt == "parquet":
         write_parquet(rej, rejects_path)
     else:
         with atomic_path(rejects_path) as tmp:
             rej.to_csv(tmp, index=False)
-    scored_ids = pd.concat([pd.read_parquet(p, columns=["borrower_id", "status", "risk_band"])
-                            for p in work.parts("scored")], ignore_index=True)
-    rejected_ids = rej["borrower_id"].dropna().unique()
-    input_borrowers = sum(int(f.read_text()) for f in counts.iterdir())
-    if input_borrowers != n_scored + len(rejected_ids):  # conservation: never drop a borrower silently
-        raise AssertionError(f"{input_borrowers} input borrowers != {n_scored} scored + "
-                             f"{len(rejected_ids)} rejected")
-    seconds = time.perf_counter() - t0
-    summary = {
+    batch.assemble(work.parts("scored"), output, schema, fmt=fmt)
+    return {
         "input": [str(f) for f in plan.files], "input_rows": plan.rows,
         "input_borrowers": input_borrowers,
         "scored_borrowers": int(n_scored), "rejected_borrowers": int(len(rejected_ids)),
@@ -165,13 +215,5 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
         "rejects_by_reason": {str(k): int(v) for k, v in rej["reason"].value_counts().sort_index().items()},
         "status": {s: int((scored_ids["status"] == s).sum()) for s in STATUSES},
         "risk_band": {str(k): int(v) for k, v in scored_ids["risk_band"].value_counts().sort_index().items()},
-        "as_of": as_of, "buckets": plan.n_buckets, "resumed_buckets": resumed,
-        "seconds": round(seconds, 3), "borrowers_per_second": round(n_scored / seconds, 1) if seconds else None,
-        **summary_extra,
-        "output": str(output), "rejects": str(rejects_path), "riskml_version": __version__,
+        "buckets": plan.n_buckets, "output_sha256": sha256_file(output),
     }
-    if set(scored_ids["borrower_id"]) & set(rejected_ids.astype(np.int64)):
-        raise AssertionError("a borrower is both scored and rejected")  # invariant, never expected
-    write_json(summary, summary_path)  # last: its presence says the job finished
-    work.remove()
-    return BatchResult(output, rejects_path, summary_path, summary)

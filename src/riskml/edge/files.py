@@ -6,18 +6,22 @@ finished)."""
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import hashlib
 import json
 import os
+import re
+import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterable, Iterator
 
 import lightgbm as lgb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from riskml.exceptions import InputError, ModelError
+from riskml.exceptions import ConfigError, InputError, ModelError
 
 #: Parquet settings fixed so that equal frames give equal bytes.
 PARQUET_OPTIONS: dict[str, Any] = {"compression": "zstd", "compression_level": 3, "write_statistics": True}
@@ -32,14 +36,52 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+_TMP_PID = re.compile(r"\.tmp-(\d+)$")
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this id runs on this machine (a temp name's owner)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, someone else's
+        return True
+    return True
+
+
+def clean_stale_temps(path: str | os.PathLike) -> list[Path]:
+    """Remove ``.<name>.tmp-<pid>`` siblings of ``path`` left by processes that died (kill -9).
+
+    Only names riskml itself gives its temporaries are touched, and only when
+    their process is gone, so a job running now keeps its own. Returns what was removed.
+    """
+    path = Path(path)
+    removed = []
+    if not path.parent.is_dir():
+        return removed
+    for cand in path.parent.glob(f".{glob_escape(path.name)}.tmp-*"):
+        m = _TMP_PID.search(cand.name)
+        if m and int(m.group(1)) != os.getpid() and not pid_alive(int(m.group(1))):
+            shutil.rmtree(cand) if cand.is_dir() and not cand.is_symlink() else cand.unlink(missing_ok=True)
+            removed.append(cand)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it onto ``path`` on success.
 
     On an exception the temporary file is removed and ``path`` is untouched.
+    Temporaries of this name left by killed processes are removed first.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     try:
         yield tmp
@@ -47,6 +89,57 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def check_output_path(path: str | os.PathLike, *, key: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Fail before any work when ``path`` cannot be an output file: it is a folder,
+    a folder on its way is a file, the nearest existing folder is not writable,
+    or it is (or lies inside) one of ``inputs``. Returns the absolute path."""
+    out = Path(os.path.abspath(path))
+    if out.is_dir():
+        raise ConfigError(key, str(out), "a file path; it is a folder")
+    anc = out.parent
+    while not anc.exists():
+        anc = anc.parent
+    if not anc.is_dir():
+        raise ConfigError(key, str(out), f"a path under folders; {anc} is a file")
+    if not os.access(anc, os.W_OK | os.X_OK):
+        raise ConfigError(key, str(out), f"a path riskml may write; folder {anc} is not writable")
+    for f in inputs:
+        src = Path(os.path.abspath(f))
+        if out == src or (src.is_dir() and src in out.parents):
+            raise ConfigError(key, str(out), f"an output apart from the input {src} (it would overwrite it "
+                              "or be read as input next time)")
+    return out
+
+
+@contextlib.contextmanager
+def job_lock(path: str | os.PathLike, *, what: str) -> Iterator[Path]:
+    """Hold an exclusive lock on ``path``'s job while the block runs (``.<name>.lock`` beside it).
+
+    A second job on the same path fails at once with a one-line
+    :class:`InputError` naming the holder's pid, instead of mixing its work
+    into the first's. The lock is the kernel's (``flock``): it ends with the
+    process, so a killed job never leaves a stale lock.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock = path.with_name(f".{path.name}.lock")
+    with open(lock, "a+") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EAGAIN, errno.EACCES):
+                raise
+            f.seek(0)
+            holder = f.read().strip() or "?"
+            raise InputError(f"{path}: another {what} (pid {holder}) is writing it now; wait for it to end or "
+                             "choose another output") from None
+        f.seek(0)
+        f.truncate()
+        f.write(str(os.getpid()))
+        f.flush()
+        yield lock
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:

@@ -11,9 +11,11 @@ another database) comes from config, and a server decides its own artifacts.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import math
 import os
+import re
 import shutil
 import warnings
 from dataclasses import dataclass
@@ -25,7 +27,7 @@ import pandas as pd
 from mlflow.models import infer_signature
 from mlflow.tracking import MlflowClient
 
-from riskml.edge.files import read_json, write_json
+from riskml.edge.files import clean_stale_temps, read_json, write_json
 from riskml.exceptions import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -223,13 +225,39 @@ def _model_folder(root: Path) -> Path:
     raise ModelError(f"{root}: downloaded model has no model.txt + manifest.json; expected a riskml LightGBM model")
 
 
+_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
+_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def _parse_model_uri(text: str) -> tuple[str, str, str]:
+    """``(kind, name-or-run id, alias/version/path)`` of a registry or run URI, checked so that no part
+    of the text can reach the file system unvalidated (``runs:/../../x`` is refused here)."""
+    expected = ("expected models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<artifact path> "
+                "or an exported model folder")
+    if text.startswith("models:/"):
+        ref = text[len("models:/"):]
+        name, sep, rest = ref.partition("@") if "@" in ref else ref.rpartition("/")
+        if not name or not rest or not _SAFE.match(rest) or (sep == "/" and not rest.isdigit()):
+            raise ModelError(f"model URI {text!r}: {expected}")
+        return "models", name, rest if sep == "@" else f"/{rest}"
+    if text.startswith("runs:/"):
+        run_id, _, path = text[len("runs:/"):].partition("/")
+        parts = [p for p in path.split("/") if p]
+        if not _RUN_ID.match(run_id) or not parts or any(not _SAFE.match(p) or p in (".", "..") for p in parts):
+            raise ModelError(f"model URI {text!r}: the run id must be 32 hexadecimal characters and the "
+                             f"artifact path plain names; {expected}")
+        return "runs", run_id, "/".join(parts)
+    raise ModelError(f"model URI {text!r}: {expected}")
+
+
 def resolve_model(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
     """A local folder with ``model.txt`` + ``manifest.json`` for a model URI.
 
     Accepts a local folder, ``models:/<name>@<alias>``, ``models:/<name>/<version>``
     or ``runs:/<run_id>/model``. Registry URIs are resolved to a version first,
     so a moved alias never serves a stale cache entry; downloads are cached
-    under ``cache_dir`` (default ``<launch dir>/models/.cache``).
+    under ``cache_dir`` (default ``<launch dir>/models/.cache``), at paths made
+    of validated ids only, and nothing outside that cache is ever removed.
     """
     text = str(uri)
     if "://" not in text and ":/" not in text:
@@ -238,35 +266,33 @@ def resolve_model(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None
             raise ModelError(f"model {text!r}: no such folder; expected a models/<name>/ folder or a "
                              "models:/ or runs:/ URI")
         return _model_folder(folder)
-    cache = Path(cache_dir) if cache_dir else launch_dir() / "models" / ".cache"
+    kind, ident, ref = _parse_model_uri(text)
+    cache = (Path(cache_dir) if cache_dir else launch_dir() / "models" / ".cache").resolve()
     client = MlflowClient()
     try:
-        if text.startswith("models:/"):
-            ref = text[len("models:/"):]
-            if "@" in ref:
-                name, alias = ref.split("@", 1)
-                mv = client.get_model_version_by_alias(name, alias)
-            else:
-                name, version = ref.rsplit("/", 1)
-                mv = client.get_model_version(name, version)
-            key, download = f"{mv.name}/v{mv.version}", f"models:/{mv.name}/{mv.version}"
-        elif text.startswith("runs:/"):
-            key, download = "runs/" + text[len("runs:/"):].strip("/"), text
+        if kind == "models":
+            mv = (client.get_model_version(ident, ref[1:]) if ref.startswith("/")
+                  else client.get_model_version_by_alias(ident, ref))
+            name_key = mv.name if _SAFE.match(mv.name) else hashlib.sha256(mv.name.encode()).hexdigest()[:16]
+            key, download = f"registry/{name_key}/v{int(mv.version)}", f"models:/{mv.name}/{mv.version}"
         else:
-            raise ModelError(f"model URI {text!r}: expected models:/<name>@<alias>, models:/<name>/<version>, "
-                             "runs:/<run_id>/model or a local folder")
-        target = cache / key
+            client.get_run(ident)  # an unknown run fails here, before any folder is made
+            key, download = f"runs/{ident}/{ref}", f"runs:/{ident}/{ref}"
+        target = (cache / key).resolve()
+        if cache not in target.parents:  # invariant: ids are validated above
+            raise ModelError(f"model URI {text!r}: resolves outside the model cache {cache}")
         if target.exists():
             try:
                 return _model_folder(target)
             except ModelError:
-                shutil.rmtree(target)
+                shutil.rmtree(target)  # an incomplete cache entry of ours (under the cache, validated path)
         target.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale_temps(target)
         tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         tmp.mkdir()
         mlflow.artifacts.download_artifacts(artifact_uri=download, dst_path=str(tmp))
-        if text.startswith("models:/"):
+        if kind == "models":
             # the manifest was logged before the version existed; the registry knows it now
             man_file = _model_folder(tmp) / "manifest.json"
             write_json({**read_json(man_file), "model_name": mv.name, "model_version": int(mv.version)}, man_file)

@@ -96,11 +96,37 @@ class FittedModel:
         return pd.Series(np.clip(r.importances_mean, 0, None), index=self.feature_names, dtype=float)
 
 
+# (low, high, whole number) of the parameters a config commonly sets; the estimator checks the rest
+_INT, _NUM = True, False
+_RULES: dict[str, tuple[float, float, bool]] = {
+    "num_leaves": (2, 131072, _INT), "num_boost_round": (1, 1e7, _INT), "early_stopping_rounds": (1, 1e7, _INT),
+    "min_data_in_leaf": (1, 1e9, _INT), "max_bin": (2, 1e6, _INT), "bagging_freq": (0, 1e6, _INT),
+    "max_iter": (1, 1e7, _INT), "max_leaf_nodes": (2, 1e6, _INT), "min_samples_leaf": (1, 1e9, _INT),
+    "n_iter_no_change": (1, 1e6, _INT), "max_depth": (-1, 1e3, _INT),
+    "learning_rate": (1e-12, 1e3, _NUM), "feature_fraction": (1e-12, 1, _NUM), "bagging_fraction": (1e-12, 1, _NUM),
+    "lambda_l1": (0, 1e12, _NUM), "lambda_l2": (0, 1e12, _NUM), "l2_regularization": (0, 1e12, _NUM),
+    "validation_fraction": (1e-12, 1 - 1e-12, _NUM), "C": (1e-12, 1e12, _NUM),
+}
+
+
 def check_model_config(model_cfg: Mapping[str, Any]) -> str:
-    """Return ``model.name`` or raise :class:`ConfigError` for an unknown model."""
+    """Return ``model.name``; raise :class:`ConfigError` for an unknown model or a parameter out of range.
+
+    Checked before any data is read, so ``model.num_leaves=1`` or
+    ``model.learning_rate=-1`` fail in one line instead of inside LightGBM.
+    """
     name = model_cfg.get("name")
     if name not in MODELS:
         raise ConfigError("model.name", name, f"one of {list(MODELS)}")
+    for key, value in model_cfg.items():
+        if key not in _RULES or (value is None and key == "early_stopping_rounds"):
+            continue
+        lo, hi, whole = _RULES[key]
+        ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool)
+        ok = ok and lo <= value <= hi and (not whole or float(value) == int(value))
+        if not ok:
+            kind = "a whole number" if whole else "a number"
+            raise ConfigError(f"model.{key}", value, f"{kind} in [{lo:g}, {hi:g}]")
     return name
 
 

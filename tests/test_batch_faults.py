@@ -1,0 +1,210 @@
+"""The batch job under faults and misuse (issue #8): nothing deleted that riskml did not create,
+nothing mixed between jobs, nothing half-written that looks complete, rows in any order."""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_module
+
+from riskml import predict, train
+from riskml.edge import batch_job, files
+from riskml.edge.datasets import load_dataset
+from riskml.edge.files import sha256_file
+from riskml.exceptions import ConfigError, InputError, ModelError
+
+SMALL = ["data.n_borrowers=1500", "model.num_boost_round=40", "model.min_data_in_leaf=50", "eval.oracle=false",
+         "eval.plots=false", "eval.fidelity=false"]
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("faults")
+    store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data"]
+    for target in ("adverse_3m", "recovery_6m"):
+        with initialize_config_module("riskml.conf", version_base="1.3"):
+            train.run(compose("train", overrides=[*store, *SMALL, f"target={target}"]))
+    return tmp
+
+
+def cfg(models: Path, inp, out, *overrides):
+    with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+        return compose("predict", overrides=[f"input={inp}", f"output={out}",
+                                             f"model={models / 'models' / 'riskml_adverse'}", "status_model=null",
+                                             f"recovery_model={models / 'models' / 'riskml_recovery'}", *overrides])
+
+
+@pytest.fixture(scope="module")
+def panel_file(models) -> Path:
+    return models / "data" / "default" / "panel.parquet"
+
+
+def test_a_run_uri_with_dots_is_refused_and_deletes_nothing(models, panel_file, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    victim = tmp_path / "data"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    for uri in ("runs:/../../../data", "runs:/../data/model", f"runs:/{'a' * 32}/../../../data"):
+        with pytest.raises(ModelError, match="run id must be 32 hexadecimal|artifact path plain names"):
+            predict.run(cfg(models, panel_file, tmp_path / "o.parquet", f"model={uri}",
+                            f"tracking_uri=sqlite:///{models}/mlflow.db"))
+    assert (victim / "keep.txt").read_text() == "mine"
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(models, panel_file, tmp_path, monkeypatch):
+    out = tmp_path / "p.parquet"
+    started, release, errors = threading.Event(), threading.Event(), []
+    real = predict.score_histories
+
+    def slow(*args, **kwargs):
+        started.set()
+        release.wait(60)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "score_histories", slow)
+    first = threading.Thread(target=lambda: predict.run(cfg(models, panel_file, out)))
+    first.start()
+    assert started.wait(120)
+    monkeypatch.setattr(predict, "score_histories", real)
+    try:
+        with pytest.raises(InputError, match=r"another riskml.predict job \(pid \d+\) is writing it now"):
+            predict.run(cfg(models, panel_file, out, "what_if=false"))
+    finally:
+        release.set()
+        first.join(120)
+    summary = json.loads(out.with_name("p.summary.json").read_text())
+    assert summary["model"]["uri"].endswith("riskml_adverse") and not errors
+
+
+def test_a_resume_with_another_bucket_size_starts_clean_and_never_duplicates(models, panel_file, tmp_path,
+                                                                              monkeypatch):
+    clean = predict.run(cfg(models, panel_file, tmp_path / "clean.parquet", "bucket_rows=5000"))
+    out = tmp_path / "p.parquet"
+    real, calls = predict.score_histories, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "score_histories", dies)
+    with pytest.raises(KeyboardInterrupt):
+        predict.run(cfg(models, panel_file, out, "bucket_rows=8000"))
+    monkeypatch.setattr(predict, "score_histories", real)
+    again = predict.run(cfg(models, panel_file, out, "bucket_rows=5000"))  # the natural reaction to an OOM kill
+    assert again.summary["resumed_buckets"] == 0  # another plan: nothing reused
+    df = pd.read_parquet(out)
+    assert df["borrower_id"].is_unique and len(df) == clean.summary["scored_borrowers"]
+    assert sha256_file(out) == sha256_file(clean.output)
+
+
+def test_a_resume_with_another_model_starts_clean(models, panel_file, tmp_path, monkeypatch):
+    """A moved alias between kill and resume changes the model's checksum: its parts are not reused."""
+    out = tmp_path / "p.parquet"
+    real, calls = predict.score_histories, []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "score_histories", dies)
+    with pytest.raises(KeyboardInterrupt):
+        predict.run(cfg(models, panel_file, out, "bucket_rows=5000"))
+    monkeypatch.setattr(predict, "score_histories", real)
+    again = predict.run(cfg(models, panel_file, out, "bucket_rows=5000", "recovery_model=null"))
+    assert again.summary["resumed_buckets"] == 0
+
+
+def test_output_equal_to_or_inside_the_input_is_refused_before_anything_is_written(models, panel_file, tmp_path):
+    inp = tmp_path / "in.parquet"
+    pd.read_parquet(panel_file).head(500).to_parquet(inp)
+    before = sha256_file(inp)
+    with pytest.raises(ConfigError, match="config key 'output'.*apart from the input"):
+        predict.run(cfg(models, inp, inp))
+    folder = tmp_path / "parts"
+    folder.mkdir()
+    pd.read_parquet(panel_file).head(500).to_parquet(folder / "a.parquet")
+    with pytest.raises(ConfigError, match="inside the input folder|apart from the input"):
+        predict.run(cfg(models, folder, folder / "scores.parquet"))
+    assert sha256_file(inp) == before and sorted(p.name for p in folder.iterdir()) == ["a.parquet"]
+
+
+@pytest.mark.parametrize("case, match", [
+    ("is_dir", "it is a folder"),
+    ("under_file", "is a file"),
+    ("read_only", "not writable"),
+    ("bad_ext", "ending in .parquet or .csv"),
+    ("format_mismatch", "config key 'format'"),
+])
+def test_bad_outputs_stop_before_any_work_with_one_line(models, panel_file, tmp_path, case, match, monkeypatch):
+    called = []
+    monkeypatch.setattr(predict, "score_histories", lambda *a, **k: called.append(1))
+    extra = []
+    if case == "is_dir":
+        out = tmp_path / "dir.parquet"
+        out.mkdir()
+    elif case == "under_file":
+        (tmp_path / "afile").write_text("x")
+        out = tmp_path / "afile" / "o.parquet"
+    elif case == "read_only":
+        ro = tmp_path / "ro"
+        ro.mkdir()
+        ro.chmod(0o555)
+        out = ro / "sub" / "o.parquet"
+        # root ignores permission bits (CI runs as root): make the check see the folder as others would
+        real_access = os.access
+        monkeypatch.setattr(files.os, "access", lambda p, m: False if Path(p) == ro else real_access(p, m))
+    elif case == "bad_ext":
+        out = tmp_path / "o.txt"
+    else:
+        out, extra = tmp_path / "o.csv", ["format=parquet"]
+    with pytest.raises(ConfigError, match=match):
+        predict.run(cfg(models, panel_file, out, *extra))
+    assert not called and not (tmp_path / "o.csv").exists()
+
+
+def test_a_stale_summary_never_stands_beside_new_predictions(models, panel_file, tmp_path, monkeypatch):
+    out = tmp_path / "p.parquet"
+    predict.run(cfg(models, panel_file, out))
+    summary = out.with_name("p.summary.json")
+    assert summary.exists()
+    monkeypatch.setattr(batch_job, "write_json", lambda *a, **k: (_ for _ in ()).throw(KeyboardInterrupt()))
+    with pytest.raises(KeyboardInterrupt):  # killed after the output's rename, before its summary
+        predict.run(cfg(models, panel_file, out, "what_if=false"))
+    assert out.exists() and not summary.exists()  # no summary claims the new output complete
+
+
+def test_rows_in_any_order_score_the_same_as_sorted_rows(models, panel_file, tmp_path):
+    panel = pd.read_parquet(panel_file)
+    shuffled = tmp_path / "shuffled.parquet"
+    panel.sample(frac=1.0, random_state=7).to_parquet(shuffled)  # months out of order within borrowers too
+    a = predict.run(cfg(models, panel_file, tmp_path / "a.parquet"))
+    b = predict.run(cfg(models, shuffled, tmp_path / "b.parquet"))
+    assert b.summary["rejected_borrowers"] == 0 and b.summary["scored_borrowers"] == a.summary["scored_borrowers"]
+    assert sha256_file(a.output) == sha256_file(b.output)
+
+
+def test_temporaries_of_killed_processes_are_cleaned_and_live_ones_kept(tmp_path):
+    target = tmp_path / "out.parquet"
+    dead = tmp_path / ".out.parquet.tmp-999999999"
+    dead.write_text("half")
+    dead_dir = tmp_path / ".out.parquet.tmp-999999998"
+    dead_dir.mkdir()
+    live = tmp_path / f".out.parquet.tmp-{os.getppid()}"
+    live.write_text("a running job's")
+    other = tmp_path / ".other.tmp-999999999"
+    other.write_text("not this file's")
+    with files.atomic_path(target) as tmp:
+        tmp.write_text("done")
+    assert target.read_text() == "done"
+    assert not dead.exists() and not dead_dir.exists() and live.exists() and other.exists()
