@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import threading
 from pathlib import Path
 
@@ -27,17 +28,15 @@ SMALL = ["data.n_borrowers=1500", "model.num_boost_round=40", "model.min_data_in
 def models(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("faults")
     store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data"]
-    for target in ("adverse_3m", "recovery_6m"):
-        with initialize_config_module("riskml.conf", version_base="1.3"):
-            train.run(compose("train", overrides=[*store, *SMALL, f"target={target}"]))
+    with initialize_config_module("riskml.conf", version_base="1.3"):
+        train.run(compose("train", overrides=[*store, *SMALL]))
     return tmp
 
 
 def cfg(models: Path, inp, out, *overrides):
     with initialize_config_module("riskml.conf.predict", version_base="1.3"):
         return compose("predict", overrides=[f"input={inp}", f"output={out}",
-                                             f"model={models / 'models' / 'riskml_adverse'}", "status_model=null",
-                                             f"recovery_model={models / 'models' / 'riskml_recovery'}", *overrides])
+                                             f"model={models / 'models' / 'riskml'}", *overrides])
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +79,7 @@ def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(models,
         release.set()
         first.join(120)
     summary = json.loads(out.with_name("p.summary.json").read_text())
-    assert summary["model"]["uri"].endswith("riskml_adverse") and not errors
+    assert summary["model"]["uri"].endswith("riskml") and summary["top_k"] == 3 and not errors
 
 
 def test_a_resume_with_another_bucket_size_starts_clean_and_never_duplicates(models, panel_file, tmp_path,
@@ -108,6 +107,12 @@ def test_a_resume_with_another_bucket_size_starts_clean_and_never_duplicates(mod
 
 def test_a_resume_with_another_model_starts_clean(models, panel_file, tmp_path, monkeypatch):
     """A moved alias between kill and resume changes the model's checksum: its parts are not reused."""
+    other = tmp_path / "other_model"
+    shutil.copytree(models / "models" / "riskml", other)
+    (other / "registered.json").write_text('{"model_name": "riskml", "model_version": 2}')  # not a scored file
+    manifest = json.loads((other / "system.json").read_text())
+    (other / "system.json").write_text(json.dumps({**manifest, "note": "retrained"}))
+    _rewrite_checksums(other)
     out = tmp_path / "p.parquet"
     real, calls = predict.score_histories, []
 
@@ -121,8 +126,15 @@ def test_a_resume_with_another_model_starts_clean(models, panel_file, tmp_path, 
     with pytest.raises(KeyboardInterrupt):
         predict.run(cfg(models, panel_file, out, "bucket_rows=5000"))
     monkeypatch.setattr(predict, "score_histories", real)
-    again = predict.run(cfg(models, panel_file, out, "bucket_rows=5000", "recovery_model=null"))
+    again = predict.run(cfg(models, panel_file, out, "bucket_rows=5000", f"model={other}"))
     assert again.summary["resumed_buckets"] == 0
+
+
+def _rewrite_checksums(folder: Path) -> None:
+    sums = {str(p.relative_to(folder)): sha256_file(p) for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name not in ("checksums.json", "registered.json") and p.parent == folder}
+    old = json.loads((folder / "checksums.json").read_text())
+    (folder / "checksums.json").write_text(json.dumps({**old, **sums}))
 
 
 def test_output_equal_to_or_inside_the_input_is_refused_before_anything_is_written(models, panel_file, tmp_path):

@@ -97,12 +97,11 @@ def test_cli_fails_fast_with_a_clear_message(tmp_path, args, words):
     assert not (tmp_path / "default").exists()
 
 
-def test_the_yaml_overrides_the_simulators_defaults_without_restating_them(compose):
-    """conf/generate.yaml takes the engine's rates from riskml.simulate.EngineParams (one source): the
-    composed default config is exactly the simulator's default config."""
+
+def test_engine_rates_take_overrides_and_refuse_misspelt_keys(compose):
+    """conf/generate.yaml takes the engine's rates from riskml.simulate.EngineParams (one source)."""
     from riskml.simulate import SimConfig
 
-    cfg = compose("generate")
-    sim = SimConfig.from_cfg(cfg)
-    assert sim == SimConfig()
     assert SimConfig.from_cfg(compose("generate", overrides=["engine.policy_rate=0.01"])).engine.policy_rate == 0.01
+    with pytest.raises(Exception, match="policy_rat"):
+        compose("generate", overrides=["engine.policy_rat=0.01"])

@@ -19,29 +19,32 @@ from riskml.explain import scoring
 from riskml.features import build_features
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError
 from riskml.edge.datasets import load_dataset
-from riskml.edge.files import load_model_dir, sha256_file
+from riskml.edge.files import sha256_file
+from riskml.edge.model_store import load_model_dir, write_system_dir
 
 TRAIN_SMALL = ["data.n_borrowers=2000", "model.num_boost_round=80", "model.min_data_in_leaf=50", "eval.oracle=false", "eval.plots=false"]
 
 
 @pytest.fixture(scope="session")
 def trained(tmp_path_factory) -> Path:
-    """A small simulated portfolio and the three exported models predict uses."""
+    """A small simulated portfolio and the scoring system predict uses (exported to models/riskml)."""
     tmp = tmp_path_factory.mktemp("trained")
     store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data"]
-    for target in ("adverse_3m", "status_3m", "recovery_6m"):
-        with initialize_config_module("riskml.conf", version_base="1.3"):
-            cfg = compose("train", overrides=[*store, *TRAIN_SMALL, f"target={target}"])
-        train.run(cfg)
+    with initialize_config_module("riskml.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[*store, *TRAIN_SMALL])
+    train.run(cfg)
     return tmp
 
 
+def role_dir(trained: Path, role: str) -> Path:
+    """One role's model folder inside the exported system."""
+    return trained / "models" / "riskml" / role
+
+
 def cfg_for(trained: Path, inp: Path | str, out: Path, *overrides: str):
-    models = trained / "models"
     with initialize_config_module("riskml.conf.predict", version_base="1.3"):
-        return compose("predict", overrides=[
-            f"input={inp}", f"output={out}", f"model={models / 'riskml_adverse'}",
-            f"status_model={models / 'riskml'}", f"recovery_model={models / 'riskml_recovery'}", *overrides])
+        return compose("predict", overrides=[f"input={inp}", f"output={out}",
+                                             f"model={trained / 'models' / 'riskml'}", *overrides])
 
 
 @pytest.fixture(scope="session")
@@ -84,7 +87,8 @@ def test_one_explained_row_per_borrower(scored, panel):
         down.groupby("status")["p_recovery_6m"].mean()["suspended"]
     s = result.summary
     assert s["input_borrowers"] == s["scored_borrowers"] + s["rejected_borrowers"] == panel["borrower_id"].nunique()
-    assert s["model"]["name"] == "riskml_adverse" and s["status_model"]["name"] == "riskml"
+    assert s["model"]["name"] == "riskml" and s["model"]["version"] == "1"
+    assert (df["model_name"] == "riskml").all() and (df["model_version"] == "1").all()
 
 
 def test_reasons_are_documented_ordered_advised_and_what_if_lowers_risk(scored):
@@ -117,9 +121,7 @@ def test_reasons_match_the_explainers_contributions_on_both_sides(trained, panel
     """Normal accounts: the factors that raise P(adverse) most, with their (positive) contributions.
     Suspended and closed accounts: the factors that lower P(recovery) most, with their (negative)
     contributions to the recovery log-odds."""
-    models = {k: scoring.ScoringModel(*load_model_dir(trained / "models" / k)) for k in ("riskml_adverse",
-                                                                                           "riskml_recovery")}
-    model, recovery = models["riskml_adverse"], models["riskml_recovery"]
+    model, recovery = (scoring.ScoringModel(*load_model_dir(role_dir(trained, r))) for r in ("adverse", "recovery"))
     last = panel[panel["month"] == panel["month"].max()]
     down_ids = last.loc[last["status"] != "normal", "borrower_id"].head(30)
     few = panel[(panel["borrower_id"] < 40) | panel["borrower_id"].isin(down_ids)]
@@ -230,12 +232,14 @@ def test_bad_input_stops_before_writing_anything(trained, panel, tmp_path, probl
 
 def test_a_model_that_does_not_fit_the_input_is_refused(trained, panel, tmp_path):
     folder = tmp_path / "model"
-    booster, manifest = load_model_dir(trained / "models" / "riskml_adverse")
-    from riskml.edge.files import export_model_dir
+    parts = {r: load_model_dir(role_dir(trained, r)) for r in ("adverse", "status", "recovery")}
+    booster, manifest = parts["adverse"]
     manifest["features"] = [f if f != "days_past_due" else "salary_band" for f in manifest["features"]]
     manifest["feature_factors"]["salary_band"] = "other"
     text = booster.model_to_string().replace("days_past_due ", "salary_band ", 1)
-    export_model_dir(text.replace("feature_names=days_past_due", "feature_names=salary_band"), manifest, folder)
+    models = {r: (b.model_to_string(), m) for r, (b, m) in parts.items()}
+    models["adverse"] = (text.replace("feature_names=days_past_due", "feature_names=salary_band"), manifest)
+    write_system_dir(models, {"name": "tampered"}, folder)
     panel.head(48).to_parquet(tmp_path / "in.parquet")
     with pytest.raises(ModelError, match=r"salary_band"):
         predict.run(cfg_for(trained, tmp_path / "in.parquet", tmp_path / "o.parquet", f"model={folder}"))
@@ -287,7 +291,7 @@ def test_cli_exits_non_zero_with_a_clear_message(trained, tmp_path):
     inp.write_text("borrower_id,month\n1,0\n")
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
     p = subprocess.run([sys.executable, "-m", "riskml.predict", f"input={inp}", f"output={tmp_path}/o.parquet",
-                        f"model={trained / 'models' / 'riskml_adverse'}", "status_model=null", "recovery_model=null"],
+                        f"model={trained / 'models' / 'riskml'}"],
                        capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
     assert p.returncode != 0
     assert "missing required panel column(s)" in p.stderr and "Traceback" not in p.stderr
@@ -302,7 +306,7 @@ def test_top_reason_finds_the_true_cause_on_a_fresh_simulation(trained):
     from riskml.features import build_snapshots
     from riskml.simulate import SimConfig, simulate
 
-    booster, manifest = load_model_dir(trained / "models" / "riskml_adverse")
+    booster, manifest = load_model_dir(role_dir(trained, "adverse"))
     model = scoring.ScoringModel(booster, manifest)
     sim = SimConfig.from_manifest(json.loads((trained / "data" / "default" / "manifest.json").read_text()))
     fresh = simulate(dataclasses.replace(sim, seed=sim.seed + 101, n_borrowers=4000)).panel
@@ -324,7 +328,7 @@ def test_top_reason_finds_the_true_cause_on_a_fresh_simulation(trained):
 
 
 def test_down_accounts_without_a_recovery_model_keep_the_contract(trained, panel):
-    booster, manifest = load_model_dir(trained / "models" / "riskml_adverse")
+    booster, manifest = load_model_dir(role_dir(trained, "adverse"))
     last = panel[panel["month"] == panel["month"].max()]
     down = last.loc[last["status"] != "normal", "borrower_id"].head(5)
     out = scoring.score_histories(panel[panel["borrower_id"].isin(down)], scoring.ScoringModel(booster, manifest))

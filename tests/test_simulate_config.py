@@ -36,6 +36,7 @@ def test_yaml_defaults_equal_the_dataclass_defaults(cfg):
     ("workers", 0, r"'workers': got 0"),
     ("n_months", 8, r"'n_months': got 8; expected more than horizon \(3\) \+ min_history \(6\)"),
     ("horizon", 0, r"'horizon': got 0"),
+    ("n_months", 1000, r"'n_months': got 1000; expected an integer in \[1, 240\]"),
     ("type_mix", {"steady": 1.0, "lucky": 0.5}, r"'type_mix'.*unknown \['lucky'\]"),
 ])
 def test_bad_top_level_values(cfg, key, value, match):

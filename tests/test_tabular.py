@@ -11,6 +11,7 @@ from hydra import compose, initialize_config_module
 
 from riskml import train
 from riskml.edge import files as io
+from riskml.edge import model_store
 from riskml.exceptions import ConfigError
 from riskml.edge.sources import load_tabular
 from riskml.training.tabular import from_frame
@@ -92,7 +93,7 @@ def test_kfold_end_to_end_reports_mean_and_spread(tmp_path, monkeypatch):
     assert result.metrics["roc_auc_adverse"] == pytest.approx(np.mean(aucs))
     assert result.metrics["roc_auc_adverse_std"] == pytest.approx(np.std(aucs, ddof=1))
     assert result.metrics["roc_auc_adverse"] > 0.6  # the made-up target depends on the features
-    booster, manifest = io.load_model_dir(result.model_dir)
+    booster, manifest = model_store.load_model_dir(result.model_dir)
     assert manifest["categories"]["region"] == ["east", "north", "south", "west"]
     assert manifest["classes"] == ["good", "default"] and manifest["target"] == "outcome"
     # the exported model reproduces the run's probabilities from raw strings (categorical codes by level)
@@ -114,3 +115,44 @@ def test_time_column_gives_an_out_of_time_split(tmp_path, monkeypatch):
     test_share = result.metrics["n_test"] / len(months)
     assert 0.15 < test_share < 0.4
     assert "application_month" not in result.dataset.X  # a time column is not a feature
+
+
+# --- misuse that used to pass silently (issue #8) ----------------------------------------------------
+
+def _table(**cols) -> pd.DataFrame:
+    n = 60
+    rng = np.random.default_rng(0)
+    base = {"id": np.arange(n), "y": np.where(rng.random(n) < 0.3, "default", "good"),
+            "dpd": rng.integers(0, 90, n).astype(float)}
+    return pd.DataFrame({**base, **cols})
+
+
+def test_text_labels_need_the_normal_class_named():
+    df = _table()
+    with pytest.raises(ConfigError, match=r"data.negative_class.*text labels"):
+        from_frame(df, {"id_column": "id", "target_column": "y"}, source="t.csv", digest="")
+    ds = from_frame(df, {"id_column": "id", "target_column": "y", "negative_class": "good"}, source="t", digest="")
+    assert ds.classes == ["good", "default"] and (ds.y == (df["y"] == "default").to_numpy()).all()
+    numeric = df.assign(y=(df["y"] == "default").astype(int))
+    assert from_frame(numeric, {"id_column": "id", "target_column": "y"}, source="t", digest="").classes == ["0", "1"]
+
+
+def test_one_unknown_cell_keeps_a_numeric_column_numeric_and_says_so():
+    df = _table().astype({"dpd": object})
+    df.loc[7, "dpd"] = "unknown"
+    cfg = {"id_column": "id", "target_column": "y", "negative_class": "good", "directions": {"dpd": 1}}
+    ds = from_frame(df, cfg, source="t.csv", digest="")
+    assert ds.X["dpd"].dtype == np.float32 and np.isnan(ds.X["dpd"].iloc[7]) and ds.feature_directions["dpd"] == 1
+    assert any("'dpd': 1 non-numeric cell(s)" in w and "'unknown'" in w for w in ds.meta["warnings"])
+
+
+def test_unknown_factor_ids_unparseable_times_tiny_tables_and_empty_features():
+    df = _table(empty=np.nan, month=["2024-01"] * 59 + ["not a date"])
+    cfg = {"id_column": "id", "target_column": "y", "negative_class": "good"}
+    with pytest.raises(ConfigError, match=r"data.factors.overdo.*factor id"):
+        from_frame(df, {**cfg, "factors": {"overdo": ["dpd"]}}, source="t", digest="")
+    with pytest.raises(ConfigError, match=r"data.time_column.*row 59 has 'not a date'"):
+        from_frame(df, {**cfg, "time_column": "month"}, source="t", digest="")
+    ds = from_frame(df.drop(columns="month"), cfg, source="t", digest="")
+    assert any("only 60 labelled rows" in w for w in ds.meta["warnings"])
+    assert any("'empty' has no value" in w for w in ds.meta["warnings"])

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 
 from riskml.edge import files as io
-from riskml.edge import tracking
+from riskml.edge import model_store, registry, tracking
 from riskml.exceptions import ConfigError, ModelError
 
 FEATURES = ["dpd", "score"]
@@ -33,7 +33,13 @@ def tiny_model_dir(path: Path, seed: int = 0) -> Path:
                         lgb.Dataset(X, y), num_boost_round=5)
     manifest = {"features": FEATURES, "classes": ["normal", "adverse"], "feature_factors": {"dpd": "overdue",
                 "score": "score_decline"}, "categories": {}}
-    return io.export_model_dir(booster.model_to_string(), manifest, path)
+    return model_store.export_model_dir(booster.model_to_string(), manifest, path)
+
+
+def register_and_promote(run_id: str, name: str, metric: str, greater: bool = True) -> registry.Registration:
+    reg = registry.register(run_id, name, metric, greater)
+    registry.promote(reg)
+    return reg
 
 
 def log_run(exp_id: str, folder: Path, auc: float) -> str:
@@ -41,7 +47,8 @@ def log_run(exp_id: str, folder: Path, auc: float) -> str:
     with tracking.start_run(exp_id) as run_id:
         tracking.log_metrics({"roc_auc_adverse": auc, "not_finite": float("nan")})
         tracking.log_model(folder, input_example=X, output_example=pd.DataFrame({"p_normal": [0.5, 0.5],
-                                                                                 "p_adverse": [0.5, 0.5]}))
+                                                                                 "p_adverse": [0.5, 0.5]}),
+                           checksums=model_store.checksums_sha256(folder))
     return run_id
 
 
@@ -56,14 +63,31 @@ def test_flatten_and_default_uri(tmp_path, monkeypatch):
 
 def test_export_checksum_and_load(tmp_path):
     folder = tiny_model_dir(tmp_path / "m")
-    booster, manifest = io.load_model_dir(folder)
+    booster, manifest = model_store.load_model_dir(folder)
     assert booster.feature_name() == FEATURES
     assert manifest["model_sha256"] == io.sha256_file(folder / "model.txt")
     (folder / "model.txt").write_text((folder / "model.txt").read_text().replace("num_leaves=4", "num_leaves=5"))
     with pytest.raises(ModelError, match="sha256"):
-        io.load_model_dir(folder)
+        model_store.load_model_dir(folder)
     with pytest.raises(ModelError, match="lacks model.txt"):
-        io.load_model_dir(tmp_path)
+        model_store.load_model_dir(tmp_path)
+
+
+def test_an_edited_manifest_or_a_truncated_model_is_refused_before_lightgbm_reads_it(tmp_path):
+    folder = tiny_model_dir(tmp_path / "m")
+    manifest = folder / "manifest.json"
+    manifest.write_text(manifest.read_text().replace('"overdue"', '"maintenance"'))  # a factor map edited
+    with pytest.raises(ModelError, match="manifest.json: sha256 does not match checksums.json"):
+        model_store.load_model_dir(folder)
+    folder = tiny_model_dir(tmp_path / "t")
+    text = (folder / "model.txt").read_text()
+    cut = text[: text.index("Tree=3")]  # a truncated model whose checksums were recomputed to match
+    (folder / "model.txt").write_text(cut)
+    for_manifest = io.read_json(folder / "manifest.json")
+    io.write_json({**for_manifest, "model_sha256": io.sha256_file(folder / "model.txt")}, folder / "manifest.json")
+    io.write_json({f: io.sha256_file(folder / f) for f in ("model.txt", "manifest.json")}, folder / "checksums.json")
+    with pytest.raises(ModelError, match="incomplete"):
+        model_store.load_model_dir(folder)
 
 
 def test_sqlite_store_champion_alias_and_model_uris(tmp_path, monkeypatch):
@@ -76,7 +100,7 @@ def test_sqlite_store_champion_alias_and_model_uris(tmp_path, monkeypatch):
     decisions = []
     for auc in (0.70, 0.65, 0.75):
         run_id = log_run(exp_id, folder, auc)
-        decisions.append(tracking.register_if_better(run_id, "riskml_unit", "roc_auc_adverse", True))
+        decisions.append(register_and_promote(run_id, "riskml_unit", "roc_auc_adverse", True))
     assert [d.version for d in decisions] == [1, 2, 3]
     assert [d.promoted for d in decisions] == [True, False, True]
     assert "does not beat" in decisions[1].reason and decisions[1].champion_value == pytest.approx(0.70)
@@ -86,19 +110,19 @@ def test_sqlite_store_champion_alias_and_model_uris(tmp_path, monkeypatch):
     assert "not_finite" not in client.get_run(run_id).data.metrics
 
     # a lower-is-better metric flips the comparison
-    d = tracking.register_if_better(run_id, "riskml_loss", "roc_auc_adverse", False)
+    d = register_and_promote(run_id, "riskml_loss", "roc_auc_adverse", False)
     assert d.promoted  # no holder yet
 
     cache = tmp_path / "cache"
     for uri in ("models:/riskml_unit@champion", "models:/riskml_unit/2", f"runs:/{run_id}/model", str(folder)):
-        local = tracking.resolve_model(uri, cache_dir=cache)
-        booster, manifest = io.load_model_dir(local)
+        local = registry.resolve_model(uri, cache_dir=cache)
+        booster, manifest = model_store.load_model_dir(local)
         assert manifest["features"] == FEATURES
-    assert (cache / "registry" / "riskml_unit" / "v3").is_dir()  # the alias was resolved to its version first
-    manifest = io.load_model_dir(tracking.resolve_model("models:/riskml_unit@champion", cache_dir=cache))[1]
-    assert (manifest["model_name"], manifest["model_version"]) == ("riskml_unit", 3)
+    assert len(list(cache.glob("registry/*/riskml_unit/v3"))) == 1  # the alias was resolved to its version first
+    local = registry.resolve_model("models:/riskml_unit@champion", cache_dir=cache)
+    assert model_store.registered_version(local) == {"model_name": "riskml_unit", "model_version": 3}
     with pytest.raises(ModelError, match="riskml_unit@nobody"):
-        tracking.resolve_model("models:/riskml_unit@nobody", cache_dir=cache)
+        registry.resolve_model("models:/riskml_unit@nobody", cache_dir=cache)
 
     # the MLflow model returns class probabilities (no pickle: model from code)
     pyfunc = mlflow.pyfunc.load_model("models:/riskml_unit@champion")
@@ -139,13 +163,13 @@ def test_logs_a_run_to_a_real_mlflow_server(tmp_path):
         uri = f"http://127.0.0.1:{port}"
         exp_id = tracking.setup(uri, "server_test")
         run_id = log_run(exp_id, tiny_model_dir(tmp_path / "export"), 0.71)
-        reg = tracking.register_if_better(run_id, "riskml_server", "roc_auc_adverse")
+        reg = register_and_promote(run_id, "riskml_server", "roc_auc_adverse")
         assert reg.promoted and reg.version == 1
         runs = tracking.search_runs("server_test", uri)
         assert runs["run_id"].tolist() == [run_id]
         assert runs["metrics.roc_auc_adverse"].iloc[0] == pytest.approx(0.71)
-        local = tracking.resolve_model("models:/riskml_server@champion", cache_dir=tmp_path / "cache")
-        assert io.load_model_dir(local)[1]["features"] == FEATURES
+        local = registry.resolve_model("models:/riskml_server@champion", cache_dir=tmp_path / "cache")
+        assert model_store.load_model_dir(local)[1]["features"] == FEATURES
         assert not (tmp_path / "mlflow.db").exists()  # everything went to the server's store
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
@@ -153,3 +177,16 @@ def test_logs_a_run_to_a_real_mlflow_server(tmp_path):
             proc.wait(timeout=20)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def test_two_stores_with_the_same_model_version_never_share_a_cache_entry(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    cache, shas = tmp_path / "cache", []
+    for i in (1, 2):
+        exp_id = tracking.setup(f"sqlite:///{tmp_path}/store{i}/mlflow.db", "unit")
+        run_id = log_run(exp_id, tiny_model_dir(tmp_path / f"export{i}", seed=i), 0.7)
+        register_and_promote(run_id, "riskml_unit", "roc_auc_adverse")  # v1 in each store
+        local = registry.resolve_model("models:/riskml_unit@champion", cache_dir=cache)
+        shas.append(io.sha256_file(local / "model.txt"))
+        assert shas[-1] == io.sha256_file(tmp_path / f"export{i}" / "model.txt")
+    assert shas[0] != shas[1]

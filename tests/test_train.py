@@ -19,6 +19,7 @@ from sklearn.metrics import roc_auc_score
 
 from riskml import explain, train
 from riskml.edge import files as io
+from riskml.edge import model_store
 from riskml.training.datasets import kfold_splits, out_of_time_split, time_cut
 from riskml.exceptions import ConfigError, LeakageError
 
@@ -80,6 +81,11 @@ def test_kfold_is_stratified_and_entity_disjoint():
     ([*TABULAR, "+data.factors={overdue: [dpd]}"], "data.factors.overdue", "dpd"),
     ([*TABULAR, "data.kind=spreadsheet"], "data.kind", "spreadsheet"),
     (["target.name=churn"], "target", "churn"),
+    (["seed=abc"], "seed", "abc"),
+    (["model.num_leaves=1"], "model.num_leaves", "1"),
+    (["model.learning_rate=-1"], "model.learning_rate", "-1"),
+    (["model.num_boost_round=0"], "model.num_boost_round", "0"),
+    (["model=logistic"], "model.name", "target=system"),
 ])
 def test_bad_config_fails_before_training(tmp_path, overrides, key, match):
     with pytest.raises(ConfigError, match=match) as e:
@@ -120,7 +126,7 @@ def test_leakage_guard_names_the_feature_and_fails_unless_allowed(tmp_path, monk
 @pytest.mark.slow
 def test_synthetic_lightgbm_run_end_to_end(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    result = train.run(cfg_for(tmp_path, *SMALL))
+    result = train.run(cfg_for(tmp_path, *SMALL, "target=status_3m"))
     m, ds, test = result.metrics, result.dataset, result.test_index
 
     # metrics equal their hand-computed values on the scored test rows
@@ -164,9 +170,10 @@ def test_synthetic_lightgbm_run_end_to_end(tmp_path, monkeypatch):
     assert arts == {"plots/roc.png", "plots/calibration.png", "plots/importance_by_factor.png"}
 
     # registered as the target's model, champion, exported with a manifest that scoring can use
-    assert result.registration.name == "riskml" and result.registration.promoted
-    booster, manifest = io.load_model_dir(tmp_path / "models" / "riskml")
-    assert manifest["model_version"] == 1 and manifest["target"] == "status_3m" and manifest["horizon"] == 3
+    assert result.registration.name == "riskml_status" and result.registration.promoted
+    booster, manifest = model_store.load_model_dir(tmp_path / "models" / "riskml_status")
+    assert model_store.registered_version(tmp_path / "models" / "riskml_status")["model_version"] == 1
+    assert manifest["target"] == "status_3m" and manifest["horizon"] == 3
     assert manifest["data_digest"] == ds.digest and manifest["windows"] == [3, 6, 12]
     assert set(manifest["feature_factors"].values()) <= {*__import__("riskml.factors").factors.CATALOGUE}
     pyfunc = mlflow.pyfunc.load_model(result.model_uri)
@@ -178,14 +185,15 @@ def test_synthetic_lightgbm_run_end_to_end(tmp_path, monkeypatch):
     manifest_file = tmp_path / "data" / "default" / "manifest.json"
     stamp = manifest_file.stat().st_mtime_ns
     with pytest.raises(ConfigError, match="data.n_borrowers"):
-        train.run(cfg_for(tmp_path, *SMALL, "data.n_borrowers=2500", "data.on_mismatch=fail"))
+        train.run(cfg_for(tmp_path, *SMALL, "target=status_3m", "data.n_borrowers=2500", "data.on_mismatch=fail"))
     assert manifest_file.stat().st_mtime_ns == stamp
     assert json.loads(manifest_file.read_text())["sim_config"]["n_borrowers"] == 2000
 
     # a second, worse run does not take the alias (and does not overwrite the export)
-    worse = train.run(cfg_for(tmp_path, *SMALL, "model.num_boost_round=1", "model.learning_rate=0.01"))
+    worse = train.run(cfg_for(tmp_path, *SMALL, "target=status_3m", "model.num_boost_round=1",
+                              "model.learning_rate=0.01"))
     assert worse.registration.version == 2 and not worse.registration.promoted
-    assert io.load_model_dir(tmp_path / "models" / "riskml")[1]["model_version"] == 1
+    assert model_store.registered_version(tmp_path / "models" / "riskml_status")["model_version"] == 1
 
 
 @pytest.mark.slow
@@ -216,3 +224,13 @@ def test_a_data_set_from_another_simulator_version_is_regenerated(tmp_path):
     ds = load_synthetic(data_cfg, target="adverse_3m", horizon=3, base=tmp_path)
     assert "retired_param" not in json.loads(manifest_file.read_text())["sim_config"]["engine"]
     assert ds.meta["n_borrowers"] > 0
+
+
+def test_two_trains_creating_one_new_store_at_once_both_succeed(tmp_path):
+    code = ("import sys; from riskml.edge import tracking; "
+            "print(tracking.setup('sqlite:///' + sys.argv[1] + '/mlflow.db', 'riskml'))")
+    procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(3)]
+    outs = [p.communicate(timeout=120) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0], [e[-2000:] for _, e in outs]
+    assert len({o.strip() for o, _ in outs}) == 1  # one experiment, the same id for all

@@ -19,12 +19,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from riskml.edge.batch_job import BatchResult, check_outputs, input_plan, output_format, run_job
-from riskml.edge.files import load_model_dir, read_table
-from riskml.exceptions import ConfigError, exit_on_error
+from riskml.edge.files import read_json, read_table
+from riskml.edge.model_store import is_system_dir, open_system, registered_version
+from riskml.edge.tracking_uri import check_uri
+from riskml.exceptions import ConfigError, ModelError, exit_on_error
 from riskml.explain import MAX_REASONS, check_top_k
-from riskml.explain.scoring import ScoringModel, check_features, score_histories
-from riskml.features import feature_specs
-from riskml.schema import STATUSES, prediction_schema
+from riskml.explain.scoring import ScoringSystem, score_histories
+from riskml.schema import prediction_schema
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ def _validate(cfg: DictConfig) -> str:
         raise ConfigError("output", cfg.get("output"), "an output file path (output=PATH)")
     fmt = output_format(cfg.output, cfg.get("format"))
     check_top_k(cfg.top_k)
+    check_uri(cfg.get("tracking_uri"), key="tracking_uri")
     if not (isinstance(cfg.bucket_rows, int) and cfg.bucket_rows >= 1000):
         raise ConfigError("bucket_rows", cfg.bucket_rows, "an integer >= 1000")
     if cfg.as_of is not None and not (isinstance(cfg.as_of, int) and cfg.as_of >= 0):
@@ -46,18 +48,23 @@ def _validate(cfg: DictConfig) -> str:
     return fmt
 
 
-def load_model(uri: str, *, tracking_uri: str | None = None) -> ScoringModel:
-    """A model from a registry URI, a run URI or an exported folder."""
-    if Path(str(uri)).is_dir() and (Path(str(uri)) / "manifest.json").is_file():
-        folder = Path(str(uri))  # an exported model: no MLflow needed (nor its 2 s import)
+def open_model(uri: str, *, tracking_uri: str | None = None) -> ScoringSystem:
+    """The scoring system behind a registry URI, a run URI or an exported folder, verified."""
+    path = Path(str(uri))
+    if path.is_dir():
+        folder = path  # an exported model: no MLflow needed (nor its 2 s import)
     else:
-        from riskml.edge import tracking  # lazy: importing MLflow costs 2 s that an exported model does not need
+        from riskml.edge import registry, tracking  # lazy: importing MLflow costs 2 s an export does not need
 
-        if ":/" in str(uri):
-            tracking.connect(tracking_uri)
-        folder = tracking.resolve_model(uri)
-    booster, manifest = load_model_dir(folder)
-    return ScoringModel(booster, manifest)
+        tracking.connect(tracking_uri, create=False, key="tracking_uri")
+        folder = registry.resolve_model(uri)
+    if not is_system_dir(folder):
+        manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
+        raise ModelError(f"model={uri}: a single {manifest.get('target', 'unknown')!r} model; expected a scoring "
+                         "system (the adverse, status and recovery models that python -m riskml.train registers "
+                         "as one model, e.g. models:/riskml@champion or models/riskml)")
+    ver = registered_version(folder)
+    return open_system(folder, name=ver.get("model_name"), version=ver.get("model_version"))
 
 
 def run(cfg: DictConfig) -> PredictResult:
@@ -65,37 +72,21 @@ def run(cfg: DictConfig) -> PredictResult:
 
     Fails before writing anything, in the order a user needs: the config, the
     input (exists, readable, panel columns), the output (format, folder,
-    apart from the input), then the models (and whether they fit the input).
+    apart from the input), the tracking URI, then the model (and whether it
+    fits the input). A run that only reads never creates an MLflow store.
     """
     fmt = _validate(cfg)
     files, columns = input_plan(cfg.input)
     check_outputs(cfg.output, [Path(cfg.input), *files])
-    tracking_uri = cfg.get("tracking_uri")
-    model = load_model(cfg.model, tracking_uri=tracking_uri)
-    status = load_model(cfg.status_model, tracking_uri=tracking_uri) if cfg.get("status_model") else None
-    recovery = load_model(cfg.recovery_model, tracking_uri=tracking_uri) if cfg.get("recovery_model") else None
-    if status is not None and len(status.classes) != len(STATUSES):
-        raise ConfigError("status_model", cfg.status_model, f"a model of the {len(STATUSES)} classes {list(STATUSES)} "
-                          f"(target status_3m); got classes {status.classes}")
-    names = [spec.name for spec in feature_specs(model.windows)]
-    for key, m in (("model", model), ("status_model", status), ("recovery_model", recovery)):
-        if m is not None:
-            check_features(m, names, source=f"{key}={cfg.get(key)}")
-
+    system = open_model(cfg.model, tracking_uri=cfg.get("tracking_uri"))
     settings = {k: cfg.get(k) for k in ("as_of", "top_k", "what_if", "include_other", "bands")}
-    settings.update(format=fmt, models={key: None if m is None else m.manifest.get("model_sha256")
-                                        for key, m in (("model", model), ("status_model", status),
-                                                       ("recovery_model", recovery))})
-    score = partial(score_histories, model=model, recovery=recovery, status=status, as_of=cfg.as_of,
-                    top_k=cfg.top_k, what_if=cfg.what_if, include_other=cfg.include_other,
-                    band_edges=list(cfg.bands.edges), band_labels=list(cfg.bands.labels))
-
-    def described(m: ScoringModel | None, key: str) -> dict | None:
-        return None if m is None else {"uri": str(cfg.get(key)), "name": m.name, "version": m.version,
-                                       "sha256": m.manifest.get("model_sha256")}
-
-    extra = {"top_k": cfg.top_k, "model": described(model, "model"), "status_model": described(status, "status_model"),
-             "recovery_model": described(recovery, "recovery_model")}
+    settings.update(format=fmt, model=system.checksums)
+    score = partial(score_histories, model=system.adverse, recovery=system.recovery, status=system.status,
+                    name=system.name, version=system.version, as_of=cfg.as_of, top_k=cfg.top_k,
+                    what_if=cfg.what_if, include_other=cfg.include_other, band_edges=list(cfg.bands.edges),
+                    band_labels=list(cfg.bands.labels))
+    extra = {"top_k": cfg.top_k, "model": {"uri": str(cfg.model), "name": system.name, "version": system.version,
+                                           "checksums_sha256": system.checksums}}
     return run_job(input=cfg.input, output=cfg.output, columns=columns, schema=prediction_schema(cfg.top_k),
                    fmt=fmt, bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings,
                    summary_extra=extra)

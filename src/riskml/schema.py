@@ -120,8 +120,7 @@ def prediction_schema(k: int) -> pa.Schema:
         fields += [(f"reason_{r}", pa.string()), (f"reason_{r}_label", pa.string()),
                    (f"reason_{r}_contribution", pa.float64()), (f"reason_{r}_actionable", pa.bool_()),
                    (f"reason_{r}_advice", pa.string()), (f"reason_{r}_p_after", pa.float64())]
-    fields += [("model_name", pa.string()), ("model_version", pa.string()), ("status_model_version", pa.string()),
-               ("recovery_model_version", pa.string())]
+    fields += [("model_name", pa.string()), ("model_version", pa.string())]
     return pa.schema(fields)
 
 

@@ -1,29 +1,37 @@
-"""``python -m riskml.train``: fit one model, evaluate it, track it in MLflow.
+"""``python -m riskml.train``: train, evaluate and track in MLflow; register what batch prediction uses.
 
 ``run(cfg)`` does the work and is what tests and ``riskml.tune`` call;
-``main`` only carries ``@hydra.main``. One call is one MLflow run: the
-flattened config as params, the data set's digest, test metrics (mean and
-spread over folds for k-fold), the leakage scan, plots and, for LightGBM, the
-model (a pyfunc returning class probabilities), its registration under the
-target's name with the ``champion`` alias moved when it beats the holder, and
-its export to ``models/<name>/`` (LightGBM text + JSON manifest).
+``main`` only carries ``@hydra.main``.
 
-The baselines (``hist_gbm``, ``logistic``) are tracked the same way but never
-registered or exported: the batch predictor and the explainer need TreeSHAP
-on a LightGBM text model, and riskml never pickles a model.
+**The default (``target=system``)** trains the scoring system that
+``riskml.predict`` and the registered MLflow model use: the adverse model
+(P(adverse), the reasons and the what-ifs), the status model (its split into
+suspended and closed) and the recovery model (suspended and closed
+accounts), as one MLflow run with a nested run per model (each with its
+metrics, learning curve, plots and fidelity). It registers **one** version of
+one registered model (``riskml``) whose ``champion`` alias moves for the
+system as a whole, when the adverse model's ``register.metric`` beats the
+champion's, and exports it to ``models/riskml/``.
+
+**Single-model experiments** (``target=adverse_3m|status_3m|recovery_6m``,
+``data=tabular``, the baselines, sweeps, ``riskml.tune``) are one run each,
+comparable in ``riskml.compare``; a LightGBM one registers under its target's
+name. The baselines (``hist_gbm``, ``logistic``) are tracked but never
+registered: batch prediction needs TreeSHAP on a LightGBM text model, and
+riskml never pickles a model.
 
 Examples::
 
-    python -m riskml.train                                   # LightGBM, status_3m, synthetic data
-    python -m riskml.train target=adverse_3m model=logistic
-    python -m riskml.train -m model=lightgbm,hist_gbm,logistic
+    python -m riskml.train                                   # the scoring system on the synthetic default
+    python -m riskml.train target=adverse_3m model=logistic  # one baseline
+    python -m riskml.train -m target=adverse_3m model=lightgbm,hist_gbm,logistic
     python -m riskml.train data=tabular data.path=tests/data/credit.csv data.target_column=default
 """
 
 from __future__ import annotations
 
+import copy
 import logging
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,14 +40,16 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
-from sklearn.metrics import roc_auc_score
 from omegaconf import DictConfig, OmegaConf
+from sklearn.metrics import roc_auc_score
 
-from riskml.edge import tracking
-from riskml.edge.files import export_model_dir
-from riskml.edge.sources import load_data
+from riskml import __version__
+from riskml.edge import registry, tracking
+from riskml.edge.model_store import ROLES
+from riskml.edge.ship import export_dir, ship_single, ship_system
+from riskml.edge.sources import example_histories, load_data
 from riskml.exceptions import ConfigError, exit_on_error
-from riskml.features import get_target
+from riskml.features import TARGETS, get_target
 from riskml.training.datasets import Dataset, Fold, kfold_splits, out_of_time_split, time_cut, valid_mask
 from riskml.training.metrics import raise_on_leaks
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
@@ -48,10 +58,13 @@ from riskml.training.steps import (evaluate_predictions, fidelity_metrics, impor
 
 log = logging.getLogger(__name__)
 
+#: the target value that trains the whole scoring system
+SYSTEM = "system"
+
 
 @dataclass
 class TrainResult:
-    """What one training run produced."""
+    """What one training run of one model produced."""
 
     run_id: str
     experiment_id: str
@@ -59,11 +72,24 @@ class TrainResult:
     model: FittedModel
     dataset: Dataset
     leaks: list[tuple[str, float]] = field(default_factory=list)
-    registration: tracking.Registration | None = None
+    registration: registry.Registration | None = None
     model_uri: str | None = None
     model_dir: Path | None = None
     fold_metrics: list[dict[str, float]] = field(default_factory=list)
     test_index: np.ndarray | None = None  # rows of ``dataset`` the final model was scored on
+
+
+@dataclass
+class SystemResult:
+    """What training the scoring system produced: one parent run, a nested run per role."""
+
+    run_id: str
+    experiment_id: str
+    metrics: dict[str, float]
+    parts: dict[str, TrainResult]
+    registration: registry.Registration | None = None
+    model_uri: str | None = None
+    model_dir: Path | None = None
 
 
 def check_config(cfg: dict[str, Any]) -> None:
@@ -78,11 +104,19 @@ def check_config(cfg: dict[str, Any]) -> None:
     kind = cfg["data"].get("kind")
     if kind not in ("synthetic", "tabular"):
         raise ConfigError("data.kind", kind, "'synthetic' or 'tabular'")
-    if kind == "synthetic":
+    if kind == "synthetic" and cfg["target"]["name"] != SYSTEM:
         get_target(cfg["target"]["name"])
+    if is_system(cfg) and cfg["model"]["name"] != "lightgbm":
+        raise ConfigError("model.name", cfg["model"]["name"], "lightgbm for target=system (the scoring system "
+                          "needs TreeSHAP on LightGBM models); train a baseline one target at a time, e.g. "
+                          "target=adverse_3m model=logistic")
     thr = cfg["leakage"]["threshold"]
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:
         raise ConfigError("leakage.threshold", thr, "a number in (0.5, 1]")
+
+
+def is_system(cfg: dict[str, Any]) -> bool:
+    return cfg["data"]["kind"] != "tabular" and cfg["target"]["name"] == SYSTEM
 
 
 def make_folds(ds: Dataset, cfg: dict[str, Any]) -> list[Fold]:
@@ -101,10 +135,10 @@ def make_folds(ds: Dataset, cfg: dict[str, Any]) -> list[Fold]:
                         valid_fraction=float(split["valid_fraction"]), seed=seed)
 
 
-def _fit(cfg: dict[str, Any], ds: Dataset, train: np.ndarray, valid: np.ndarray) -> FittedModel:
+def _fit(cfg: dict[str, Any], ds: Dataset, train: np.ndarray, valid: np.ndarray, label: str) -> FittedModel:
     return fit(cfg["model"], ds.X.iloc[train], ds.y[train], classes=ds.classes, X_valid=ds.X.iloc[valid],
                y_valid=ds.y[valid], feature_directions=ds.feature_directions, seed=int(cfg["seed"]),
-               num_threads=int(cfg["num_threads"]))
+               num_threads=int(cfg["num_threads"]), progress=label)
 
 
 def _summarise(per_fold: list[dict[str, float]]) -> dict[str, float]:
@@ -135,32 +169,55 @@ def validation_metrics(model: FittedModel, ds: Dataset, valid: np.ndarray) -> di
     return {"valid_roc_auc_adverse": float(roc_auc_score(adverse, 1 - model.predict_proba(ds.X.iloc[valid])[:, 0]))}
 
 
-def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
-    """Train, evaluate and track one model as ``cfg`` says; see the module docstring."""
+def run(cfg: DictConfig | dict[str, Any]) -> TrainResult | SystemResult:
+    """Train as ``cfg`` says: the scoring system (``target=system``) or one model; see the module docstring."""
     cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg
     check_config(cfg)
     base = tracking.launch_dir()
-    ds = load_data(cfg, base)
-    folds = make_folds(ds, cfg)
+    # the data first: a bad input fails before a tracking store is created or a run started
+    if is_system(cfg):
+        data = {role: load_data(component_config(cfg, target), base) for role, target in ROLES.items()}
+    else:
+        data = load_data(cfg, base)
     exp_id = tracking.setup(cfg["tracking"].get("uri"), cfg["tracking"]["experiment"])
-    kind = cfg["model"]["name"]
-    tags = {"riskml.model": kind, "riskml.data": ds.kind, "riskml.target": cfg["target"]["name"]
-            if ds.kind == "synthetic" else cfg["data"]["target_column"]}
-    run_name = cfg["tracking"].get("run_name") or f"{kind}-{tags['riskml.target']}"
-    with tracking.start_run(exp_id, run_name=run_name, nested=bool(cfg.get("_nested")), tags=tags) as run_id:
+    tracking.end_dead_runs(exp_id)  # runs of trains killed before they could end them
+    if is_system(cfg):
+        return run_system(cfg, data, exp_id=exp_id, base=base)
+    return run_single(cfg, data, exp_id=exp_id, base=base)
+
+
+def _target_label(cfg: dict[str, Any], ds: Dataset) -> str:
+    return cfg["target"]["name"] if ds.kind != "tabular" else str(cfg["data"]["target_column"])
+
+
+def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nested: bool = False,
+               ship: bool = True) -> TrainResult:
+    """Train, evaluate and track one model on ``ds`` as one MLflow run (nested under the active run when
+    ``nested``)."""
+    folds = make_folds(ds, cfg)
+    kind, target = cfg["model"]["name"], _target_label(cfg, ds)
+    tags = {"riskml.model": kind, "riskml.data": ds.kind, "riskml.target": target}
+    run_name = cfg["tracking"].get("run_name") or f"{kind}-{target}"
+    with tracking.start_run(exp_id, run_name=run_name, nested=nested or bool(cfg.get("_nested")),
+                            tags=tags) as run_id:
         tracking.log_params({k: v for k, v in tracking.flatten(cfg).items() if not k.startswith("_")})
-        tracking.log_dataset(ds.X.head(1000), name=f"{ds.kind}:{Path(ds.source).name}", source=ds.source,
+        tracking.log_dataset(ds.X, name=f"{ds.kind}:{Path(ds.source).name}:{target}", source=ds.source,
                              digest=ds.digest)
         tracking.set_tags({"riskml.data_digest": ds.digest})
+        for warning in ds.meta.get("warnings", []):
+            log.warning("%s: %s", ds.source, warning)
+        if ds.meta.get("warnings"):
+            tracking.set_tags({"riskml.data_warnings": " | ".join(ds.meta["warnings"])[:5000]})
         leaks = _guard_leakage(ds, folds[0].train, cfg["leakage"])
         per_fold, oof, model, t_fit = [], [], None, 0.0
-        for fold in folds:
+        for k, fold in enumerate(folds):
             t0 = time.perf_counter()
-            model = _fit(cfg, ds, fold.train, fold.valid)
+            model = _fit(cfg, ds, fold.train, fold.valid, f"{target}" + (f" fold {k + 1}" if len(folds) > 1 else ""))
             t_fit += time.perf_counter() - t0
             oof.append(model.predict_proba(ds.X.iloc[fold.test]))
             per_fold.append(evaluate_predictions(ds.y[fold.test], oof[-1], ds.classes))
             per_fold[-1].update(validation_metrics(model, ds, fold.valid))
+        tracking.log_metric_history("valid_log_loss", model.curve)  # the learning curve of the last fit
         metrics = _summarise(per_fold)
         # scored rows: the test set, or every row out of fold (k-fold); plots use these predictions
         test, proba = np.concatenate([f.test for f in folds]), np.concatenate(oof)
@@ -168,9 +225,9 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
             everything = np.arange(len(ds.y))
             valid = everything[valid_mask(ds.groups, everything, float(cfg["split"]["valid_fraction"]),
                                           int(cfg["seed"]))]
-            model = _fit(cfg, ds, np.setdiff1d(everything, valid), valid)
-        metrics.update(leakage_features=float(len(leaks)), fit_seconds=t_fit, n_train=float(len(folds[0].train)), n_test=float(len(folds[0].test)),
-                       n_features=float(ds.X.shape[1]))
+            model = _fit(cfg, ds, np.setdiff1d(everything, valid), valid, f"{target} refit")
+        metrics.update(leakage_features=float(len(leaks)), fit_seconds=t_fit, n_train=float(len(folds[0].train)),
+                       n_test=float(len(folds[0].test)), n_features=float(ds.X.shape[1]))
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
         if ds.kind == "synthetic":
@@ -188,10 +245,67 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
                                      n_bins=int(cfg["eval"]["ece_bins"])).items():
                 tracking.log_figure(fig, fname)
         result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold, test_index=test)
-        if kind == "lightgbm":
-            _ship(result, cfg, ds, test, base)
+        if kind == "lightgbm" and ship:
+            example = ds.X.iloc[test[:5]]
+            shipped = ship_single(result.model.booster.model_to_string(), _manifest(result, cfg), run_id=run_id,
+                                  name=model_name(cfg), cfg=cfg, base=base, input_example=example_input(example),
+                                  output_example=proba_frame(result.model, example))
+            result.model_uri, result.registration, result.model_dir = (shipped["model_uri"], shipped["registration"],
+                                                                       shipped["model_dir"])
     log.info("run %s (%s on %s): %s", run_id, kind, ds.kind,
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "roc_auc" in k or k in ("ece", "log_loss")))
+    return result
+
+
+def _manifest(result: TrainResult, cfg: dict[str, Any], name: str | None = None) -> dict[str, Any]:
+    ds, synthetic = result.dataset, result.dataset.kind != "tabular"
+    return build_manifest(
+        result.model, feature_factors=ds.feature_factors, feature_directions=ds.feature_directions,
+        categories=ds.categories, target=cfg["target"]["name"] if synthetic else str(cfg["data"]["target_column"]),
+        horizon=int(cfg["target"]["horizon"]) if synthetic else None,
+        windows=list(cfg["data"]["windows"]) if synthetic else None, metrics=result.metrics,
+        data_digest=ds.digest, data_kind=ds.kind, name=name or model_name(cfg)) | {"run_id": result.run_id}
+
+
+def component_config(cfg: dict[str, Any], target: str) -> dict[str, Any]:
+    """The single-model config of one role of the system: its target, nothing shipped on its own."""
+    sub = copy.deepcopy(cfg)
+    sub["target"] = {"name": target, "horizon": TARGETS[target].horizon, "registered_name": None}
+    sub["register"]["enabled"] = sub["export"]["enabled"] = sub["tracking"]["log_model"] = False
+    sub["tracking"]["run_name"] = f"{cfg['model']['name']}-{target}"
+    return sub
+
+
+def run_system(cfg: dict[str, Any], data: dict[str, Dataset], *, exp_id: str, base: Path) -> SystemResult:
+    """Train the adverse, status and recovery models as one run; register and export them as one model."""
+    name, reg = model_name(cfg), cfg["register"]
+    if cfg["export"].get("enabled") and reg.get("enabled"):
+        registry.mend_export(name, export_dir(cfg, name, base), alias=reg["alias"])
+    tags = {"riskml.model": cfg["model"]["name"], "riskml.data": cfg["data"]["kind"], "riskml.target": SYSTEM}
+    run_name = cfg["tracking"].get("run_name") or f"{cfg['model']['name']}-{SYSTEM}"
+    with tracking.start_run(exp_id, run_name=run_name, nested=bool(cfg.get("_nested")), tags=tags) as run_id:
+        tracking.log_params({k: v for k, v in tracking.flatten(cfg).items() if not k.startswith("_")})
+        parts = {role: run_single(component_config(cfg, target), data[role], exp_id=exp_id, base=base, nested=True,
+                                  ship=False) for role, target in ROLES.items()}
+        metrics = dict(parts["adverse"].metrics)  # the system is judged (and promoted) on its adverse model
+        for role in ("status", "recovery"):
+            metrics.update({f"{role}/{k}": v for k, v in parts[role].metrics.items()})
+        tracking.log_metrics(metrics)
+        result = SystemResult(run_id, exp_id, metrics, parts)
+        models = {role: (p.model.booster.model_to_string(), _manifest(p, component_config(cfg, ROLES[role]),
+                                                                       f"{name}/{role}"))
+                  for role, p in parts.items()}
+        ds = parts["adverse"].dataset
+        system = {"name": name, "riskml_version": __version__, "run_id": run_id, "data_digest": ds.digest,
+                  "data_kind": ds.kind, "windows": list(cfg["data"]["windows"]), "metrics": metrics,
+                  "runs": {role: p.run_id for role, p in parts.items()}}
+        shipped = ship_system(models, system, run_id=run_id, name=name, cfg=cfg, base=base,
+                              histories=example_histories(ds.source))
+        result.model_uri, result.registration, result.model_dir = (shipped["model_uri"], shipped["registration"],
+                                                                   shipped["model_dir"])
+    log.info("system run %s: adverse roc_auc=%.4f, status roc_auc=%.4f, recovery roc_auc=%.4f", run_id,
+             metrics.get("roc_auc_adverse", float("nan")), metrics.get("status/roc_auc_adverse", float("nan")),
+             metrics.get("recovery/roc_auc_adverse", float("nan")))
     return result
 
 
@@ -206,39 +320,6 @@ def _guard_leakage(ds: Dataset, train: np.ndarray, leak_cfg: dict[str, Any]) -> 
         tracking.log_dict({f: a for f, a in leaks}, "leakage.json")
     raise_on_leaks(leaks, threshold=threshold, allow=bool(leak_cfg.get("allow", False)))
     return leaks
-
-
-def _ship(result: TrainResult, cfg: dict[str, Any], ds: Dataset, test: np.ndarray, base: Path) -> None:
-    """Log the LightGBM model, register it, and export it when it is the champion (or unregistered)."""
-    name = model_name(cfg)
-    synthetic = ds.kind == "synthetic"
-    manifest = build_manifest(
-        result.model, feature_factors=ds.feature_factors, feature_directions=ds.feature_directions,
-        categories=ds.categories, target=cfg["target"]["name"] if synthetic else str(cfg["data"]["target_column"]),
-        horizon=int(cfg["target"]["horizon"]) if synthetic else None,
-        windows=list(cfg["data"]["windows"]) if synthetic else None, metrics=result.metrics,
-        data_digest=ds.digest, data_kind=ds.kind, name=name)
-    text = result.model.booster.model_to_string()
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = export_model_dir(text, manifest, Path(tmp) / "model")
-        if cfg["tracking"].get("log_model", True):
-            example = ds.X.iloc[test[:5]]
-            result.model_uri = tracking.log_model(folder, input_example=example_input(example),
-                                                  output_example=proba_frame(result.model, example))
-        reg, version = cfg["register"], None
-        promoted = True
-        if reg.get("enabled") and result.model_uri:
-            result.registration = tracking.register_if_better(result.run_id, name, reg["metric"],
-                                                              bool(reg["greater_is_better"]), alias=reg["alias"])
-            promoted, version = result.registration.promoted, result.registration.version
-        if cfg["export"].get("enabled") and promoted:
-            out = Path(str(cfg["export"]["dir"]))
-            out = (out if out.is_absolute() else base / out) / str(cfg["export"].get("name") or name)
-            result.model_dir = export_model_dir(text, {**manifest, "model_version": version,
-                                                       "run_id": result.run_id}, out)
-            log.info("exported %s to %s", name, result.model_dir)
-        elif cfg["export"].get("enabled"):
-            log.info("not exporting %s: this run did not become %s", name, reg["alias"])
 
 
 @hydra.main(version_base="1.3", config_path="pkg://riskml.conf", config_name="train")

@@ -16,7 +16,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
-import lightgbm as lgb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -236,49 +235,3 @@ def read_table(path: str | os.PathLike, *, columns: list[str] | None = None) -> 
         except (OSError, ValueError, pa.ArrowException) as e:
             raise InputError(f"{f}: cannot read ({type(e).__name__}: {e})") from None
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
-
-
-# --- model export (a LightGBM text model + a JSON manifest; never a pickle) ---
-
-MODEL_FILE = "model.txt"
-MANIFEST_FILE = "manifest.json"
-
-
-def export_model_dir(model_text: str, manifest: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``<path>/model.txt`` and ``<path>/manifest.json`` atomically.
-
-    ``model_text`` is ``booster.model_to_string()``. The manifest gains
-    ``model_sha256`` (of model.txt as written) and ``files``; the model file is
-    written first so a manifest never points at a file that is not there.
-    """
-    path = Path(path)
-    path.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path / MODEL_FILE) as tmp:
-        tmp.write_text(model_text)
-    manifest = {**manifest, "model_sha256": sha256_file(path / MODEL_FILE),
-                "files": {"model": MODEL_FILE, "manifest": MANIFEST_FILE}}
-    write_json(manifest, path / MANIFEST_FILE)
-    return path
-
-
-def load_model_dir(path: str | os.PathLike):
-    """Load an exported model folder: ``(lightgbm.Booster, manifest dict)``.
-
-    Verifies model.txt against the manifest's sha256 and never unpickles.
-    Raises :class:`~riskml.exceptions.ModelError` for a missing file, a
-    checksum mismatch or a model whose features differ from the manifest's.
-    """
-    path = Path(path)
-    model_file, manifest_file = path / MODEL_FILE, path / MANIFEST_FILE
-    for f in (model_file, manifest_file):
-        if not f.is_file():
-            raise ModelError(f"{path}: model folder lacks {f.name}; expected {MODEL_FILE} and {MANIFEST_FILE}")
-    manifest = read_json(manifest_file)
-    want, got = manifest.get("model_sha256"), sha256_file(model_file)
-    if want != got:
-        raise ModelError(f"{model_file}: sha256 {got} does not match the manifest's model_sha256 {want!r}")
-    booster = lgb.Booster(model_file=str(model_file))
-    if manifest.get("features") is not None and list(booster.feature_name()) != list(manifest["features"]):
-        raise ModelError(f"{model_file}: model features {booster.feature_name()[:5]}... differ from the "
-                         f"manifest's features {list(manifest['features'])[:5]}...")
-    return booster, manifest

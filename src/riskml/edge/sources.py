@@ -15,8 +15,11 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import pandas as pd
+
 from riskml import __version__
-from riskml.edge.datasets import MANIFEST_FILE, load_dataset, panel_digest, write_dataset
+from riskml.edge.batch import iter_batches
+from riskml.edge.datasets import MANIFEST_FILE, PANEL_FILE, load_dataset, panel_digest, write_dataset
 from riskml.edge.files import read_table, sha256_file, table_files
 from riskml.exceptions import ConfigError
 from riskml.features import build_snapshots
@@ -115,3 +118,13 @@ def load_data(cfg: Mapping[str, Any], base: Path) -> Dataset:
         return load_synthetic(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]),
                               base=base)
     return load_tabular(cfg["data"], base=base)
+
+
+def example_histories(source: str | Path, *, n_borrowers: int = 3) -> pd.DataFrame:
+    """The first ``n_borrowers`` borrowers' rows of a panel (a data-set folder or a panel file/folder):
+    the input example logged with a scoring system."""
+    path = Path(source)
+    path = path / PANEL_FILE if (path / PANEL_FILE).is_file() else path
+    first = next(iter_batches(table_files(path)[0], batch_rows=65_536))
+    ids = pd.unique(first["borrower_id"])[:n_borrowers]
+    return first[first["borrower_id"].isin(ids)].reset_index(drop=True)

@@ -1,5 +1,5 @@
-"""Every MLflow call riskml makes: runs, params, metrics, plots, data sets,
-models, the registry (champion alias) and resolving model URIs.
+"""The MLflow calls of a run: the store, runs, params, metrics, plots, data sets
+and the logged model (the registry and model URIs are ``riskml.edge.registry``).
 
 The default store is an absolute ``sqlite:///<launch dir>/mlflow.db`` (MLflow
 3's file store is deprecated); experiments created on a local SQLite store
@@ -11,12 +11,13 @@ another database) comes from config, and a server decides its own artifacts.
 from __future__ import annotations
 
 import contextlib
-import hashlib
+import fcntl
 import logging
 import math
 import os
-import re
-import shutil
+import importlib.metadata
+import socket
+import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,10 +25,13 @@ from typing import Any, Iterator, Mapping
 
 import mlflow
 import pandas as pd
-from mlflow.models import infer_signature
+from mlflow.entities import Metric
+from mlflow.models import ModelSignature, infer_signature
 from mlflow.tracking import MlflowClient
 
-from riskml.edge.files import clean_stale_temps, read_json, write_json
+from riskml import __version__
+from riskml.edge.files import pid_alive
+from riskml.edge.tracking_uri import check_uri, default_tracking_uri, launch_dir, sqlite_path
 from riskml.exceptions import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -37,30 +41,22 @@ os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 MODEL_ARTIFACT = "model"
 MODEL_URI_TAG = "riskml.model_uri"
-PIP_REQUIREMENTS = ["mlflow", "lightgbm", "numpy", "pandas"]
+CHECKSUMS_TAG = "riskml.checksums_sha256"
+HOST_TAG, PID_TAG = "riskml.host", "riskml.pid"
 
 
-def launch_dir() -> Path:
-    """The directory a run was launched from (Hydra 1.3 does not change the cwd)."""
-    return Path(os.getcwd()).resolve()
+def connect(uri: str | None, *, create: bool = True, key: str = "tracking.uri") -> str:
+    """Point MLflow (tracking and registry) at ``uri`` (null: the default SQLite file); return the URI.
 
-
-def default_tracking_uri(base: str | os.PathLike | None = None) -> str:
-    """``sqlite:///<absolute base or launch dir>/mlflow.db``."""
-    return f"sqlite:///{(Path(base) if base else launch_dir()).resolve() / 'mlflow.db'}"
-
-
-def _sqlite_path(uri: str) -> Path | None:
-    return Path(uri[len("sqlite:///"):]) if uri.startswith("sqlite:///") else None
-
-
-def connect(uri: str | None) -> str:
-    """Point MLflow (tracking and registry) at ``uri`` (null: the default SQLite file); return the URI."""
-    uri = uri or default_tracking_uri()
-    if not isinstance(uri, str) or "://" not in uri:
-        raise ConfigError("tracking.uri", uri, "null or a URI such as sqlite:///abs/path/mlflow.db or http://host:port")
-    db = _sqlite_path(uri)
+    ``create=False`` is for commands that only read (predict, compare): a
+    local SQLite store that does not exist is an error, not a new empty file.
+    """
+    uri = check_uri(uri, key=key)
+    db = sqlite_path(uri)
     if db is not None:
+        if not create and not db.is_file():
+            raise ConfigError(key, uri, f"an existing MLflow store; {db} does not exist (python -m riskml.train "
+                                        "creates it)")
         db.parent.mkdir(parents=True, exist_ok=True)
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
@@ -73,21 +69,53 @@ def setup(uri: str | None, experiment: str) -> str:
     A missing experiment is created; on a local SQLite store its artifact
     location is ``<db dir>/mlartifacts/<experiment>``.
     """
-    db = _sqlite_path(connect(uri))
-    exp = mlflow.get_experiment_by_name(experiment)
-    if exp is not None:
-        return exp.experiment_id
-    location = (db.parent / "mlartifacts" / experiment).resolve().as_uri() if db is not None else None
-    return mlflow.create_experiment(experiment, artifact_location=location)
+    db = sqlite_path(connect(uri))
+    # Two trains creating one new SQLite store at once race on its tables: the first open (which
+    # creates them) and the experiment's creation happen under a lock beside the file.
+    with _store_lock(db):
+        exp = mlflow.get_experiment_by_name(experiment)
+        if exp is not None:
+            return exp.experiment_id
+        location = (db.parent / "mlartifacts" / experiment).resolve().as_uri() if db is not None else None
+        return mlflow.create_experiment(experiment, artifact_location=location)
+
+
+@contextlib.contextmanager
+def _store_lock(db: Path | None) -> Iterator[None]:
+    if db is None:
+        yield
+        return
+    with open(db.with_name(f".{db.name}.lock"), "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)  # blocking: the other train waits a second, then goes on
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 @contextlib.contextmanager
 def start_run(experiment_id: str, *, run_name: str | None = None, nested: bool = False,
               tags: Mapping[str, str] | None = None, run_id: str | None = None) -> Iterator[str]:
     """A run (nested under the active one when ``nested``; ``run_id`` resumes one); yields its id."""
+    # host and pid let a later train mark this run KILLED if the process dies without ending it (kill -9)
+    owner = {HOST_TAG: socket.gethostname(), PID_TAG: str(os.getpid())}
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name, nested=nested, run_id=run_id,
-                          tags=dict(tags or {}) if run_id is None else None) as run:
+                          tags={**dict(tags or {}), **owner} if run_id is None else None) as run:
         yield run.info.run_id
+
+
+def end_dead_runs(experiment_id: str) -> list[str]:
+    """Mark KILLED the runs of ``experiment_id`` still RUNNING whose process on this host is gone."""
+    client, ended = MlflowClient(), []
+    for run in client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000):
+        tags = run.data.tags
+        if tags.get(HOST_TAG) == socket.gethostname() and tags.get(PID_TAG, "").isdigit() and \
+                not pid_alive(int(tags[PID_TAG])):
+            client.set_terminated(run.info.run_id, status="KILLED")
+            ended.append(run.info.run_id)
+    if ended:
+        log.warning("marked %d run(s) KILLED whose process died: %s", len(ended), ", ".join(ended))
+    return ended
 
 
 def flatten(cfg: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -144,167 +172,53 @@ def log_dataset(df: pd.DataFrame, *, name: str, source: str, digest: str, target
     mlflow.log_input(ds, context=context)
 
 
-def log_model(model_dir: str | os.PathLike, *, input_example: pd.DataFrame, output_example: pd.DataFrame) -> str:
-    """Log an exported model folder as a pyfunc "model from code" returning class probabilities.
+#: what a logged model needs, pinned to the versions it was trained with
+_PINNED = ("mlflow", "lightgbm", "numpy", "pandas", "pyarrow", "scikit-learn", "numba", "hydra-core", "omegaconf",
+           "tqdm", "matplotlib", "optuna")
 
-    The model's artifacts are the folder's ``model.txt`` and ``manifest.json``;
-    requirements are given explicitly (inferring them costs seconds). Returns
-    the model URI and records it on the run (tag ``riskml.model_uri``).
+
+def pinned_requirements() -> list[str]:
+    """``riskml==<this version>`` and every package it runs on, at the versions installed now: a
+    served model never resolves an unpinned requirement to a release riskml excludes."""
+    return [f"riskml=={__version__}", *(f"{d}=={importlib.metadata.version(d)}" for d in _PINNED)]
+
+
+def log_model(folder: str | os.PathLike, *, input_example: pd.DataFrame, output_example: pd.DataFrame,
+              signature: ModelSignature | None = None, checksums: str | None = None) -> str:
+    """Log an exported folder as a pyfunc "model from code" (no pickle); return the model URI.
+
+    A system folder (``system.json``) is logged with ``pyfunc_system.py``: it takes borrower-month rows
+    and returns the prediction contract. A single model folder is logged with ``pyfunc_features.py``: it
+    takes feature rows and returns class probabilities. The URI and the folder's checksum (``checksums``)
+    are recorded on the run, so that a ``runs:/`` URI can be verified on download.
     """
-    model_dir = Path(model_dir)
-    code = Path(__file__).with_name("pyfunc_model.py")
+    folder = Path(folder)
+    system = (folder / "system.json").is_file()
+    code = Path(__file__).with_name("pyfunc_system.py" if system else "pyfunc_features.py")
+    artifacts = ({"system": str(folder)} if system else
+                 {"model": str(folder / "model.txt"), "manifest": str(folder / "manifest.json"),
+                  "checksums": str(folder / "checksums.json")})
     info = mlflow.pyfunc.log_model(
-        name=MODEL_ARTIFACT,
-        python_model=str(code),
-        artifacts={"model": str(model_dir / "model.txt"), "manifest": str(model_dir / "manifest.json")},
-        signature=infer_signature(input_example, output_example),
-        input_example=input_example,
-        pip_requirements=PIP_REQUIREMENTS,
+        name=MODEL_ARTIFACT, python_model=str(code), artifacts=artifacts,
+        signature=signature or infer_signature(input_example, output_example),
+        input_example=input_example, pip_requirements=pinned_requirements(),
     )
-    mlflow.set_tag(MODEL_URI_TAG, info.model_uri)
+    mlflow.set_tags({MODEL_URI_TAG: info.model_uri, **({CHECKSUMS_TAG: checksums} if checksums else {})})
     return info.model_uri
 
 
-@dataclass
-class Registration:
-    """What :func:`register_if_better` did."""
-
-    name: str
-    version: int
-    promoted: bool
-    value: float | None
-    champion_value: float | None
-    reason: str
-
-
-def register_if_better(run_id: str, name: str, metric: str, greater_is_better: bool = True,
-                       *, alias: str = "champion") -> Registration:
-    """Register the run's model under ``name``; move ``alias`` to it if its metric beats the holder's.
-
-    The holder is the version ``alias`` points at now (none: the new version
-    wins). The decision is logged and recorded as tags on the run and version.
-    """
-    client = MlflowClient()
-    run = client.get_run(run_id)
-    source = run.data.tags.get(MODEL_URI_TAG) or f"runs:/{run_id}/{MODEL_ARTIFACT}"
-    value = run.data.metrics.get(metric)
-    mv = mlflow.register_model(source, name)
-    version = int(mv.version)
-    try:
-        holder = client.get_model_version_by_alias(name, alias)
-    except mlflow.exceptions.MlflowException:
-        holder = None
-    champ_value = None
-    if holder is not None:
-        champ_value = client.get_run(holder.run_id).data.metrics.get(metric) if holder.run_id else None
-    if value is None:
-        promoted, reason = False, f"run has no metric {metric!r}"
-    elif holder is None:
-        promoted, reason = True, f"no {alias} yet"
-    elif champ_value is None:
-        promoted, reason = True, f"{alias} v{holder.version} has no metric {metric!r}"
-    else:
-        better = value > champ_value if greater_is_better else value < champ_value
-        promoted = bool(better)
-        reason = (f"{metric} {value:.5f} {'beats' if better else 'does not beat'} "
-                  f"{alias} v{holder.version}'s {champ_value:.5f}")
-    if promoted:
-        client.set_registered_model_alias(name, alias, str(version))
-    client.set_model_version_tag(name, str(version), "riskml.decision", reason)
-    client.set_tag(run_id, "riskml.registered", f"{name}/{version}")
-    client.set_tag(run_id, f"riskml.{alias}", str(promoted).lower())
-    log.info("registered %s v%d; %s %s (%s)", name, version, alias, "moved to it" if promoted else "kept", reason)
-    return Registration(name, version, promoted, value, champ_value, reason)
-
-
-def _model_folder(root: Path) -> Path:
-    """The folder under ``root`` that holds model.txt + manifest.json."""
-    for cand in [root, root / "artifacts", *root.rglob("artifacts")]:
-        if (cand / "model.txt").is_file() and (cand / "manifest.json").is_file():
-            return cand
-    raise ModelError(f"{root}: downloaded model has no model.txt + manifest.json; expected a riskml LightGBM model")
-
-
-_RUN_ID = re.compile(r"^[0-9a-f]{32}$")
-_SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def _parse_model_uri(text: str) -> tuple[str, str, str]:
-    """``(kind, name-or-run id, alias/version/path)`` of a registry or run URI, checked so that no part
-    of the text can reach the file system unvalidated (``runs:/../../x`` is refused here)."""
-    expected = ("expected models:/<name>@<alias>, models:/<name>/<version>, runs:/<run id>/<artifact path> "
-                "or an exported model folder")
-    if text.startswith("models:/"):
-        ref = text[len("models:/"):]
-        name, sep, rest = ref.partition("@") if "@" in ref else ref.rpartition("/")
-        if not name or not rest or not _SAFE.match(rest) or (sep == "/" and not rest.isdigit()):
-            raise ModelError(f"model URI {text!r}: {expected}")
-        return "models", name, rest if sep == "@" else f"/{rest}"
-    if text.startswith("runs:/"):
-        run_id, _, path = text[len("runs:/"):].partition("/")
-        parts = [p for p in path.split("/") if p]
-        if not _RUN_ID.match(run_id) or not parts or any(not _SAFE.match(p) or p in (".", "..") for p in parts):
-            raise ModelError(f"model URI {text!r}: the run id must be 32 hexadecimal characters and the "
-                             f"artifact path plain names; {expected}")
-        return "runs", run_id, "/".join(parts)
-    raise ModelError(f"model URI {text!r}: {expected}")
-
-
-def resolve_model(uri: str | os.PathLike, *, cache_dir: str | os.PathLike | None = None) -> Path:
-    """A local folder with ``model.txt`` + ``manifest.json`` for a model URI.
-
-    Accepts a local folder, ``models:/<name>@<alias>``, ``models:/<name>/<version>``
-    or ``runs:/<run_id>/model``. Registry URIs are resolved to a version first,
-    so a moved alias never serves a stale cache entry; downloads are cached
-    under ``cache_dir`` (default ``<launch dir>/models/.cache``), at paths made
-    of validated ids only, and nothing outside that cache is ever removed.
-    """
-    text = str(uri)
-    if "://" not in text and ":/" not in text:
-        folder = Path(text)
-        if not folder.is_dir():
-            raise ModelError(f"model {text!r}: no such folder; expected a models/<name>/ folder or a "
-                             "models:/ or runs:/ URI")
-        return _model_folder(folder)
-    kind, ident, ref = _parse_model_uri(text)
-    cache = (Path(cache_dir) if cache_dir else launch_dir() / "models" / ".cache").resolve()
-    client = MlflowClient()
-    try:
-        if kind == "models":
-            mv = (client.get_model_version(ident, ref[1:]) if ref.startswith("/")
-                  else client.get_model_version_by_alias(ident, ref))
-            name_key = mv.name if _SAFE.match(mv.name) else hashlib.sha256(mv.name.encode()).hexdigest()[:16]
-            key, download = f"registry/{name_key}/v{int(mv.version)}", f"models:/{mv.name}/{mv.version}"
-        else:
-            client.get_run(ident)  # an unknown run fails here, before any folder is made
-            key, download = f"runs/{ident}/{ref}", f"runs:/{ident}/{ref}"
-        target = (cache / key).resolve()
-        if cache not in target.parents:  # invariant: ids are validated above
-            raise ModelError(f"model URI {text!r}: resolves outside the model cache {cache}")
-        if target.exists():
-            try:
-                return _model_folder(target)
-            except ModelError:
-                shutil.rmtree(target)  # an incomplete cache entry of ours (under the cache, validated path)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        clean_stale_temps(target)
-        tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
-        mlflow.artifacts.download_artifacts(artifact_uri=download, dst_path=str(tmp))
-        if kind == "models":
-            # the manifest was logged before the version existed; the registry knows it now
-            man_file = _model_folder(tmp) / "manifest.json"
-            write_json({**read_json(man_file), "model_name": mv.name, "model_version": int(mv.version)}, man_file)
-        os.replace(tmp, target)
-    except mlflow.exceptions.MlflowException as e:
-        raise ModelError(f"model URI {text!r}: cannot resolve ({e.message})") from None
-    return _model_folder(target)
+def log_metric_history(key: str, values: list[float]) -> None:
+    """A metric per step (a learning curve in the UI), in as few requests as MLflow allows."""
+    if not values:
+        return
+    now = int(time.time() * 1000)
+    run_id = mlflow.active_run().info.run_id
+    MlflowClient().log_batch(run_id, metrics=[Metric(key, float(v), now, i) for i, v in enumerate(values)])
 
 
 def search_runs(experiment: str, uri: str | None = None) -> pd.DataFrame:
-    """All runs of ``experiment`` (one row per run: params.*, metrics.*, tags.*)."""
-    connect(uri)
+    """All runs of ``experiment`` (one row per run: params.*, metrics.*, tags.*); reads only."""
+    connect(uri, create=False)
     exp = mlflow.get_experiment_by_name(experiment)
     if exp is None:
         raise ConfigError("experiment", experiment, f"an experiment that exists in {mlflow.get_tracking_uri()}")

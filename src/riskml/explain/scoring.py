@@ -124,9 +124,11 @@ def _reasons(model: ScoringModel, X: pd.DataFrame, proba: np.ndarray, *, k: int,
 
 
 def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringModel | None = None, *,
-                    status: ScoringModel | None = None, as_of: int | None = None, top_k: int = 3, what_if: bool = True, include_other: bool = False,
+                    status: ScoringModel | None = None, as_of: int | None = None, top_k: int = 3,
+                    what_if: bool = True, include_other: bool = False,
                     band_edges: Sequence[float] = (0.02, 0.05, 0.15, 0.35),
-                    band_labels: Sequence[str] = ("A", "B", "C", "D", "E")) -> pd.DataFrame:
+                    band_labels: Sequence[str] = ("A", "B", "C", "D", "E"),
+                    name: str | None = None, version: str | None = None) -> pd.DataFrame:
     """One prediction row per borrower of a validated panel chunk.
 
     Args:
@@ -142,6 +144,7 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         top_k: reasons per borrower, 1..4.
         what_if: rescore each actionable reason with its factor rectified.
         include_other: let the non-documented ``other`` pseudo-factor be a reason.
+        name, version: the model name and version written on every row (default: ``model``'s).
 
     Returns:
         A frame ordered like the borrowers' first appearance, with the prediction contract's columns.
@@ -198,9 +201,40 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         empty = prediction_schema(top_k).empty_table().to_pandas()
         reasons = empty[[c for c in empty.columns if c.startswith("reason_")]].reindex(out.index)
     out = pd.concat([out, reasons], axis=1)
-    out["model_name"] = model.name
-    out["model_version"] = model.version
-    out["recovery_model_version"] = recovery.version if recovery is not None else ""
-    out["status_model_version"] = status.version if status is not None else ""
+    out["model_name"] = model.name if name is None else name
+    out["model_version"] = model.version if version is None else version
     return out
+
+
+@dataclass
+class ScoringSystem:
+    """What scores a portfolio: the adverse model (P(adverse), reasons, what-ifs), the status model
+    (its split into suspended and closed) and the recovery model (suspended and closed accounts),
+    trained together and registered as one model version (``riskml.edge.model_store``)."""
+
+    adverse: ScoringModel
+    status: ScoringModel | None = None
+    recovery: ScoringModel | None = None
+    name: str = "riskml"
+    version: str = ""
+    checksums: str = ""  # sha256 of the system folder's checksums.json: one value for every file
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.status is not None and len(self.status.classes) != len(STATUSES):
+            raise ModelError(f"system {self.name!r}: the status model has classes {self.status.classes}; "
+                             f"expected the {len(STATUSES)} classes {list(STATUSES)}")
+        names = [spec.name for spec in feature_specs(self.adverse.windows)]
+        for role, m in (("adverse", self.adverse), ("status", self.status), ("recovery", self.recovery)):
+            if m is not None:
+                check_features(m, names, source=f"system {self.name!r}, {role} model")
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        return self.adverse.windows
+
+    def score(self, panel: pd.DataFrame, **options: Any) -> pd.DataFrame:
+        """:func:`score_histories` of validated panel rows with this system's three models."""
+        return score_histories(panel, self.adverse, self.recovery, status=self.status, name=self.name,
+                               version=self.version, **options)
 

@@ -26,6 +26,7 @@ from riskml.exceptions import ConfigError
 from riskml.schema import BORROWER_TYPES
 
 SCENARIOS = ("baseline", "tightening", "maintenance")
+MAX_MONTHS = 240
 
 
 @dataclass(frozen=True)
@@ -170,7 +171,8 @@ class SimConfig:
         _int("n_borrowers", self.n_borrowers, 1)
         _int("horizon", self.horizon, 1)
         _int("min_history", self.min_history, 1)
-        _int("n_months", self.n_months, 1)
+        # 20 years of monthly history: more is no credit line's record, and memory grows with it (1000 took 7 GB)
+        _int("n_months", self.n_months, 1, MAX_MONTHS)
         if self.n_months <= self.horizon + self.min_history:
             raise ConfigError("n_months", self.n_months, f"more than horizon ({self.horizon}) + min_history "
                               f"({self.min_history}) = {self.horizon + self.min_history} months")

@@ -32,6 +32,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import FunctionTransformer, OneHotEncoder, StandardScaler
 from threadpoolctl import threadpool_limits
+from tqdm.auto import tqdm
 
 from riskml import __version__
 
@@ -58,6 +59,7 @@ class FittedModel:
     best_iteration: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     num_threads: int = 0
+    curve: list[float] = field(default_factory=list)  # LightGBM: validation loss after each boosting round
 
     @property
     def booster(self) -> lgb.Booster:
@@ -160,26 +162,35 @@ def lgb_params(model_cfg: Mapping[str, Any], *, n_classes: int, seed: int, num_t
 
 def fit_lightgbm(X_train: pd.DataFrame, y_train: np.ndarray, *, params: Mapping[str, Any],
                  num_boost_round: int, X_valid: pd.DataFrame | None = None, y_valid: np.ndarray | None = None,
-                 early_stopping_rounds: int | None = None) -> lgb.Booster:
-    """Build the training ``Dataset`` once and run ``lgb.train``.
+                 early_stopping_rounds: int | None = None, progress: str | None = None
+                 ) -> tuple[lgb.Booster, list[float]]:
+    """Build the training ``Dataset`` once and run ``lgb.train``; returns the booster and the
+    validation loss after every boosting round (empty without a validation set).
 
     Pandas ``category`` columns are LightGBM categoricals (the level order is
     saved in the model text). With a validation set and ``early_stopping_rounds``
     training stops when the validation loss stops improving and the booster
-    keeps its best iteration.
+    keeps its best iteration. ``progress`` (a label) shows a bar on a terminal.
     """
     train = lgb.Dataset(X_train, label=y_train, free_raw_data=True)
-    valid_sets, callbacks = [], []
+    valid_sets, callbacks, evals = [], [], {}
     if X_valid is not None and y_valid is not None:
         valid_sets = [lgb.Dataset(X_valid, label=y_valid, reference=train)]
+        callbacks.append(lgb.record_evaluation(evals))
         if early_stopping_rounds:
             callbacks.append(lgb.early_stopping(early_stopping_rounds, verbose=False))
-    booster = lgb.train(dict(params), train, num_boost_round=num_boost_round, valid_sets=valid_sets,
-                        callbacks=callbacks)
+    bar = tqdm(total=num_boost_round, desc=progress or "boosting", unit="round", disable=None, leave=False)
+    callbacks.append(lambda env: bar.update())
+    try:
+        booster = lgb.train(dict(params), train, num_boost_round=num_boost_round, valid_sets=valid_sets,
+                            callbacks=callbacks)
+    finally:
+        bar.close()
     if booster.best_iteration and booster.best_iteration < booster.current_iteration():
         # Keep the best iteration only, so model.txt and every consumer agree.
         booster = lgb.Booster(model_str=booster.model_to_string(num_iteration=booster.best_iteration))
-    return booster
+    curve = next(iter(next(iter(evals.values())).values()), []) if evals else []
+    return booster, [float(v) for v in curve]
 
 
 def _logistic(model_cfg: Mapping[str, Any], X: pd.DataFrame, seed: int):
@@ -208,7 +219,8 @@ def _to_object(X: pd.DataFrame) -> pd.DataFrame:
 
 def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray, *, classes: list[str],
         X_valid: pd.DataFrame | None = None, y_valid: np.ndarray | None = None,
-        feature_directions: Mapping[str, int] | None = None, seed: int = 0, num_threads: int = 0) -> FittedModel:
+        feature_directions: Mapping[str, int] | None = None, seed: int = 0, num_threads: int = 0,
+        progress: str | None = None) -> FittedModel:
     """Fit the model ``model_cfg`` names on integer labels ``0..len(classes)-1``.
 
     LightGBM early-stops on ``X_valid``; the baselines train on train + valid
@@ -220,10 +232,12 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
         cons = monotone_constraints(features, feature_directions or {}) if model_cfg.get("monotone") else None
         params = lgb_params(model_cfg, n_classes=len(classes), seed=seed, num_threads=num_threads, constraints=cons,
                             n_rows=len(X_train))
-        booster = fit_lightgbm(X_train, y_train, params=params, num_boost_round=int(model_cfg["num_boost_round"]),
-                               X_valid=X_valid, y_valid=y_valid,
-                               early_stopping_rounds=model_cfg.get("early_stopping_rounds"))
-        return FittedModel(kind, booster, list(classes), features, booster.current_iteration(), params, num_threads)
+        booster, curve = fit_lightgbm(X_train, y_train, params=params,
+                                      num_boost_round=int(model_cfg["num_boost_round"]), X_valid=X_valid,
+                                      y_valid=y_valid, early_stopping_rounds=model_cfg.get("early_stopping_rounds"),
+                                      progress=progress)
+        return FittedModel(kind, booster, list(classes), features, booster.current_iteration(), params, num_threads,
+                           curve)
 
     if X_valid is not None and y_valid is not None:
         X_fit, y_fit = pd.concat([X_train, X_valid], ignore_index=True), np.concatenate([y_train, y_valid])

@@ -26,7 +26,7 @@ import pandas as pd
 
 from riskml.training.datasets import Dataset
 from riskml.exceptions import ConfigError
-from riskml.factors import OTHER, signal_of_column
+from riskml.factors import CATALOGUE, OTHER, signal_of_column
 
 
 def _columns_exist(df: pd.DataFrame, cols: list[str], key: str, source: str) -> None:
@@ -44,6 +44,13 @@ def _target(df: pd.DataFrame, col: str, negative: Any, source: str) -> tuple[np.
     if len(classes) < 2:
         raise ConfigError("data.target_column", col, f"a column with at least two classes; {source} has "
                           f"only {classes} in {int(labelled.sum())} labelled rows")
+    numeric = pd.to_numeric(df.loc[labelled, col], errors="coerce").notna().all()
+    if negative is None and not numeric:
+        # text labels have no natural order: guessing would silently invert the model when the guess is wrong
+        raise ConfigError("data.negative_class", None, f"the label of the normal (good) outcome, one of {classes}: "
+                          f"the target {col!r} of {source} has text labels")
+    if negative is None and len(classes) > 1:  # numbers: the smallest is normal (0 of a 0/1 default flag)
+        classes = sorted(classes, key=float)
     if negative is not None:
         if str(negative) not in classes:
             raise ConfigError("data.negative_class", negative, f"one of the target's classes {classes}")
@@ -56,6 +63,9 @@ def _target(df: pd.DataFrame, col: str, negative: Any, source: str) -> tuple[np.
 def _factor_map(factors: Mapping[str, Any], features: list[str], df: pd.DataFrame, source: str) -> dict[str, str]:
     out: dict[str, str] = {}
     for factor, cols in (factors or {}).items():
+        if factor not in CATALOGUE:
+            raise ConfigError(f"data.factors.{factor}", cols, f"columns mapped to a factor id of the catalogue, one of "
+                              f"{list(CATALOGUE)}; {factor!r} is none")
         cols = [cols] if isinstance(cols, str) else list(cols)
         _columns_exist(df, cols, f"data.factors.{factor}", source)
         for c in cols:
@@ -85,9 +95,10 @@ def from_frame(df: pd.DataFrame, data_cfg: Mapping[str, Any], *, source: str, di
         raise ConfigError("data", source, "a table with at least one feature column besides id/target/time")
     feature_factors = _factor_map(data_cfg.get("factors") or {}, features, df, source)
 
+    warnings: list[str] = []
     cat_cfg = data_cfg.get("categorical")
     if cat_cfg is None:
-        cats = [c for c in features if not (pd.api.types.is_numeric_dtype(df[c]) or pd.api.types.is_bool_dtype(df[c]))]
+        cats = [c for c in features if not _mostly_numeric(df[c])]
     else:
         cats = list(cat_cfg)
         _columns_exist(df, cats, "data.categorical", source)
@@ -99,8 +110,21 @@ def from_frame(df: pd.DataFrame, data_cfg: Mapping[str, Any], *, source: str, di
             levels = sorted(s.dropna().unique().tolist())
             X[c] = pd.Categorical(s.astype(object).where(s.notna(), None), categories=levels)
             categories[c] = levels
+            if len(levels) > max(50, len(df) // 10):
+                warnings.append(f"column {c!r} is categorical with {len(levels)} levels; is it a number or an id?")
         else:
-            X[c] = pd.to_numeric(df[c], errors="coerce").astype("float32")
+            num = pd.to_numeric(df[c], errors="coerce")
+            bad = num.isna() & df[c].notna()
+            if bad.any():  # a numeric column with a few text cells ('unknown'): they become missing, said aloud
+                i = int(np.flatnonzero(bad.to_numpy())[0])
+                warnings.append(f"column {c!r}: {int(bad.sum())} non-numeric cell(s) read as missing, e.g. row {i} "
+                                f"{df[c].iloc[i]!r} (set data.categorical to treat the column as categories)")
+            X[c] = num.astype("float32")
+            if X[c].isna().all():
+                warnings.append(f"column {c!r} has no value in any row; it cannot help the model")
+    if len(df) < MIN_ROWS:
+        warnings.append(f"only {len(df)} labelled rows (fewer than {MIN_ROWS}): metrics will be noisy and the "
+                        "model unreliable")
     directions = {str(k): int(v) for k, v in (data_cfg.get("directions") or {}).items()}
     _columns_exist(df, list(directions), "data.directions", source)
     feature_directions = {}
@@ -111,10 +135,45 @@ def from_frame(df: pd.DataFrame, data_cfg: Mapping[str, Any], *, source: str, di
     groups = df[id_col].to_numpy()
     time = None
     if time_col is not None:
-        t = df[time_col]
-        time = (pd.to_datetime(t) if not pd.api.types.is_numeric_dtype(t) else t).to_numpy()
+        time = _time_values(df[time_col], time_col, source)
     keys = df[[id_col] + ([time_col] if time_col else [])].copy()
     return Dataset(X=X, y=y, classes=classes, groups=groups, time=time, keys=keys,
                    feature_factors=feature_factors, feature_directions=feature_directions,
                    digest=digest, source=source, kind="tabular", categories=categories,
-                   meta={"n_rows": len(df), "n_entities": int(pd.Series(groups).nunique())})
+                   meta={"n_rows": len(df), "n_entities": int(pd.Series(groups).nunique()), "warnings": warnings})
+
+
+#: below this many labelled rows a table gets a warning (the run still goes on)
+MIN_ROWS = 200
+
+
+def _mostly_numeric(s: pd.Series) -> bool:
+    """Numbers, or text that is numbers but for a few cells (<= 2%, e.g. 'unknown'): a numeric feature.
+
+    Treating such a column as categorical would make every distinct number a
+    level and drop its monotone direction, silently.
+    """
+    if pd.api.types.is_numeric_dtype(s) or pd.api.types.is_bool_dtype(s):
+        return True
+    present = s.notna()
+    if not present.any():
+        return True
+    parsed = pd.to_numeric(s[present], errors="coerce").notna()
+    return bool(parsed.mean() >= 0.98)
+
+
+def _time_values(t: pd.Series, col: str, source: str) -> np.ndarray:
+    """The time column as numbers or datetimes; an unparseable cell names its row."""
+    if pd.api.types.is_numeric_dtype(t):
+        if t.isna().any():
+            i = int(np.flatnonzero(t.isna().to_numpy())[0])
+            raise ConfigError("data.time_column", col, f"a column with a time in every row of {source}; row {i} "
+                              "has none")
+        return t.to_numpy()
+    parsed = pd.to_datetime(t, errors="coerce", format="mixed")
+    bad = parsed.isna()
+    if bad.any():
+        i = int(np.flatnonzero(bad.to_numpy())[0])
+        raise ConfigError("data.time_column", col, f"dates or numbers in every row of {source}; row {i} has "
+                          f"{t.iloc[i]!r}")
+    return parsed.to_numpy()
