@@ -20,21 +20,20 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
 	@touch $(STAMP)
 
-# The whole job end to end on the embedded default: simulate, train and
-# register (MLflow on ./mlflow.db), compare, then score a fresh portfolio.
+# The whole job end to end on the embedded default: simulate, train and register the scoring
+# system (MLflow on ./mlflow.db), a baseline to compare, then score a fresh portfolio.
 demo: $(STAMP)
 	$(BIN)/python -m riskml.generate
-	$(BIN)/python -m riskml.train target=adverse_3m
+	$(BIN)/python -m riskml.train
 	$(BIN)/python -m riskml.train target=adverse_3m model=logistic
-	$(BIN)/python -m riskml.train target=status_3m
-	$(BIN)/python -m riskml.train target=recovery_6m
 	$(BIN)/python -m riskml.compare
 	$(BIN)/python -m riskml.generate name=portfolio seed=1 n_borrowers=20000
 	$(BIN)/python -m riskml.predict input=data/synthetic/portfolio/panel.parquet output=predictions/portfolio.parquet
 	@echo
 	@echo "Results:"
 	@echo "  data sets     data/synthetic/default/, data/synthetic/portfolio/"
-	@echo "  models        models/riskml_adverse/, models/riskml/, models/riskml_recovery/ (LightGBM text + manifest)"
+	@echo "  model         models/riskml/ (the scoring system: adverse, status, recovery; LightGBM text + JSON)"
+	@echo "                registered in MLflow as models:/riskml@champion"
 	@echo "  MLflow store  mlflow.db, artifacts in mlartifacts/"
 	@echo "  predictions   predictions/portfolio.parquet (+ .rejects.parquet, .summary.json)"
 	@echo "  MLflow UI     $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
