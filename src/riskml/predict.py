@@ -25,6 +25,7 @@ from riskml.explain import MAX_REASONS, check_top_k
 from riskml.explain.scoring import ScoringModel, check_features, score_histories
 from riskml.features import feature_specs
 from riskml.schema import STATUSES, prediction_schema
+from riskml.training.scorecard import Bands, PointsScale
 
 log = logging.getLogger(__name__)
 
@@ -77,11 +78,11 @@ def run(cfg: DictConfig) -> PredictResult:
     _, columns = input_plan(cfg.input)
 
     settings = {k: cfg.get(k) for k in ("model", "status_model", "recovery_model", "as_of", "top_k", "what_if",
-                                        "include_other", "bands", "format")}
+                                        "include_other", "points", "bands", "format")}
     settings["model_sha"] = model.manifest.get("model_sha256")
     score = partial(score_histories, model=model, recovery=recovery, status=status, as_of=cfg.as_of,
                     top_k=cfg.top_k, what_if=cfg.what_if, include_other=cfg.include_other,
-                    band_edges=list(cfg.bands.edges), band_labels=list(cfg.bands.labels))
+                    scale=PointsScale.from_config(cfg.points), bands=Bands.from_config(cfg.bands))
 
     def described(m: ScoringModel | None, key: str) -> dict | None:
         return None if m is None else {"uri": str(cfg.get(key)), "name": m.name, "version": m.version}
