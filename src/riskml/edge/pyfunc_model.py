@@ -35,6 +35,7 @@ class RiskmlModel(mlflow.pyfunc.PythonModel):
         self.features = list(self.manifest["features"])
         self.categories = dict(self.manifest.get("categories") or {})
         self.columns = [f"p_{c}" for c in self.manifest["classes"]]
+        self.calibration = self.manifest.get("calibration")  # issue #13: knots of riskml.training.calibration
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
         missing = [c for c in self.features if c not in model_input.columns]
@@ -49,7 +50,23 @@ class RiskmlModel(mlflow.pyfunc.PythonModel):
         p = self.booster.predict(X)
         if p.ndim == 1:
             p = np.column_stack([1.0 - p, p])
+        if self.calibration:
+            p = _calibrated(p, self.calibration)
         return pd.DataFrame(p, columns=self.columns, index=model_input.index)
+
+
+# --- issue #13: the calibration map of riskml.training.calibration.Calibrator, restated here because this
+# file must run without riskml installed; tests/test_calibration.py checks that the two agree.
+def _calibrated(p: np.ndarray, cal: dict) -> np.ndarray:
+    raw = np.clip(1.0 - p[:, 0], 1e-9, 1.0 - 1e-9)
+    x, y = np.asarray(cal["x"], dtype=np.float64), np.asarray(cal["y"], dtype=np.float64)
+    z = np.log(raw / (1.0 - raw))
+    out = np.where(z < x[0], y[0] + z - x[0], np.where(z > x[-1], y[-1] + z - x[-1], np.interp(z, x, y)))
+    q = 1.0 / (1.0 + np.exp(-out))
+    p = p * (q / raw)[:, None]
+    p[:, 0] = 1.0 - q
+    return p
+# --- end issue #13
 
 
 mlflow.models.set_model(RiskmlModel())
