@@ -57,7 +57,7 @@ def load_model(uri: str, *, tracking_uri: str | None = None) -> ScoringModel:
             tracking.connect(tracking_uri)
         folder = tracking.resolve_model(uri)
     booster, manifest = load_model_dir(folder)
-    return ScoringModel(booster, manifest)
+    return ScoringModel(booster, manifest, folder=folder)
 
 
 def run(cfg: DictConfig) -> PredictResult:

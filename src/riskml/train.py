@@ -22,6 +22,7 @@ Examples::
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -43,6 +44,7 @@ from riskml.features import get_target
 from riskml.training.datasets import Dataset, Fold, kfold_splits, out_of_time_split, time_cut, valid_mask
 from riskml.training.metrics import raise_on_leaks
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
+from riskml.training.report import Reports, build_reports
 from riskml.training.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
                                    plots, scan_leakage)
 
@@ -64,6 +66,7 @@ class TrainResult:
     model_dir: Path | None = None
     fold_metrics: list[dict[str, float]] = field(default_factory=list)
     test_index: np.ndarray | None = None  # rows of ``dataset`` the final model was scored on
+    reports: Reports | None = None  # issue #13: tables, HTML report, reference profile
 
 
 def check_config(cfg: dict[str, Any]) -> None:
@@ -167,6 +170,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
                        n_features=float(ds.X.shape[1]))
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
+        fid = None
         if ds.kind == "synthetic":
             metrics.update(oracle_metrics(ds, test, proba, cfg))
             fid = fidelity_metrics(ds, test, proba, model, cfg)
@@ -181,9 +185,24 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
             for fname, fig in plots(ds.y[test], proba, ds.classes, importance,
                                      n_bins=int(cfg["eval"]["ece_bins"])).items():
                 tracking.log_figure(fig, fname)
+        # --- issue #13: the risk team's tables, the model report and the reference profile
+        reports = None
+        if cfg["report"].get("enabled", True):
+            reports = build_reports(ds=ds, model=model, train=folds[0].train, valid=folds[0].valid, test=test,
+                                    proba=proba, metrics=metrics, leaks=leaks, importance=importance, fidelity=fid,
+                                    cfg=cfg)
+            metrics.update(reports.metrics)
+            tracking.log_metrics(reports.metrics)
+            for name, frame in reports.tables.items():
+                tracking.log_table(frame, name)
+            tracking.log_text(reports.html, "report.html")
+            if reports.profile is not None:
+                tracking.log_dict(reports.profile, "reference_profile.json")
+        # --- end issue #13
         result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold, test_index=test)
+        result.reports = reports
         if kind == "lightgbm":
-            _ship(result, cfg, ds, test, base)
+            _ship(result, cfg, ds, test, base, extras=_report_files(reports))
     log.info("run %s (%s on %s): %s", run_id, kind, ds.kind,
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "roc_auc" in k or k in ("ece", "log_loss")))
     return result
@@ -202,7 +221,18 @@ def _guard_leakage(ds: Dataset, train: np.ndarray, leak_cfg: dict[str, Any]) -> 
     return leaks
 
 
-def _ship(result: TrainResult, cfg: dict[str, Any], ds: Dataset, test: np.ndarray, base: Path) -> None:
+def _report_files(reports: Reports | None) -> dict[str, str]:
+    """issue #13: the files written beside model.txt (the report, the reference profile)."""
+    if reports is None:
+        return {}
+    files = {"report.html": reports.html}
+    if reports.profile is not None:
+        files["reference_profile.json"] = json.dumps(reports.profile, indent=1, sort_keys=True) + "\n"
+    return files
+
+
+def _ship(result: TrainResult, cfg: dict[str, Any], ds: Dataset, test: np.ndarray, base: Path,
+          extras: dict[str, str] | None = None) -> None:
     """Log the LightGBM model, register it, and export it when it is the champion (or unregistered)."""
     name = model_name(cfg)
     synthetic = ds.kind == "synthetic"
@@ -214,7 +244,7 @@ def _ship(result: TrainResult, cfg: dict[str, Any], ds: Dataset, test: np.ndarra
         data_digest=ds.digest, data_kind=ds.kind, name=name)
     text = result.model.booster.model_to_string()
     with tempfile.TemporaryDirectory() as tmp:
-        folder = export_model_dir(text, manifest, Path(tmp) / "model")
+        folder = export_model_dir(text, manifest, Path(tmp) / "model", extra_files=extras)
         if cfg["tracking"].get("log_model", True):
             example = ds.X.iloc[test[:5]]
             result.model_uri = tracking.log_model(folder, input_example=example_input(example),
@@ -229,7 +259,7 @@ def _ship(result: TrainResult, cfg: dict[str, Any], ds: Dataset, test: np.ndarra
             out = Path(str(cfg["export"]["dir"]))
             out = (out if out.is_absolute() else base / out) / str(cfg["export"].get("name") or name)
             result.model_dir = export_model_dir(text, {**manifest, "model_version": version,
-                                                       "run_id": result.run_id}, out)
+                                                       "run_id": result.run_id}, out, extra_files=extras)
             log.info("exported %s to %s", name, result.model_dir)
         elif cfg["export"].get("enabled"):
             log.info("not exporting %s: this run did not become %s", name, reg["alias"])

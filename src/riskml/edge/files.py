@@ -151,19 +151,30 @@ MODEL_FILE = "model.txt"
 MANIFEST_FILE = "manifest.json"
 
 
-def export_model_dir(model_text: str, manifest: dict[str, Any], path: str | os.PathLike) -> Path:
-    """Write ``<path>/model.txt`` and ``<path>/manifest.json`` atomically.
+def export_model_dir(model_text: str, manifest: dict[str, Any], path: str | os.PathLike, *,
+                     extra_files: dict[str, str] | None = None) -> Path:
+    """Write ``<path>/model.txt``, any ``extra_files`` (name -> text: the report, the reference profile)
+    and ``<path>/manifest.json`` atomically.
 
     ``model_text`` is ``booster.model_to_string()``. The manifest gains
-    ``model_sha256`` (of model.txt as written) and ``files``; the model file is
-    written first so a manifest never points at a file that is not there.
+    ``model_sha256`` (of model.txt as written), ``files`` and the extras'
+    checksums; the manifest is written last so it never points at a file that
+    is not there.
     """
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     with atomic_path(path / MODEL_FILE) as tmp:
         tmp.write_text(model_text)
-    manifest = {**manifest, "model_sha256": sha256_file(path / MODEL_FILE),
-                "files": {"model": MODEL_FILE, "manifest": MANIFEST_FILE}}
+    files = {"model": MODEL_FILE, "manifest": MANIFEST_FILE}
+    sums = {}
+    for name, text in (extra_files or {}).items():
+        with atomic_path(path / name) as tmp:
+            tmp.write_text(text)
+        files[Path(name).stem] = name
+        sums[name] = sha256_file(path / name)
+    manifest = {**manifest, "model_sha256": sha256_file(path / MODEL_FILE), "files": files}
+    if sums:
+        manifest["file_sha256"] = sums
     write_json(manifest, path / MANIFEST_FILE)
     return path
 

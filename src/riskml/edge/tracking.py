@@ -151,10 +151,13 @@ def log_model(model_dir: str | os.PathLike, *, input_example: pd.DataFrame, outp
     """
     model_dir = Path(model_dir)
     code = Path(__file__).with_name("pyfunc_model.py")
+    artifacts = {"model": str(model_dir / "model.txt"), "manifest": str(model_dir / "manifest.json")}
+    if (model_dir / "reference_profile.json").is_file():  # issue #13: monitoring reads it beside model.txt
+        artifacts["reference_profile"] = str(model_dir / "reference_profile.json")
     info = mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT,
         python_model=str(code),
-        artifacts={"model": str(model_dir / "model.txt"), "manifest": str(model_dir / "manifest.json")},
+        artifacts=artifacts,
         signature=infer_signature(input_example, output_example),
         input_example=input_example,
         pip_requirements=PIP_REQUIREMENTS,
@@ -283,3 +286,20 @@ def search_runs(experiment: str, uri: str | None = None) -> pd.DataFrame:
     if exp is None:
         raise ConfigError("experiment", experiment, f"an experiment that exists in {mlflow.get_tracking_uri()}")
     return mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="pandas")
+
+
+# --- issue #13: reports and monitoring runs ---
+
+def log_text(text: str, artifact_file: str) -> None:
+    """Log a text artifact (an HTML report, a JSON document)."""
+    mlflow.log_text(text, artifact_file)
+
+
+def tag_model_version(name: str, version: int | str, key: str, value: str) -> bool:
+    """Tag a registered model version (e.g. with its latest monitoring run); False when it is not registered."""
+    try:
+        MlflowClient().set_model_version_tag(name, str(version), key, value)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+# --- end issue #13

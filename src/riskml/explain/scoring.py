@@ -41,6 +41,7 @@ class ScoringModel:
     booster: lgb.Booster
     manifest: dict[str, Any]
     explainer: FactorExplainer = field(init=False)
+    folder: Any = None  # where the model's files are (its reference profile lies beside model.txt)
 
     def __post_init__(self) -> None:
         self.features: list[str] = list(self.manifest["features"])
