@@ -27,7 +27,7 @@ line-height:1.4;padding:0 16px}
 h1{font-size:1.6em;border-bottom:2px solid #d0d7de;padding-bottom:6px}h2{font-size:1.25em;margin-top:28px;
 border-bottom:1px solid #d0d7de;padding-bottom:4px}p.note{color:#57606a;font-size:.92em}
 table{border-collapse:collapse;margin:8px 0 16px;font-size:.86em}th,td{border:1px solid #d0d7de;padding:3px 8px;
-text-align:right}th{background:#f6f8fa}td.t,th.t{text-align:left}
+text-align:right}th{background:#f6f8fa;text-align:center}td.t,th.t{text-align:left}
 .kv td:first-child{text-align:left;color:#57606a}.ok{background:#dafbe1}.watch{background:#fff8c5}
 .act,.bad{background:#ffebe9}img{max-width:100%;border:1px solid #d0d7de;margin:4px 0}
 .grid{display:flex;flex-wrap:wrap;gap:12px}.grid img{width:360px}
@@ -70,8 +70,13 @@ def table(df: pd.DataFrame, *, digits: int = 4, max_rows: int | None = None) -> 
 
 
 def key_values(items: Mapping[str, object], *, digits: int = 4) -> str:
-    """A two-column table of named values."""
-    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(_cell(v, digits)[0])}</td></tr>" for k, v in items.items())
+    """A two-column table of named values (a whole-number float, e.g. a count logged as a metric, as a whole number)."""
+    def text(v: object) -> str:
+        if isinstance(v, (float, np.floating)) and np.isfinite(v) and float(v).is_integer():
+            return f"{int(v):,}"
+        return _cell(v, digits)[0]
+
+    rows = "".join(f"<tr><td>{esc(k)}</td><td>{esc(text(v))}</td></tr>" for k, v in items.items())
     return f'<table class="kv">{rows}</table>'
 
 
