@@ -79,3 +79,14 @@ def test_scorecard_bins_woe_and_points_add_up():
     # safer rows score higher: the riskiest dpd bin carries fewer points than the safest
     dpd = table[table["feature"] == "dpd"].sort_values("event_rate")
     assert dpd["points"].iloc[0] > dpd["points"].iloc[-1]
+
+
+def test_train_and_predict_configs_share_the_points_and_bands():
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("riskml.conf", version_base="1.3"):
+        t = compose("train")
+    with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+        p = compose("predict")
+    assert PointsScale.from_config(t.points) == PointsScale.from_config(p.points) == PointsScale()
+    assert Bands.from_config(t.bands) == Bands.from_config(p.bands) == Bands()

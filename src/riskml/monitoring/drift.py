@@ -9,7 +9,7 @@ shift to act on; the thresholds come from config (``thresholds.watch``,
 
 Example (a 60/40 batch against a 50/50 reference):
     >>> round(psi([0.5, 0.5], [0.6, 0.4]), 6)
-    0.040546
+    0.040547
 """
 
 from __future__ import annotations

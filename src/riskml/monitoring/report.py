@@ -88,9 +88,10 @@ def monitor_html(doc: Mapping[str, Any], drift: Drift, backtest_table: pd.DataFr
             "thresholds": f"watch {thresholds.watch}, act {thresholds.act}"}
     levels = pd.DataFrame({"part": list(doc["levels"]), "level": list(doc["levels"].values())})
     parts = [html.section("Verdict", html.badge(doc["level"]), html.key_values(head), html.table(levels))]
+    # full width: twenty feature names do not fit a grid cell
     figs = [html.figure(_psi_bars(drift.features, "feature", thresholds, "PSI per feature (top 20)"), alt="psi"),
             html.figure(_psi_bars(drift.factors, "factor", thresholds, "PSI per factor contribution"), alt="psi")]
-    parts.append(html.section("Population stability", '<div class="grid">' + "".join(figs) + "</div>",
+    parts.append(html.section("Population stability", "<br>".join(figs),
                               note="Platform-wide columns (one value per month) are binned as below / inside / "
                                    "above the range seen in training."))
     if drift.bands is not None:
