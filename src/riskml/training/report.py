@@ -77,7 +77,9 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
         out.metrics["calibration_max_band_gap"] = float(cal["gap"].abs().max())
     iv_rows = _sample(train, int(rcfg["iv_max_rows"]), seed)
     X_iv, y_iv = ds.X.iloc[iv_rows], (ds.y[iv_rows] > 0).astype(np.int64)
-    explainer = FactorExplainer(model.booster, ds.feature_factors) if model.kind == "lightgbm" else None
+    # factor contributions need the panel's numeric features (a table's raw categories are not a matrix)
+    explainer = FactorExplainer(model.booster, ds.feature_factors) \
+        if model.kind == "lightgbm" and ds.kind == "synthetic" else None
     factor_scores = None
     if explainer is not None:
         factor_scores = score_rows(model.predict_proba, explainer, X_iv).factor_contrib

@@ -138,7 +138,7 @@ def fit_scorecard(X: pd.DataFrame, y_binary: np.ndarray, scale: PointsScale, *, 
     from optbinning import BinningProcess, Scorecard  # lazy: optbinning (ortools) costs ~1 s to import
     from sklearn.linear_model import LogisticRegression
 
-    cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+    cats = _categorical(X)
     process = BinningProcess(list(X.columns), categorical_variables=cats or None)
     card = Scorecard(binning_process=process, estimator=LogisticRegression(max_iter=max_iter, random_state=seed),
                      scaling_method="pdo_odds",
@@ -157,11 +157,18 @@ def _quiet() -> Iterator[None]:
         yield
 
 
+def _categorical(X: pd.DataFrame) -> list[str]:
+    """Columns optbinning bins as categories: every non-numeric one (pandas category, strings)."""
+    return [c for c in X.columns if not pd.api.types.is_numeric_dtype(X[c].dtype)
+            or isinstance(X[c].dtype, pd.CategoricalDtype)]
+
+
 def _for_binning(X: pd.DataFrame) -> pd.DataFrame:
     """Numbers as float64, categories as object (optbinning's expectation)."""
     out = X.copy()
+    cats = set(_categorical(X))
     for c in out.columns:
-        out[c] = out[c].astype(object) if isinstance(out[c].dtype, pd.CategoricalDtype) else out[c].astype("float64")
+        out[c] = out[c].astype(object) if c in cats else out[c].astype("float64")
     return out
 
 
@@ -203,7 +210,7 @@ def optimal_iv(X: pd.DataFrame, y_binary: np.ndarray) -> pd.Series:
     """Information value of every column of ``X`` on optbinning's optimal bins (index: column name)."""
     from optbinning import BinningProcess  # lazy: see fit_scorecard
 
-    cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+    cats = _categorical(X)
     # pre-bins down to 0.1% of rows: a rare flag (fraud, under 1% of accounts) is otherwise one bin, IV 0
     process = BinningProcess(list(X.columns), categorical_variables=cats or None, min_prebin_size=0.001)
     with _quiet():
