@@ -59,6 +59,24 @@ def scored(trained, tmp_path_factory):
     return result, pd.read_parquet(out)
 
 
+def test_bands_cut_on_points(trained, scored, tmp_path):
+    """bands.by=points cuts score_points; the points edges of the default probability edges give the same bands."""
+    from riskml.training.scorecard import PointsScale
+
+    _, df = scored
+    edges = sorted(PointsScale().points([0.35, 0.15, 0.05, 0.02]).round(6).tolist())
+    out = tmp_path / "points.parquet"
+    predict.run(cfg_for(trained, trained / "data" / "default" / "panel.parquet", out, "bands.by=points",
+                        f"bands.edges=[{','.join(map(str, edges))}]", "what_if=false"))
+    got = pd.read_parquet(out)
+    far = (df["p_adverse"].notna() & ~np.isclose(df["p_adverse"].to_numpy()[:, None],
+                                                 [0.02, 0.05, 0.15, 0.35], rtol=1e-4).any(axis=1))
+    assert far.sum() > 100
+    assert (got.loc[far, "risk_band"] == df.loc[far, "risk_band"]).all()
+    with pytest.raises(ConfigError, match="bands.by"):
+        predict.run(cfg_for(trained, trained / "data" / "default" / "panel.parquet", out, "bands.by=odds"))
+
+
 def test_one_explained_row_per_borrower(scored, panel):
     result, df = scored
     assert df["borrower_id"].tolist() == sorted(panel["borrower_id"].unique())  # sorted, none lost
@@ -72,8 +90,12 @@ def test_one_explained_row_per_borrower(scored, panel):
     # bands follow P(adverse): a higher band never has a lower probability
     order = n.groupby("risk_band")["p_adverse"].agg(["min", "max"]).sort_index()
     assert (order["max"].to_numpy()[:-1] <= order["min"].to_numpy()[1:]).all()
+    # points: 600 at odds 50:1, 20 more per doubling (predict.yaml's defaults)
+    odds = n["p_normal"] / n["p_adverse"]
+    np.testing.assert_allclose(n["score_points"], 600 + 20 * np.log2(odds / 50), rtol=1e-9)
     down = df[~normal]
     assert down["p_adverse"].isna().all() and down["p_recovery_6m"].between(0, 1).all()
+    assert down["score_points"].isna().all()
     assert (down["risk_band"] == down["status"]).all()
     # following advice makes a recovery likelier, never less likely (the recovery model is
     # monotone in the opposite direction of the risk models)

@@ -26,6 +26,7 @@ from riskml.exceptions import ConfigError, ModelError, exit_on_error
 from riskml.explain import MAX_REASONS, check_top_k
 from riskml.explain.scoring import ScoringSystem, score_histories
 from riskml.schema import prediction_schema
+from riskml.training.scorecard import Bands, PointsScale
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,12 @@ def run(cfg: DictConfig) -> PredictResult:
     files, columns = input_plan(cfg.input)
     check_outputs(cfg.output, [Path(cfg.input), *files])
     system = open_model(cfg.model, tracking_uri=cfg.get("tracking_uri"))
-    settings = {k: cfg.get(k) for k in ("as_of", "top_k", "what_if", "include_other", "bands")}
+    settings = {k: cfg.get(k) for k in ("as_of", "top_k", "what_if", "include_other", "points", "bands")}
     settings.update(format=fmt, model=system.checksums)
     score = partial(score_histories, model=system.adverse, recovery=system.recovery, status=system.status,
                     name=system.name, version=system.version, as_of=cfg.as_of, top_k=cfg.top_k,
-                    what_if=cfg.what_if, include_other=cfg.include_other, band_edges=list(cfg.bands.edges),
-                    band_labels=list(cfg.bands.labels))
+                    what_if=cfg.what_if, include_other=cfg.include_other,
+                    scale=PointsScale.from_config(cfg.points), bands=Bands.from_config(cfg.bands))
     extra = {"top_k": cfg.top_k, "model": {"uri": str(cfg.model), "name": system.name, "version": system.version,
                                            "checksums_sha256": system.checksums}}
     return run_job(input=cfg.input, output=cfg.output, columns=columns, schema=prediction_schema(cfg.top_k),

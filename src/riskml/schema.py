@@ -114,7 +114,8 @@ def prediction_schema(k: int) -> pa.Schema:
     """The prediction contract (one row per borrower) with ``k`` reasons: column
     types fixed so every part of a batch and every run agree."""
     fields = [("borrower_id", pa.int64()), ("as_of_month", pa.int32()), ("status", pa.string())]
-    fields += [(c, pa.float64()) for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "p_recovery_6m")]
+    fields += [(c, pa.float64()) for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "score_points",
+                                           "p_recovery_6m")]
     fields += [("risk_band", pa.string())]
     for r in range(1, k + 1):
         fields += [(f"reason_{r}", pa.string()), (f"reason_{r}_label", pa.string()),

@@ -31,6 +31,7 @@ Examples::
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,7 @@ from riskml.features import TARGETS, get_target
 from riskml.training.datasets import Dataset, Fold, kfold_splits, out_of_time_split, time_cut, valid_mask
 from riskml.training.metrics import raise_on_leaks
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
+from riskml.training.report import Reports, build_reports
 from riskml.training.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
                                    plots, scan_leakage)
 
@@ -77,6 +79,7 @@ class TrainResult:
     model_dir: Path | None = None
     fold_metrics: list[dict[str, float]] = field(default_factory=list)
     test_index: np.ndarray | None = None  # rows of ``dataset`` the final model was scored on
+    reports: Reports | None = None  # issue #13: tables, HTML report, reference profile
 
 
 @dataclass
@@ -230,6 +233,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
                        n_test=float(len(folds[0].test)), n_features=float(ds.X.shape[1]))
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
+        fid = None
         if ds.kind == "synthetic":
             metrics.update(oracle_metrics(ds, test, proba, cfg))
             fid = fidelity_metrics(ds, test, proba, model, cfg)
@@ -244,12 +248,27 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             for fname, fig in plots(ds.y[test], proba, ds.classes, importance,
                                      n_bins=int(cfg["eval"]["ece_bins"])).items():
                 tracking.log_figure(fig, fname)
+        # --- issue #13: the risk team's tables, the model report and the reference profile
+        reports = None
+        if cfg["report"].get("enabled", True):
+            reports = build_reports(ds=ds, model=model, train=folds[0].train, valid=folds[0].valid, test=test,
+                                    proba=proba, metrics=metrics, leaks=leaks, importance=importance, fidelity=fid,
+                                    cfg=cfg)
+            metrics.update(reports.metrics)
+            tracking.log_metrics(reports.metrics)
+            for name, frame in reports.tables.items():
+                tracking.log_table(frame, name)
+            tracking.log_text(reports.html, "report.html")
+            if reports.profile is not None:
+                tracking.log_dict(reports.profile, "reference_profile.json")
+        # --- end issue #13
         result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold, test_index=test)
+        result.reports = reports
         if kind == "lightgbm" and ship:
             example = ds.X.iloc[test[:5]]
             shipped = ship_single(result.model.booster.model_to_string(), _manifest(result, cfg), run_id=run_id,
                                   name=model_name(cfg), cfg=cfg, base=base, input_example=example_input(example),
-                                  output_example=proba_frame(result.model, example))
+                                  output_example=proba_frame(result.model, example), extras=_report_files(reports))
             result.model_uri, result.registration, result.model_dir = (shipped["model_uri"], shipped["registration"],
                                                                        shipped["model_dir"])
     log.info("run %s (%s on %s): %s", run_id, kind, ds.kind,
@@ -293,12 +312,13 @@ def run_system(cfg: dict[str, Any], data: dict[str, Dataset], *, exp_id: str, ba
         tracking.log_metrics(metrics)
         result = SystemResult(run_id, exp_id, metrics, parts)
         models = {role: (p.model.booster.model_to_string(), _manifest(p, component_config(cfg, ROLES[role]),
-                                                                       f"{name}/{role}"))
+                                                                       f"{name}/{role}"), _report_files(p.reports))
                   for role, p in parts.items()}
         ds = parts["adverse"].dataset
         system = {"name": name, "riskml_version": __version__, "run_id": run_id, "data_digest": ds.digest,
                   "data_kind": ds.kind, "windows": list(cfg["data"]["windows"]), "metrics": metrics,
-                  "runs": {role: p.run_id for role, p in parts.items()}}
+                  "runs": {role: p.run_id for role, p in parts.items()},
+                  "points": cfg["points"], "bands": cfg["bands"]}  # what the MLflow model scores with
         shipped = ship_system(models, system, run_id=run_id, name=name, cfg=cfg, base=base,
                               histories=example_histories(ds.source))
         result.model_uri, result.registration, result.model_dir = (shipped["model_uri"], shipped["registration"],
@@ -320,6 +340,16 @@ def _guard_leakage(ds: Dataset, train: np.ndarray, leak_cfg: dict[str, Any]) -> 
         tracking.log_dict({f: a for f, a in leaks}, "leakage.json")
     raise_on_leaks(leaks, threshold=threshold, allow=bool(leak_cfg.get("allow", False)))
     return leaks
+
+
+def _report_files(reports: Reports | None) -> dict[str, str]:
+    """issue #13: the files written beside model.txt (the report, the reference profile)."""
+    if reports is None:
+        return {}
+    files = {"report.html": reports.html}
+    if reports.profile is not None:
+        files["reference_profile.json"] = json.dumps(reports.profile, indent=1, sort_keys=True) + "\n"
+    return files
 
 
 @hydra.main(version_base="1.3", config_path="pkg://riskml.conf", config_name="train")

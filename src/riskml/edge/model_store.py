@@ -71,12 +71,17 @@ def verify_checksums(folder: str | os.PathLike, *, expected: str | None = None) 
             raise ModelError(f"{f}: sha256 does not match {CHECKSUMS_FILE}; the file changed after export")
 
 
-def write_model_dir(model_text: str, manifest: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write one model folder in place (``model.txt``, ``manifest.json``, ``checksums.json``)."""
+def write_model_dir(model_text: str, manifest: Mapping[str, Any], path: str | os.PathLike, *,
+                    extra_files: Mapping[str, str] | None = None) -> Path:
+    """Write one model folder in place: ``model.txt``, any ``extra_files`` (name -> text: the model
+    report, the reference profile monitoring reads), ``manifest.json`` and ``checksums.json``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     with atomic_path(path / MODEL_FILE) as tmp:
         tmp.write_text(model_text)
+    for name, text in (extra_files or {}).items():
+        with atomic_path(path / name) as tmp:
+            tmp.write_text(text)
     write_json({**manifest, "model_sha256": sha256_file(path / MODEL_FILE), "num_trees": _count_trees(model_text),
                 "files": {"model": MODEL_FILE, "manifest": MANIFEST_FILE}}, path / MANIFEST_FILE)
     _write_checksums(path)
@@ -151,16 +156,16 @@ def load_model_dir(path: str | os.PathLike, *, verify: bool = True):
     return booster, manifest
 
 
-def write_system_dir(models: Mapping[str, tuple[str, Mapping[str, Any]]], system: Mapping[str, Any],
-                     path: str | os.PathLike) -> Path:
+def write_system_dir(models: Mapping[str, tuple], system: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write a system folder in place: one model folder per role and ``system.json``.
 
-    ``models`` maps a role of :data:`ROLES` to ``(model text, manifest)``.
+    ``models`` maps a role of :data:`ROLES` to ``(model text, manifest)`` or
+    ``(model text, manifest, extra files)``.
     """
     path = Path(path)
-    for role, (text, manifest) in models.items():
+    for role, (text, manifest, *extra) in models.items():
         check_role(role, manifest, source=f"{path / role}")
-        write_model_dir(text, manifest, path / role)
+        write_model_dir(text, manifest, path / role, extra_files=extra[0] if extra else None)
     write_json({**system, "kind": SYSTEM_KIND, "roles": {r: r for r in models}}, path / SYSTEM_FILE)
     _write_checksums(path)
     return path
@@ -212,7 +217,8 @@ def registered_version(folder: str | os.PathLike) -> dict:
 def open_system(path: str | os.PathLike, *, name: str | None = None, version: str | None = None):
     """A :class:`~riskml.explain.scoring.ScoringSystem` from a verified system folder."""
     system, models = load_system_dir(path)
-    parts = {role: ScoringModel(booster, manifest) for role, (booster, manifest) in models.items()}
+    parts = {role: ScoringModel(booster, manifest, folder=Path(path) / role)
+             for role, (booster, manifest) in models.items()}
     return ScoringSystem(parts["adverse"], parts.get("status"), parts.get("recovery"),
                          name=str(name or system.get("name") or "riskml"),
                          version=str(version if version is not None else system.get("model_version") or ""),

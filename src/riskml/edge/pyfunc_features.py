@@ -1,55 +1,46 @@
-"""The MLflow pyfunc of a riskml model, logged as "model from code" (no pickle).
+"""The MLflow pyfunc of a single riskml model, logged as "model from code" (no pickle).
 
-MLflow copies this file into the logged model and runs it on load; the model's
-artifacts are the exported folder's two files, ``model`` (LightGBM text) and
-``manifest`` (JSON). ``predict`` returns one probability column per class,
-``p_<class>`` (``p_normal, p_suspended, p_closed`` or ``p_0, p_1``).
-
-Self-contained on purpose (lightgbm, numpy, pandas only) so that a model
-served from the registry loads without riskml installed.
+Used for single-model experiments (``target=adverse_3m``, a table's model);
+the scoring system has its own (``pyfunc_system.py``). MLflow copies this file
+into the logged model and runs it on load (the artifact store's trust
+boundary, see ``riskml.edge.registry``); the model's artifacts are the
+exported folder's ``model.txt``, ``manifest.json`` and ``checksums.json``,
+verified before LightGBM reads them. ``predict`` takes feature rows and returns
+one (calibrated) probability column per class, ``p_<class>``.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
+from pathlib import Path
 
-import lightgbm as lgb
 import mlflow
-import numpy as np
 import pandas as pd
+
+from riskml.edge.model_store import load_model_dir
+from riskml.explain.scoring import ScoringModel
 
 
 class RiskmlModel(mlflow.pyfunc.PythonModel):
     """Class probabilities from a LightGBM text model and its manifest."""
 
     def load_context(self, context) -> None:
-        model_path, manifest_path = context.artifacts["model"], context.artifacts["manifest"]
-        with open(manifest_path) as f:
-            self.manifest = json.load(f)
-        with open(model_path, "rb") as f:
-            digest = hashlib.sha256(f.read()).hexdigest()
-        if self.manifest.get("model_sha256") not in (None, digest):
-            raise ValueError(f"{model_path}: sha256 {digest} does not match the manifest")
-        self.booster = lgb.Booster(model_file=model_path)
-        self.features = list(self.manifest["features"])
-        self.categories = dict(self.manifest.get("categories") or {})
-        self.columns = [f"p_{c}" for c in self.manifest["classes"]]
+        folder = Path(context.artifacts["model"]).parent
+        booster, manifest = load_model_dir(folder, verify=(folder / "checksums.json").is_file())
+        self.model = ScoringModel(booster, manifest, folder=folder)
+        self.categories = dict(manifest.get("categories") or {})
+        self.columns = [f"p_{c}" for c in manifest["classes"]]
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        missing = [c for c in self.features if c not in model_input.columns]
+        missing = [c for c in self.model.features if c not in model_input.columns]
         if missing:
             raise ValueError(f"model input lacks feature column(s) {missing}")
         X = pd.DataFrame(index=model_input.index)
-        for c in self.features:
+        for c in self.model.features:
             if c in self.categories:
                 X[c] = pd.Categorical(model_input[c].astype("string").astype(object), categories=self.categories[c])
             else:
                 X[c] = pd.to_numeric(model_input[c], errors="coerce").astype("float64")
-        p = self.booster.predict(X)
-        if p.ndim == 1:
-            p = np.column_stack([1.0 - p, p])
-        return pd.DataFrame(p, columns=self.columns, index=model_input.index)
+        return pd.DataFrame(self.model.proba(X), columns=self.columns, index=model_input.index)
 
 
 mlflow.models.set_model(RiskmlModel())

@@ -26,6 +26,7 @@ from riskml.edge.batch_job import prepare, split_rows
 from riskml.edge.model_store import open_system, registered_version
 from riskml.exceptions import SchemaError
 from riskml.schema import PANEL, missing_columns, prediction_schema
+from riskml.training.scorecard import Bands, PointsScale
 
 #: the options of ``riskml.predict`` that shape a row, at their defaults (a request may pass ``params``)
 DEFAULTS = {"as_of": None, "top_k": 3, "what_if": True, "include_other": False}
@@ -44,9 +45,10 @@ class RiskmlSystem(mlflow.pyfunc.PythonModel):
         return score_rows(self.system, model_input, **opts)
 
 
-def score_rows(system, rows: pd.DataFrame, *, as_of=None, top_k=3, what_if=True, include_other=False,
-               band_edges=(0.02, 0.05, 0.15, 0.35), band_labels=("A", "B", "C", "D", "E")) -> pd.DataFrame:
-    """Validate panel rows as a batch job does and score them; raise on any bad row."""
+def score_rows(system, rows: pd.DataFrame, *, as_of=None, top_k=3, what_if=True, include_other=False
+               ) -> pd.DataFrame:
+    """Validate panel rows as a batch job does and score them (with the points and bands the system was
+    trained with); raise on any bad row."""
     missing = missing_columns(rows, PANEL.required)
     if missing:
         raise SchemaError(f"model input: missing required panel column(s) {missing}; expected at least "
@@ -58,8 +60,10 @@ def score_rows(system, rows: pd.DataFrame, *, as_of=None, top_k=3, what_if=True,
         raise SchemaError(f"model input: {len(rejects)} bad row(s), e.g. {listed}; expected rows that pass the "
                           "panel contract (riskml.schema.PANEL)")
     schema = prediction_schema(top_k)
+    scale = PointsScale.from_config(system.info["points"]) if "points" in system.info else PointsScale()
+    bands = Bands.from_config(system.info["bands"]) if "bands" in system.info else Bands()
     scored = system.score(good, as_of=as_of, top_k=top_k, what_if=what_if, include_other=include_other,
-                          band_edges=list(band_edges), band_labels=list(band_labels))
+                          scale=scale, bands=bands)
     # the types the batch job writes (its parquet schema), so both give the same values
     return pa.Table.from_pandas(scored[schema.names], schema=schema, preserve_index=False).to_pandas(
         ignore_metadata=True)

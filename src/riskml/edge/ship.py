@@ -82,15 +82,16 @@ def ship_folder(folder: Path, *, run_id: str, name: str, cfg: Mapping[str, Any],
 
 
 def ship_single(model_text: str, manifest: Mapping[str, Any], *, run_id: str, name: str, cfg: Mapping[str, Any],
-                base: Path, input_example: pd.DataFrame, output_example: pd.DataFrame) -> dict[str, Any]:
-    """One model (a single-target experiment or a table's model)."""
+                base: Path, input_example: pd.DataFrame, output_example: pd.DataFrame,
+                extras: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """One model (a single-target experiment or a table's model), with its report files."""
     with tempfile.TemporaryDirectory() as tmp:
-        folder = write_model_dir(model_text, manifest, Path(tmp) / "model")
+        folder = write_model_dir(model_text, manifest, Path(tmp) / "model", extra_files=extras)
         return ship_folder(folder, run_id=run_id, name=name, cfg=cfg, base=base, input_example=input_example,
                            output_example=output_example)
 
 
-def ship_system(models: Mapping[str, tuple[str, Mapping[str, Any]]], system: Mapping[str, Any], *, run_id: str,
+def ship_system(models: Mapping[str, tuple], system: Mapping[str, Any], *, run_id: str,
                 name: str, cfg: Mapping[str, Any], base: Path, histories: pd.DataFrame) -> dict[str, Any]:
     """The scoring system: ``models`` maps each role to ``(model text, manifest)``; ``histories`` are a
     few borrowers' panel rows, the logged input example (their predictions are the output example)."""

@@ -195,9 +195,9 @@ def log_model(folder: str | os.PathLike, *, input_example: pd.DataFrame, output_
     folder = Path(folder)
     system = (folder / "system.json").is_file()
     code = Path(__file__).with_name("pyfunc_system.py" if system else "pyfunc_features.py")
+    # a single model's files side by side (model.txt, manifest, checksums, report, reference profile)
     artifacts = ({"system": str(folder)} if system else
-                 {"model": str(folder / "model.txt"), "manifest": str(folder / "manifest.json"),
-                  "checksums": str(folder / "checksums.json")})
+                 {f.stem: str(f) for f in sorted(folder.iterdir()) if f.is_file()})
     info = mlflow.pyfunc.log_model(
         name=MODEL_ARTIFACT, python_model=str(code), artifacts=artifacts,
         signature=signature or infer_signature(input_example, output_example),
@@ -223,3 +223,20 @@ def search_runs(experiment: str, uri: str | None = None) -> pd.DataFrame:
     if exp is None:
         raise ConfigError("experiment", experiment, f"an experiment that exists in {mlflow.get_tracking_uri()}")
     return mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="pandas")
+
+
+# --- issue #13: reports and monitoring runs ---
+
+def log_text(text: str, artifact_file: str) -> None:
+    """Log a text artifact (an HTML report, a JSON document)."""
+    mlflow.log_text(text, artifact_file)
+
+
+def tag_model_version(name: str, version: int | str, key: str, value: str) -> bool:
+    """Tag a registered model version (e.g. with its latest monitoring run); False when it is not registered."""
+    try:
+        MlflowClient().set_model_version_tag(name, str(version), key, value)
+    except mlflow.exceptions.MlflowException:
+        return False
+    return True
+# --- end issue #13

@@ -22,11 +22,13 @@ import numpy as np
 import pandas as pd
 
 from riskml import factors
-from riskml.exceptions import ConfigError, ModelError
+from riskml.exceptions import ModelError
 from riskml.explain.reasons import FactorExplainer, adverse_contributions, advice_for, check_top_k, top_reasons
 from riskml.features.snapshots import build_features
 from riskml.features.windows import DEFAULT_WINDOWS, feature_specs, rectify
 from riskml.schema import STATUSES, class_probabilities, prediction_schema
+from riskml.training.calibration import Calibrator
+from riskml.training.scorecard import Bands, PointsScale
 
 ACTIONABLE = {f: advice_for(f)[0] for f in factors.CATALOGUE}
 ADVICE = {f: advice_for(f)[1] for f in factors.CATALOGUE}
@@ -39,6 +41,7 @@ class ScoringModel:
     booster: lgb.Booster
     manifest: dict[str, Any]
     explainer: FactorExplainer = field(init=False)
+    folder: Any = None  # where the model's files are (its reference profile lies beside model.txt)
 
     def __post_init__(self) -> None:
         self.features: list[str] = list(self.manifest["features"])
@@ -51,6 +54,7 @@ class ScoringModel:
             raise ModelError(f"model.txt features {booster_features[:5]}... differ from the manifest's "
                              f"{self.features[:5]}...; the model folder is inconsistent")
         self.explainer = FactorExplainer(self.booster, self.feature_factors)
+        self.calibrator = Calibrator.from_dict(self.manifest.get("calibration"))
 
     @property
     def name(self) -> str:
@@ -61,8 +65,9 @@ class ScoringModel:
         return str(self.manifest.get("model_version") or self.manifest.get("version") or "")
 
     def proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Class probabilities, shape (n, n_classes); a binary model gives two columns."""
-        return class_probabilities(self.booster.predict(X[self.features], num_threads=0))
+        """Class probabilities, shape (n, n_classes), calibrated as the manifest says; binary: two columns."""
+        p = class_probabilities(self.booster.predict(X[self.features], num_threads=0))
+        return p if self.calibrator is None else self.calibrator.apply_proba(p)
 
     def positive(self, proba: np.ndarray) -> np.ndarray:
         """P(the outcome the model is about): adverse for status models, recovery for recovery models."""
@@ -77,18 +82,6 @@ def check_features(model: ScoringModel, feature_names: Sequence[str], *, source:
             f"{source}: the model {model.name!r} needs {len(missing)} feature(s) that riskml's feature "
             f"builder does not make from panel histories, e.g. {missing[:5]}; was it trained on another data set "
             "(a tabular model) or with other feature windows?")
-
-
-def risk_band(p: np.ndarray, edges: Sequence[float], labels: Sequence[str]) -> np.ndarray:
-    """Map probabilities to bands: ``labels[i]`` for ``edges[i-1] <= p < edges[i]``.
-
-    >>> risk_band(np.array([0.01, 0.05, 0.5]), [0.02, 0.1], ["low", "medium", "high"]).tolist()
-    ['low', 'medium', 'high']
-    """
-    if len(labels) != len(edges) + 1 or list(edges) != sorted(edges):
-        raise ConfigError("predict.bands", {"edges": list(edges), "labels": list(labels)},
-                          "increasing edges and one more label than edges")
-    return np.asarray(labels, dtype=object)[np.searchsorted(np.asarray(edges), p, side="right")]
 
 
 def _reasons(model: ScoringModel, X: pd.DataFrame, proba: np.ndarray, *, k: int, sign: float,
@@ -125,10 +118,8 @@ def _reasons(model: ScoringModel, X: pd.DataFrame, proba: np.ndarray, *, k: int,
 
 def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringModel | None = None, *,
                     status: ScoringModel | None = None, as_of: int | None = None, top_k: int = 3,
-                    what_if: bool = True, include_other: bool = False,
-                    band_edges: Sequence[float] = (0.02, 0.05, 0.15, 0.35),
-                    band_labels: Sequence[str] = ("A", "B", "C", "D", "E"),
-                    name: str | None = None, version: str | None = None) -> pd.DataFrame:
+                    what_if: bool = True, include_other: bool = False, scale: PointsScale = PointsScale(),
+                    bands: Bands = Bands(), name: str | None = None, version: str | None = None) -> pd.DataFrame:
     """One prediction row per borrower of a validated panel chunk.
 
     Args:
@@ -144,6 +135,8 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         top_k: reasons per borrower, 1..4.
         what_if: rescore each actionable reason with its factor rectified.
         include_other: let the non-documented ``other`` pseudo-factor be a reason.
+        scale: the points scale of ``score_points`` (from P(adverse)).
+        bands: the risk bands, cut on P(adverse) or on points.
         name, version: the model name and version written on every row (default: ``model``'s).
 
     Returns:
@@ -158,7 +151,7 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         "as_of_month": keys["month"].to_numpy(),
         "status": keys["status"].astype("string").to_numpy(),
     })
-    for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "p_recovery_6m"):
+    for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "score_points", "p_recovery_6m"):
         out[c] = np.nan
     out["risk_band"] = pd.array([pd.NA] * n, dtype="string")
     reason_frames = []
@@ -179,7 +172,9 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
                 out.loc[normal, "p_suspended"] = p_adv * (1 - closed)
                 out.loc[normal, "p_closed"] = p_adv * closed
         out.loc[normal, "p_adverse"] = p_adv
-        out.loc[normal, "risk_band"] = risk_band(p_adv, band_edges, band_labels)
+        points = scale.points(p_adv)
+        out.loc[normal, "score_points"] = points
+        out.loc[normal, "risk_band"] = bands.assign(p_adverse=p_adv, points=points)
         r = _reasons(model, Xn.reset_index(drop=True), proba, k=top_k, sign=+1.0, what_if=what_if,
                      include_other=include_other)
         reason_frames.append(r.set_index(normal))

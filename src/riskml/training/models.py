@@ -38,6 +38,7 @@ from riskml import __version__
 
 from riskml.exceptions import ConfigError
 from riskml.schema import class_probabilities
+from riskml.training.calibration import Calibrator, fit_calibrator
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 MODELS: tuple[str, ...] = ("lightgbm", "hist_gbm", "logistic")
 
 #: Keys of a model config that are riskml's, not the estimator's parameters.
-CONTROL_KEYS = frozenset({"name", "monotone", "num_boost_round", "early_stopping_rounds"})
+CONTROL_KEYS = frozenset({"name", "monotone", "num_boost_round", "early_stopping_rounds", "calibration"})
 
 
 @dataclass
@@ -60,6 +61,7 @@ class FittedModel:
     params: dict[str, Any] = field(default_factory=dict)
     num_threads: int = 0
     curve: list[float] = field(default_factory=list)  # LightGBM: validation loss after each boosting round
+    calibrator: Calibrator | None = None  # fitted on the validation split; applied by predict_proba
 
     @property
     def booster(self) -> lgb.Booster:
@@ -71,7 +73,8 @@ class FittedModel:
         """Class probabilities, shape (n_rows, n_classes), columns in ``classes`` order."""
         X = X[self.feature_names]
         if self.kind == "lightgbm":
-            return class_probabilities(self.estimator.predict(X, num_threads=self.num_threads or 0))
+            p = class_probabilities(self.estimator.predict(X, num_threads=self.num_threads or 0))
+            return p if self.calibrator is None else self.calibrator.apply_proba(p)
         with threadpool_limits(self.num_threads or None):
             p = self.estimator.predict_proba(X)
         seen = np.asarray(self.estimator.classes_, dtype=np.int64)
@@ -236,8 +239,10 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
                                       num_boost_round=int(model_cfg["num_boost_round"]), X_valid=X_valid,
                                       y_valid=y_valid, early_stopping_rounds=model_cfg.get("early_stopping_rounds"),
                                       progress=progress)
-        return FittedModel(kind, booster, list(classes), features, booster.current_iteration(), params, num_threads,
-                           curve)
+        model = FittedModel(kind, booster, list(classes), features, booster.current_iteration(), params, num_threads,
+                            curve)
+        model.calibrator = _calibrate(model, model_cfg.get("calibration"), X_valid, y_valid)
+        return model
 
     if X_valid is not None and y_valid is not None:
         X_fit, y_fit = pd.concat([X_train, X_valid], ignore_index=True), np.concatenate([y_train, y_valid])
@@ -253,6 +258,25 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
     n_iter = getattr(est, "n_iter_", None)
     return FittedModel(kind, est, list(classes), features, int(n_iter) if n_iter is not None else None,
                        params, num_threads)
+
+
+def _calibrate(model: FittedModel, cal_cfg: Mapping[str, Any] | None, X_valid: pd.DataFrame | None,
+               y_valid: np.ndarray | None) -> Calibrator | None:
+    """The calibrator of P(not class 0) on the validation split (``model.calibration``), or None."""
+    if not cal_cfg or not cal_cfg.get("enabled", False):
+        return None
+    if X_valid is None or y_valid is None or len(y_valid) == 0:
+        log.info("no validation split: the model stays uncalibrated")
+        return None
+    per_bin = cal_cfg.get("events_per_bin", 40)
+    if isinstance(per_bin, bool) or not isinstance(per_bin, int) or per_bin < 5:
+        raise ConfigError("model.calibration.events_per_bin", per_bin, "a whole number >= 5")
+    raw = class_probabilities(model.booster.predict(X_valid[model.feature_names], num_threads=model.num_threads or 0))
+    cal = fit_calibrator(np.asarray(y_valid) > 0, 1.0 - raw[:, 0], events_per_bin=per_bin)
+    if cal is None:
+        log.info("too few validation events to calibrate (need %d on each side); the model stays uncalibrated",
+                 2 * per_bin)
+    return cal
 
 
 def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], feature_directions: Mapping[str, int],
@@ -271,6 +295,7 @@ def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], fe
         "metrics": {k: float(v) for k, v in metrics.items()},
         "params": {k: v for k, v in model.params.items() if k != "monotone_constraints"},
         "monotone": "monotone_constraints" in model.params,
+        "calibration": None if model.calibrator is None else model.calibrator.to_dict(),
     }
 
 

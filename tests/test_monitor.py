@@ -1,0 +1,163 @@
+"""Monitoring: PSI by hand, a fresh baseline portfolio raises no feature alarm (several seeds), a
+tightening portfolio alarms on the policy index, the back-test matches the simulator's own outcomes,
+and ``riskml.monitor`` end to end (JSON, HTML, MLflow run, exit code)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from hydra import compose, initialize_config_module
+
+from riskml import monitor, train
+from riskml.exceptions import ConfigError, ModelError
+from riskml.explain.scoring import ScoringModel
+from riskml.edge.files import read_json, write_parquet
+from riskml.edge.model_store import load_model_dir, write_system_dir
+from riskml.features.snapshots import build_features, build_snapshots
+from riskml.monitoring.backtest import backtest, realised_outcomes
+from riskml.monitoring.drift import Thresholds, drift, psi
+from riskml.monitoring.profile import batch_shares, numeric_bins, numeric_shares, score_rows
+from riskml.simulate import SimConfig, simulate
+
+N = 3000
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("monitor")
+    with initialize_config_module("riskml.conf", version_base="1.3"):
+        cfg = compose("train", overrides=[
+            f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data",
+            f"data.n_borrowers={N}", "model.num_boost_round=80", "model.min_data_in_leaf=50",
+            "eval.oracle=false", "eval.plots=false", "register.enabled=false"])
+    train.run(cfg)
+    return tmp / "models" / "riskml"  # the scoring system; monitoring watches its adverse model
+
+
+@pytest.fixture(scope="module")
+def loaded(model_dir):
+    return (ScoringModel(*load_model_dir(model_dir / "adverse")),
+            read_json(model_dir / "adverse" / "reference_profile.json"))
+
+
+def _drift_of(panel: pd.DataFrame, model: ScoringModel, profile: dict, as_of: int):
+    snaps = build_features(panel[panel["month"] <= as_of], as_of=as_of, windows=model.windows)
+    normal = (snaps.keys["status"] == "normal").to_numpy()
+    X = snaps.X[normal].reset_index(drop=True)
+    scored = score_rows(model.proba, model.explainer, X)
+    return drift(profile, batch_shares(profile, X, scored), Thresholds()), snaps.keys[normal], scored
+
+
+def test_psi_hand_computed():
+    assert psi([0.5, 0.5], [0.6, 0.4]) == pytest.approx(0.1 * np.log(1.2) + 0.1 * np.log(1.25), rel=1e-12)
+    assert psi([0.25] * 4, [0.25] * 4) == 0.0
+    # an empty bin counts as a share of eps = 1e-4, not as infinity
+    assert psi([0.5, 0.5, 0.0], [0.5, 0.4, 0.1]) == pytest.approx(
+        -0.1 * np.log(0.8) + (0.1 - 1e-4) * np.log(0.1 / 1e-4), rel=1e-12)
+    t = Thresholds()
+    assert [t.level(v) for v in (0.05, 0.1, 0.2, 0.25)] == ["ok", "watch", "watch", "act"]
+    with pytest.raises(ConfigError, match="thresholds.act"):
+        Thresholds.from_config({"watch": 0.3, "act": 0.2})
+
+
+def test_bins_for_numbers_missing_values_and_platform_columns():
+    x = np.r_[np.arange(10.0), np.nan]
+    b = numeric_bins(x, n_bins=2)
+    assert b["kind"] == "numeric" and numeric_shares(x, b["edges"]) == pytest.approx([5 / 11, 5 / 11, 1 / 11])
+    months = np.repeat([1, 2, 3], 4)
+    policy = np.repeat([0.3, 0.35, 0.4], 4)  # one value per month: a platform-wide column
+    b = numeric_bins(policy, months=months)
+    assert b["kind"] == "platform"
+    assert numeric_shares([0.32] * 5, b["edges"]) == [0.0, 1.0, 0.0, 0.0]   # inside the training range
+    assert numeric_shares([0.6] * 5, b["edges"]) == [0.0, 0.0, 1.0, 0.0]    # above it
+
+
+def test_fresh_baseline_portfolios_raise_no_feature_alarm(loaded):
+    model, profile = loaded
+    as_of = profile["months"][-1]
+    watch = 0
+    for seed in (11, 12, 13):
+        panel = simulate(SimConfig(n_borrowers=N, seed=seed)).panel
+        d, _, _ = _drift_of(panel, model, profile, as_of)
+        assert d.levels["features"] != "act", d.features.head()
+        assert d.levels["factors"] == "ok" and d.levels["score"] == "ok" and d.levels["reasons"] == "ok"
+        watch += int((d.features["level"] == "watch").sum())
+    # false alarms over 3 seeds x every feature: none at act; at watch at most 1%
+    assert watch <= 0.01 * 3 * len(profile["features"])
+
+
+def test_tightening_portfolio_alarms_on_the_policy_index(loaded):
+    model, profile = loaded
+    as_of = profile["months"][-1]
+    panel = simulate(SimConfig(n_borrowers=N, seed=21, scenario="tightening", tighten_month=as_of - 4)).panel
+    d, _, _ = _drift_of(panel, model, profile, as_of)
+    act = set(d.features.loc[d.features["level"] == "act", "feature"])
+    assert "policy_index" in act and d.features.loc[d.features["level"] == "act", "factor"].eq(
+        "policy_tightening").all(), d.features.head()
+    spec = profile["factors"].get("policy_tightening", {"edges": []})
+    if len(spec["edges"]) == 2 and spec["edges"][1] - spec["edges"][0] > 1e-5:  # the model uses the policy index at all (a small model may not): its factor moves too
+        assert d.factors.set_index("factor").loc["policy_tightening", "level"] == "act"
+    assert d.level == "act"
+
+
+def test_backtest_agrees_with_the_simulators_outcomes(loaded):
+    model, profile = loaded
+    sim = simulate(SimConfig(n_borrowers=N, seed=31)).panel
+    as_of = 20
+    _, keys, scored = _drift_of(sim, model, profile, as_of)
+    realised = realised_outcomes(sim, keys["borrower_id"], as_of=as_of, horizon=3)
+    snaps = build_snapshots(sim, target="adverse_3m", horizon=3)
+    at = snaps.keys["month"].to_numpy() == as_of
+    truth = pd.Series(snaps.y[at], index=snaps.keys.loc[at, "borrower_id"].to_numpy())
+    assert realised.notna().all()
+    assert realised.to_numpy(np.int64).tolist() == truth.reindex(keys["borrower_id"]).astype(int).tolist()
+    bands = np.array(["low" if p < 0.05 else "high" for p in scored.p_adverse], dtype=object)
+    table, m = backtest(scored.p_adverse, realised, bands, ["low", "high"])
+    assert m["n"] == len(keys) and m["events"] == int(truth.reindex(keys["borrower_id"]).sum())
+    assert m["auc"] > 0.8
+    assert abs(m["predicted_rate"] - m["observed_rate"]) < 0.02
+    # a horizon past the end of the histories gives no outcome rather than a wrong one
+    assert realised_outcomes(sim, keys["borrower_id"], as_of=22, horizon=3).isna().all()
+
+
+def _monitor_cfg(tmp: Path, model_dir: Path, *overrides: str):
+    with initialize_config_module("riskml.conf.monitor", version_base="1.3"):
+        return compose("monitor", overrides=[f"model={model_dir}", f"output={tmp}/report",
+                                             f"tracking_uri=sqlite:///{tmp}/mlflow.db", *overrides])
+
+
+def test_monitor_entry_point_writes_json_html_and_an_mlflow_run(model_dir, loaded, tmp_path):
+    _, profile = loaded
+    as_of = profile["months"][-1]
+    panel = simulate(SimConfig(n_borrowers=2000, seed=41, scenario="tightening", tighten_month=as_of - 4)).panel
+    write_parquet(panel, tmp_path / "panel.parquet")
+    result = monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'panel.parquet'}", f"as_of={as_of}"))
+    doc = json.loads(result.json_path.read_text())
+    assert result.level == doc["level"] == "act" and result.exit_code == monitor.EXIT_ALARM
+    assert doc["backtest"]["n"] > 0 and 0.5 < doc["backtest"]["auc"] <= 1.0   # histories run past as_of
+    html = result.html_path.read_text()
+    assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html and "Back-test" in html
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
+    run = mlflow.get_run(result.run_id)
+    assert run.data.tags["riskml.monitor_level"] == "act" and run.data.tags["riskml.model_name"] == "riskml"
+    assert run.data.metrics["max_feature_psi"] >= 0.25
+    # never: the same report, exit 0
+    again = monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'panel.parquet'}", f"as_of={as_of}",
+                                     "fail_on=never", "tracking.enabled=false"))
+    assert again.exit_code == 0 and again.run_id is None
+
+
+def test_monitor_rejects_bad_config_and_a_model_without_profile(model_dir, tmp_path):
+    with pytest.raises(ConfigError, match="fail_on"):
+        monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "fail_on=sometimes"))
+    # a system exported before profiles were saved: the same models, no reference_profile.json
+    parts = {r: load_model_dir(model_dir / r) for r in ("adverse", "status", "recovery")}
+    bare = write_system_dir({r: (b.model_to_string(), m) for r, (b, m) in parts.items()}, {"name": "old"},
+                            tmp_path / "bare")
+    with pytest.raises(ModelError, match="reference_profile.json"):
+        monitor.run(_monitor_cfg(tmp_path, bare, "input=x.parquet"))
