@@ -199,3 +199,17 @@ def test_a_train_killed_before_the_alias_moved_is_mended_and_its_run_marked_kill
 def test_a_misspelt_register_metric_fails_with_one_line_instead_of_never_promoting(tmp_path):
     with pytest.raises(Exception, match=r"register.metric.*roc_auc_adverse"):
         train.run(train_cfg(tmp_path, "data.n_borrowers=600", "register.metric=roc_auc_adverse_typo"))
+
+
+def test_a_model_in_the_wrong_role_is_refused(system, tmp_path):
+    tmp, _ = system
+    folder = tmp / "models" / "riskml"
+    parts = {r: model_store.load_model_dir(folder / r) for r in ("adverse", "status", "recovery")}
+    swapped = {"adverse": parts["recovery"], "status": parts["status"], "recovery": parts["adverse"]}
+    with pytest.raises(Exception, match="adverse model must be trained for target 'adverse_3m'.*'recovery_6m'"):
+        model_store.write_system_dir({r: (b.model_to_string(), m) for r, (b, m) in swapped.items()}, {},
+                                     tmp_path / "swapped")
+    inp = tmp / "data" / "default" / "panel.parquet"
+    with pytest.raises(Exception, match=r"a single 'recovery_6m' model; expected a scoring system"):
+        predict.run(predict_cfg(inp, tmp_path / "o.parquet", f"model={folder / 'recovery'}"))
+    assert not (tmp_path / "o.parquet").exists()

@@ -190,3 +190,34 @@ def test_two_stores_with_the_same_model_version_never_share_a_cache_entry(tmp_pa
         shas.append(io.sha256_file(local / "model.txt"))
         assert shas[-1] == io.sha256_file(tmp_path / f"export{i}" / "model.txt")
     assert shas[0] != shas[1]
+
+
+def test_a_model_changed_in_the_artifact_store_after_registration_is_refused(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    exp_id = tracking.setup(f"sqlite:///{tmp_path}/mlflow.db", "unit")
+    run_id = log_run(exp_id, tiny_model_dir(tmp_path / "export"), 0.7)
+    register_and_promote(run_id, "riskml_unit", "roc_auc_adverse")
+    stored = [p for p in (tmp_path / "mlartifacts").rglob("manifest.json")]
+    assert stored
+    for manifest in stored:  # whoever can write the store edits the factor map and its checksums.json to match
+        manifest.write_text(manifest.read_text().replace('"overdue"', '"maintenance"'))
+        sums = manifest.with_name("checksums.json")
+        io.write_json({**io.read_json(sums), "manifest.json": io.sha256_file(manifest)}, sums)
+    with pytest.raises(ModelError, match="recorded at registration"):
+        registry.resolve_model("models:/riskml_unit@champion", cache_dir=tmp_path / "cache")
+
+
+def test_an_export_killed_half_way_leaves_the_earlier_folder_whole(tmp_path):
+    out = tiny_model_dir(tmp_path / "models" / "m", seed=1)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    def dies(tmp):
+        (tmp / "model.txt").parent.mkdir(parents=True, exist_ok=True)
+        (tmp / "model.txt").write_text("half a model")
+        raise KeyboardInterrupt("killed between model.txt and manifest.json")
+
+    with pytest.raises(KeyboardInterrupt):
+        model_store.swap_in(out, dies)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in out.parent.iterdir()] == ["m"]  # no temporary left either
+    model_store.load_model_dir(out)

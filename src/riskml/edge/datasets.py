@@ -19,7 +19,7 @@ import pandas as pd
 import pyarrow as pa
 
 from riskml import __version__
-from riskml.edge.files import ParquetSink, read_json, read_table, sha256_file, write_json
+from riskml.edge.files import ParquetSink, clean_stale_temps, read_json, read_table, sha256_file, write_json
 from riskml.exceptions import InputError
 from riskml.simulate import SimConfig, iter_chunks
 from riskml.simulate.summary import Summary
@@ -37,6 +37,7 @@ def write_dataset(sim: SimConfig, out: str | os.PathLike, *, name: str, config: 
     ``config`` is recorded in the manifest as given (the entry point's resolved config).
     """
     out = Path(out)
+    clean_stale_temps(out)  # temp folders of generate runs that were killed (100+ MB each)
     tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
