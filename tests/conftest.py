@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from typing import Callable
+import signal
+import socket
+import subprocess
+import time
+import urllib.request
+from typing import Callable, Iterator
 
 import pytest
 
@@ -20,3 +26,48 @@ def compose() -> Callable:
             return _compose(config_name=config_name, overrides=list(overrides or []))
 
     return make
+
+
+def kill_on_call(monkeypatch, module, name: str, n: int) -> None:
+    """Make ``module.name`` raise KeyboardInterrupt (a kill) on its ``n``-th call; earlier calls run."""
+    real, calls = getattr(module, name), []
+
+    def dies(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt("killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(module, name, dies)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def serving(cmd: list[str], port: int, *, what: str, timeout: float = 120, **popen) -> Iterator[str]:
+    """Start a server on 127.0.0.1:``port``, wait for its ``/health``, yield its URL; stop it whatever happens."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            **popen)
+    try:
+        deadline = time.time() + timeout
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            assert proc.poll() is None, f"{what} exited early"
+            assert time.time() < deadline, f"{what} did not answer /health within {timeout:.0f} s"
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import kill_on_call
 from hydra import compose, initialize_config_module
 
 from riskml import predict, train
@@ -86,15 +87,8 @@ def test_a_resume_with_another_bucket_size_starts_clean_and_never_duplicates(mod
                                                                               monkeypatch):
     clean = predict.run(cfg(models, panel_file, tmp_path / "clean.parquet", "bucket_rows=5000"))
     out = tmp_path / "p.parquet"
-    real, calls = predict.score_histories, []
-
-    def dies(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(predict, "score_histories", dies)
+    real = predict.score_histories
+    kill_on_call(monkeypatch, predict, "score_histories", 3)
     with pytest.raises(KeyboardInterrupt):
         predict.run(cfg(models, panel_file, out, "bucket_rows=8000"))
     monkeypatch.setattr(predict, "score_histories", real)
@@ -114,15 +108,8 @@ def test_a_resume_with_another_model_starts_clean(models, panel_file, tmp_path, 
     (other / "system.json").write_text(json.dumps({**manifest, "note": "retrained"}))
     _rewrite_checksums(other)
     out = tmp_path / "p.parquet"
-    real, calls = predict.score_histories, []
-
-    def dies(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(predict, "score_histories", dies)
+    real = predict.score_histories
+    kill_on_call(monkeypatch, predict, "score_histories", 2)
     with pytest.raises(KeyboardInterrupt):
         predict.run(cfg(models, panel_file, out, "bucket_rows=5000"))
     monkeypatch.setattr(predict, "score_histories", real)

@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 from pathlib import Path
 
@@ -17,6 +15,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port, serving
 from hydra import compose, initialize_config_module
 
 from riskml import predict, train
@@ -90,51 +89,25 @@ def test_the_registered_model_takes_histories_and_returns_what_batch_prediction_
     assert "riskml==" in reqs and f"mlflow=={mlflow.__version__}" in reqs  # pinned, not 'mlflow'
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.server
 def test_mlflow_models_serve_answers_a_rest_request_of_borrower_months(system, tmp_path):
     tmp, _ = system
-    port, venv_bin = _free_port(), str(Path(sys.executable).parent)
+    port, venv_bin = free_port(), str(Path(sys.executable).parent)
     env = {**ENV, "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}", "MLFLOW_TRACKING_URI": f"sqlite:///{tmp}/mlflow.db"}
-    proc = subprocess.Popen([f"{venv_bin}/mlflow", "models", "serve", "-m", "models:/riskml@champion",
-                             "--env-manager", "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, "mlflow models serve exited early"
-            assert time.time() < deadline, "the served model did not answer /health within 120 s"
-            time.sleep(1)
+    cmd = [f"{venv_bin}/mlflow", "models", "serve", "-m", "models:/riskml@champion", "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    with serving(cmd, port, what="mlflow models serve", cwd=tmp_path, env=env) as url:
         panel = pd.read_parquet(tmp / "data" / "default" / "panel.parquet")
         rows = request_rows(panel[panel["borrower_id"] < 6])
         body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}).encode()
-        req = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
-                                     headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=120) as r:
             served = pd.DataFrame(json.loads(r.read())["predictions"])
         local = mlflow.pyfunc.load_model("models:/riskml@champion").predict(rows)
         assert served["borrower_id"].tolist() == local["borrower_id"].tolist() == list(range(6))
         np.testing.assert_allclose(served["p_adverse"].astype(float), local["p_adverse"].astype(float), rtol=1e-12)
         assert served["reason_1"].fillna("").tolist() == local["reason_1"].fillna("").tolist()
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 @pytest.mark.slow

@@ -4,12 +4,7 @@ model export checksums, and a real ``mlflow server`` on 127.0.0.1."""
 from __future__ import annotations
 
 import os
-import signal
-import socket
-import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import lightgbm as lgb
@@ -17,6 +12,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port, serving
 
 from riskml.edge import files as io
 from riskml.edge import model_store, registry, tracking
@@ -132,35 +128,14 @@ def test_sqlite_store_champion_alias_and_model_uris(tmp_path, monkeypatch):
     assert out["p_adverse"].iloc[0] > out["p_adverse"].iloc[1]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.mark.slow
 @pytest.mark.server
 def test_logs_a_run_to_a_real_mlflow_server(tmp_path):
-    port = _free_port()
+    port = free_port()
     mlflow_bin = Path(sys.executable).with_name("mlflow")
     cmd = [str(mlflow_bin), "server", "--backend-store-uri", f"sqlite:///{tmp_path}/server.db", "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1"]
-    env = {**os.environ, "MLFLOW_TRACKING_URI": ""}
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
-                            start_new_session=True)
-    try:
-        deadline = time.time() + 90
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            assert proc.poll() is None, "mlflow server exited early"
-            assert time.time() < deadline, "mlflow server did not answer /health within 90 s"
-            time.sleep(1)
-        uri = f"http://127.0.0.1:{port}"
+    with serving(cmd, port, what="mlflow server", cwd=tmp_path, env={**os.environ, "MLFLOW_TRACKING_URI": ""}) as uri:
         exp_id = tracking.setup(uri, "server_test")
         run_id = log_run(exp_id, tiny_model_dir(tmp_path / "export"), 0.71)
         reg = register_and_promote(run_id, "riskml_server", "roc_auc_adverse")
@@ -171,12 +146,6 @@ def test_logs_a_run_to_a_real_mlflow_server(tmp_path):
         local = registry.resolve_model("models:/riskml_server@champion", cache_dir=tmp_path / "cache")
         assert model_store.load_model_dir(local)[1]["features"] == FEATURES
         assert not (tmp_path / "mlflow.db").exists()  # everything went to the server's store
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
 
 
 def test_two_stores_with_the_same_model_version_never_share_a_cache_entry(tmp_path, monkeypatch):
