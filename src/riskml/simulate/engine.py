@@ -16,18 +16,18 @@ a while, as the sources describe. The escalation ladders:
 * ``multi_lending``: lenders and applications that pile up over months.
 * ``agreement_violation``: fraud is confirmed in a flagged month, the likelier
   the more anomaly flags came before; immediate, permanent closure.
-* ``policy_tightening``: while the platform tightens (last month's policy
-  index above neutral) it closes *marginal* accounts: past the acceptance line
-  the index moves in, inside the line of a normal period
-  (``riskml.features.acceptance``); they reopen once the line in force takes
-  them back.
+* ``policy_tightening``: while the platform tightens (the policy index above
+  neutral) it closes *marginal* accounts: past the acceptance line the index
+  moves in, inside the line of a normal period, at three month-end reviews in
+  a row (``riskml.features.acceptance``).
 * ``maintenance``: random, whatever the risk; ends by itself.
 
 When several causes fire in a month the engine records the one whose signal
 is strongest (the highest hazard; fraud always first, maintenance only when no
-risk cause fired). Suspended lines come back once their cause is rectified,
-closed lines rarely and only after clean months, fraud closures never,
-maintenance after one month.
+risk cause fired). Suspended lines come back once their cause is rectified
+(arrears and abnormal use once the warning has faded from the record), closed
+lines rarely and only after clean months, policy closures once the line in
+force takes them back, fraud closures never, maintenance after one month.
 """
 
 from __future__ import annotations
