@@ -290,3 +290,50 @@ def test_large_outputs_are_writable_column_ordered_float32():
     X = _empty_features(300_000, 64)         # 77 MB: the mapped path
     X[:, 3] = 1.5
     assert X.dtype == np.float32 and X.flags.f_contiguous and X.flags.writeable and X[-1, 3] == 1.5
+
+
+def test_acceptance_gap_and_reviews_past_the_line_match_hand_computed():
+    """The platform's grade here is 0.4 per other lender (score 620, no debt, no arrears); the review is the
+    mean of the last 6 months' grades; the line is 1.0 in a normal month and 1.0 - 5 x 0.2 = 0 at policy 0.5."""
+    t = 8
+    lenders = [1, 1, 2, 2, 2, 3, 3, 5]
+    policy = [0.3, 0.3, 0.5, 0.5, 0.5, 0.5, 0.5, 0.5]
+    df = pd.DataFrame({"borrower_id": np.repeat([1, 2, 3], t), "month": np.tile(np.arange(t), 3)})
+    for c in BEHAVIOUR:
+        df[c.name] = 0.0
+    df["external_score"], df["credit_limit"], df["income"] = 620.0, 1000.0, 5000.0
+    df["other_lenders"], df["policy_index"] = np.tile(lenders, 3), np.tile(policy, 3)
+    # the same history three times: 1 stays open, 2 is closed by the policy from month 5, 3 suspended for
+    # multi-lending from month 5 (a line the acceptance line does not govern)
+    df["status"] = ["normal"] * t + ["normal"] * 5 + ["closed"] * 3 + ["normal"] * 5 + ["suspended"] * 3
+    df["cause"] = [None] * t + [None] * 5 + ["policy_tightening"] * 3 + [None] * 5 + ["multi_lending"] * 3
+    panel = cast(df, PANEL)
+    # reviews 0.4, 0.4, 1.6/3, 2.4/4, 3.2/5, 4.4/6, 5.2/6, 6.8/6; gap = review - line while tightening and
+    # review <= 1.0 (beyond it the cause rules act), NaN otherwise
+    want_gap = [NAN, NAN, 1.6 / 3, 0.6, 0.64, 4.4 / 6, 5.2 / 6, NAN]
+    want_run = [0, 0, 1, 2, 3, 4, 5, 0]
+    for m in range(t):
+        x = build_features(panel, as_of=m).X
+        np.testing.assert_allclose(x["acceptance_gap"].iloc[0], want_gap[m], rtol=1e-5, atol=1e-6)
+        assert x["reviews_past_acceptance_line"].iloc[0] == want_run[m]
+        if m >= 5:  # the policy closure keeps its gap (whether the line takes it back); the suspension has none
+            np.testing.assert_allclose(x["acceptance_gap"].iloc[1], want_gap[m], rtol=1e-5, atol=1e-6)
+            assert np.isnan(x["acceptance_gap"].iloc[2]) and np.isnan(x["reviews_past_acceptance_line"].iloc[2])
+    specs = {s.name: s for s in feature_specs()}
+    for name in ("acceptance_gap", "reviews_past_acceptance_line", "policy_index_chg_6m", "policy_index_chg_12m"):
+        assert specs[name].factor == "policy_tightening" and specs[name].direction == 1
+
+
+def test_the_engine_closes_for_policy_exactly_the_accounts_the_features_find_past_the_line():
+    """The features recompute the platform's rule from panel columns alone: every policy closure at month m
+    follows REVIEWS snapshots in a row (m-3..m-1) whose acceptance gap is > 0."""
+    from riskml.features import acceptance
+    from riskml.simulate import SimConfig, simulate
+
+    panel = simulate(SimConfig(n_borrowers=3000, n_months=16, scenario="tightening", tighten_month=6,
+                               block_size=1024)).panel
+    s = build_snapshots(panel, target="adverse_3m", horizon=1, min_history=1)
+    closed_next = (s.y == 1) & (s.cause == "policy_tightening").to_numpy()
+    assert closed_next.sum() > 30
+    x = s.X[closed_next]
+    assert (x["acceptance_gap"] > 0).all() and (x["reviews_past_acceptance_line"] >= acceptance.REVIEWS).all()

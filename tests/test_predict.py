@@ -154,10 +154,14 @@ def test_reasons_match_the_explainers_contributions_on_both_sides(trained, panel
     checked = {"normal": 0, "down": 0}
     for side, (m, sign) in sides.items():
         contrib = m.explainer.contributions(X)[:, 0, :-1]
-        documented = [i for i, f in enumerate(m.explainer.factors) if f in factors.CAUSES]
+        # on the recovery side the platform-side causes are a reason by the cause on record only
+        learned = factors.CAUSES if side == "normal" else set(factors.CAUSES) - set(scoring.PLATFORM_SIDE)
+        documented = [i for i, f in enumerate(m.explainer.factors) if f in learned]
         for row in range(len(out)):
             if (out.loc[row, "status"] == "normal") != (side == "normal"):
                 continue
+            if pd.notna(out.loc[row, "reason_1"]) and pd.isna(out.loc[row, "reason_1_contribution"]):
+                continue  # explained by the recovery rule (scoring.recovery_rule), not the model
             c = {m.explainer.factors[i]: contrib[row, i] for i in documented if sign * contrib[row, i] > 0}
             want = sorted(c, key=lambda f: -sign * c[f])[:4]
             got = [out.loc[row, f"reason_{i}"] for i in range(1, 5) if pd.notna(out.loc[row, f"reason_{i}"])]
@@ -337,10 +341,9 @@ def test_top_reason_finds_the_true_cause_on_a_fresh_simulation(trained):
     assert fid.n_events > 500
     assert fid.overall >= 0.8, fid.per_cause
     judged = fid.per_cause[fid.per_cause["judged"]]
-    # Known gap: a policy closure hits accounts that are marginal on their own signals, and
-    # those outweigh the platform-wide policy index (top-1 ~0.1); every other cause is found.
-    own = judged.drop(index="policy_tightening", errors="ignore")
-    assert len(own) >= 5 and (own["top1_rate"] >= 0.75).all(), judged
+    # every cause is found, policy tightening included (a 2,000-borrower model here: the 0.75 target
+    # per cause is tested on a larger one in test_fidelity.py)
+    assert len(judged) >= 6 and (judged["top1_rate"] >= 0.7).all(), judged
 
 
 def test_down_accounts_without_a_recovery_model_keep_the_contract(trained, panel):

@@ -140,6 +140,9 @@ def test_closed_lines_reopen_rarely_after_six_clean_months_never_after_fraud(bas
     _, p = base
     reopen = p[(p["prev_status"] == 2) & (p["status_code"] == 0)]
     closures = p[(p["prev_status"] < 2) & (p["status_code"] == 2)]
+    # a policy closure reopens on the policy's terms (test_a_policy_closure_reopens_once_the_line_takes_it_back)
+    policy = (p.loc[reopen.index - 1, "cause_s"] == "policy_tightening").to_numpy()
+    reopen, closures = reopen[~policy], closures[closures["cause_s"] != "policy_tightening"]
     assert 0 < len(reopen) < 0.25 * len(closures)
     pairs = pd.merge_asof(reopen[["month", "borrower_id"]].sort_values("month"),
                           closures[["month", "borrower_id"]].rename(columns={"month": "closed_at"}).sort_values("closed_at"),
@@ -147,6 +150,28 @@ def test_closed_lines_reopen_rarely_after_six_clean_months_never_after_fraud(bas
     assert pairs["closed_at"].notna().all()
     assert (pairs["month"] - pairs["closed_at"] >= 6).all()
     assert (p.loc[reopen.index - 1, "cause_s"] != "agreement_violation").all()
+
+
+def test_a_policy_closure_reopens_once_the_line_takes_it_back(base):
+    """Reopened only when last month's review sat inside last month's acceptance line (the features' gap
+    <= 0, or the normal period's line); the tightened line keeps the rest closed."""
+    from riskml.features import build_features
+
+    _, p = base
+    was_policy = (p["prev_status"] == 2) & (p.groupby("borrower_id")["cause_s"].shift(1) == "policy_tightening")
+    back = p[was_policy & (p["status_code"] == 0)]
+    assert len(back) > 50
+    checked = 0
+    for month, rows in back.groupby("month"):
+        x = build_features(p[p["borrower_id"].isin(rows["borrower_id"])], as_of=int(month) - 1).X
+        tight = p.loc[rows.index - 1, "policy_index"].to_numpy() > 0.3 + 1e-6
+        assert (x["acceptance_gap"].to_numpy()[tight] <= 1e-5).all()  # accepted by the tightened line
+        checked += tight.sum()
+    assert checked > 20
+    # and while the line stays tight, accounts it does not accept stay closed
+    still = p[was_policy & (p["status_code"] == 2) & (p["month"] == 8)]
+    x = build_features(p[p["borrower_id"].isin(still["borrower_id"])], as_of=7).X
+    assert (x["acceptance_gap"] > 0).sum() > 20
 
 
 def test_default_rates_are_realistic(base):

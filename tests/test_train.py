@@ -154,6 +154,14 @@ def test_synthetic_lightgbm_run_end_to_end(tmp_path, monkeypatch):
                                                                 artifact_path="fidelity_confusion.csv",
                                                                 dst_path=str(tmp_path / "art")), index_col=0)
     assert confusion.to_numpy().sum() == len(rows)
+    # and on a fresh portfolio per scenario (issue #11): metrics and one confusion table with every scenario
+    scen = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id,
+                                                           artifact_path="fidelity_scenarios_confusion.csv",
+                                                           dst_path=str(tmp_path / "art")), index_col=[0, 1, 2])
+    assert set(scen.index.get_level_values("scenario")) == {"baseline", "tightening", "maintenance"}
+    for name in ("baseline", "tightening", "maintenance"):
+        assert scen.loc[("adverse", name)].to_numpy().sum() == m[f"fidelity_adverse_{name}_events"] > 20
+        assert 0.6 < m[f"fidelity_adverse_{name}_top1"] <= 1
     assert 0.5 < m["valid_roc_auc_adverse"] <= 1  # what tuning selects on
     # out of time: the test snapshots are later than every training snapshot, and borrowers do not cross
     (fold,) = train.make_folds(ds, {"seed": 0, "split": cfg_for(tmp_path).split})

@@ -56,7 +56,7 @@ from riskml.training.metrics import raise_on_leaks
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
 from riskml.training.report import Reports, build_reports
 from riskml.training.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
-                                   plots, scan_leakage)
+                                   plots, scan_leakage, scenario_fidelity)
 
 log = logging.getLogger(__name__)
 
@@ -241,6 +241,11 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
                 metrics.update(fid.as_dict())
                 tracking.log_table(fid.confusion, "fidelity_confusion.csv")
                 tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
+            report = scenario_fidelity(model, ds, cfg)  # fresh portfolios, one per scenario
+            if report is not None:
+                metrics.update(report.metrics)
+                tracking.log_table(report.confusion, "fidelity_scenarios_confusion.csv")
+                tracking.log_table(report.per_cause, "fidelity_scenarios_per_cause.csv")
         tracking.log_metrics(metrics)
         importance = importance_by_factor(model, ds, test, seed=int(cfg["seed"]))
         tracking.log_table(importance.to_frame("importance"), "importance_by_factor.csv")

@@ -32,6 +32,7 @@ from riskml.training.scorecard import Bands, PointsScale
 
 ACTIONABLE = {f: advice_for(f)[0] for f in factors.CATALOGUE}
 ADVICE = {f: advice_for(f)[1] for f in factors.CATALOGUE}
+LABEL = {f: factors.CATALOGUE[f].name for f in factors.CATALOGUE}
 
 
 @dataclass
@@ -89,6 +90,8 @@ def _reasons(model: ScoringModel, X: pd.DataFrame, proba: np.ndarray, *, k: int,
     """Wide reason columns for rows of ``X``: factor, label, contribution, advice, p_after."""
     contrib = model.explainer.contributions(X[model.features])
     adverse = adverse_contributions(contrib, proba, adverse_classes=tuple(range(1, proba.shape[1])))
+    if sign < 0:
+        adverse = recovery_side(adverse, model.explainer.factors)
     # sign=+1: reasons raise P(adverse). sign=-1 (recovery): reasons lower P(recovery).
     long = top_reasons(sign * adverse, model.explainer.factors, k=k, include_other=include_other)
     out = pd.DataFrame(index=pd.RangeIndex(len(X)))
@@ -114,6 +117,66 @@ def _reasons(model: ScoringModel, X: pd.DataFrame, proba: np.ndarray, *, k: int,
                 out.loc[rows, f"reason_{rank}_p_after"] = model.positive(model.proba(Xf))
     out["_base"] = base
     return out
+
+
+#: Platform-side causes. On the recovery side they are a reason by the cause on record only
+#: (:func:`recovery_rule`), never a learned one: in the platform's rules a line down for the user's
+#: own cause comes back on that cause's terms, whatever the policy or an outage.
+PLATFORM_SIDE = ("policy_tightening", "maintenance")
+#: P(recovery) that the platform's own rules set (``DOMAIN.md``, Recovery): a maintenance suspension clears
+#: by itself once the system is fixed; a closure for fraud or agreement violation is permanent.
+RULE_RECOVERY = {"maintenance": 1.0, "agreement_violation": 0.0}
+
+
+def recovery_side(contrib: np.ndarray, factor_ids: Sequence[str]) -> np.ndarray:
+    """Factor contributions to P(recovery) with the platform-side factors' set to 0 (never a learned reason)."""
+    return np.where(np.isin(np.asarray(factor_ids), PLATFORM_SIDE), 0.0, contrib)
+
+
+def recovery_rule(status, cause, maintenance, months_in_status, explained) -> tuple[np.ndarray, np.ndarray]:
+    """The rules of the recovery side: which rows the cause on record explains, and rule-set P(recovery).
+
+    Platform-side causes (maintenance, policy tightening) and permanent ones (fraud) are explained as
+    such, not as the user's behaviour (``DESIGN.md``): the cause on record is the reason. P(recovery) is
+    a rule where the platform's rule fixes it and the training history rarely or never shows the case
+    (an outage month, a fraud closure that reopens), so a learned probability could only smear it: a
+    maintenance suspension clears by itself, a fraud closure is permanent; whether a policy closure
+    reopens (the line in force) is the model's estimate. A row where no factor of the user's stands in
+    the way (``explained`` false) also gets the cause on record: the notice always names why a line is
+    down. Maintenance is the cause on record or, with none on record, a suspension that began this very
+    month with the maintenance flag set.
+
+    Returns:
+        ``(factor, p_recovery)``: the reason's factor id (None: the model's reasons stand) and the
+        rule's P(recovery) (NaN: the model's).
+
+    >>> f, p = recovery_rule(["suspended", "closed", "closed", "closed", "suspended"],
+    ...                      [None, "agreement_violation", "overdue", "policy_tightening", "abnormal_use"],
+    ...                      [1, 0, 0, 0, 0], [1, 9, 3, 2, 4], [True, True, True, True, False])
+    >>> f.tolist(), p.tolist()
+    (['maintenance', 'agreement_violation', None, 'policy_tightening', 'abnormal_use'], [1.0, 0.0, nan, nan, nan])
+    """
+    status, cause = np.asarray(status, dtype=object), pd.Series(np.asarray(cause, dtype=object)).astype(object)
+    unknown = cause.isna().to_numpy()
+    cause = cause.fillna("").to_numpy()
+    flagged = (np.asarray(maintenance, dtype=float) > 0) & (np.asarray(months_in_status, dtype=float) <= 1)
+    maint = (status == "suspended") & ((cause == "maintenance") | (unknown & flagged))
+    fraud = (status == "closed") & (cause == "agreement_violation")
+    policy = (status == "closed") & (cause == "policy_tightening")
+    silent = ~np.asarray(explained, dtype=bool) & ~unknown
+    factor = np.select([maint, fraud, policy, silent], ["maintenance", "agreement_violation", "policy_tightening",
+                                                        cause], None).astype(object)
+    p = np.select([maint, fraud], [RULE_RECOVERY["maintenance"], RULE_RECOVERY["agreement_violation"]], np.nan)
+    return factor, p
+
+
+def _cause_at(panel: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
+    """The cause on record at each key's month (NA without a ``cause`` column)."""
+    if "cause" not in panel.columns:
+        return np.full(len(keys), None, dtype=object)
+    got = keys[["borrower_id", "month"]].merge(panel[["borrower_id", "month", "cause"]], how="left",
+                                               on=["borrower_id", "month"])
+    return got["cause"].astype(object).to_numpy()
 
 
 def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringModel | None = None, *,
@@ -188,6 +251,16 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
             out.loc[blocked, "p_recovery_6m"] = recovery.positive(proba)
             r = _reasons(recovery, Xb.reset_index(drop=True), proba, k=top_k, sign=-1.0, what_if=what_if,
                          include_other=include_other)
+            rule, p_rule = recovery_rule(out.loc[blocked, "status"], _cause_at(panel, keys.iloc[blocked]),
+                                         Xb["maintenance"], Xb["months_in_status"], r["reason_1"].notna())
+            fixed, ruled = np.flatnonzero(~np.isnan(p_rule)), np.flatnonzero(pd.notna(rule))
+            out.loc[blocked[fixed], "p_recovery_6m"] = p_rule[fixed]
+            # the cause on record is the one reason, with the catalogue's text; no contribution (not the model's)
+            r.iloc[ruled, [r.columns.get_loc(c) for c in r.columns if c.startswith("reason_")]] = np.nan
+            why = pd.Series(rule[ruled])
+            r.loc[ruled, "reason_1"] = why.to_numpy()
+            for col, text in (("label", LABEL), ("actionable", ACTIONABLE), ("advice", ADVICE)):
+                r.loc[ruled, f"reason_1_{col}"] = why.map(text).to_numpy()
             reason_frames.append(r.set_index(blocked))
 
     if reason_frames:

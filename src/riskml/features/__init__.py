@@ -1,5 +1,6 @@
 """The features stage: panel -> snapshots (features from months <= t, labels from t+1..t+H).
 
+- ``acceptance``: the platform's acceptance rule (its risk grade, the line the policy index moves);
 - ``grid``: the panel as time-major month grids, the layout every feature reads;
 - ``windows``: what each feature is (:class:`FeatureSpec`), its factor, its
   what-if rule, and how it is computed on a grid;

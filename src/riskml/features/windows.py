@@ -22,6 +22,12 @@ st_entries      times the account entered that status (whole history)   +1
 st_since        months since the last month not normal (NaN: never)     0
 st_code / st_run  status at t (0/1/2) / months in the current status    0
 cause_months    months in the window whose ``cause`` was that factor    +1
+gap             how far past the platform's acceptance line the account  +1
+                sits at t (``acceptance.gap``: grade points; NaN when
+                the platform is not tightening, the account is beyond
+                the normal line, which the cause rules act on, or it is
+                down for a cause other than the policy)
+past_line       month-end reviews in a row up to t past the line (gap > 0) +1
 ==============  =====================================================  =========
 
 Everything reads grid rows ``<= t`` only (see ``riskml.features.grid``), which is what
@@ -38,6 +44,7 @@ import numpy as np
 import pandas as pd
 
 from riskml.exceptions import ConfigError
+from riskml.features import acceptance
 from riskml.factors import CAUSES, OTHER, factor_of_column, get as get_factor, signal_of_column
 from riskml.schema import STATUS_CODE
 
@@ -61,7 +68,8 @@ _PLAN: tuple[tuple, ...] = (
     ("external_score", "chg", "m"), ("external_score", "chg", "l"), ("external_score", "dd", "l"),
     ("external_score", "low", "m", 600.0),
     ("utility_on_time", "lvl"), ("utility_on_time", "mean", "m"),
-    ("policy_index", "lvl"), ("policy_index", "chg", "s"), ("policy_index", "mean", "l"),
+    ("policy_index", "lvl"), ("policy_index", "chg", "s"), ("policy_index", "chg", "m"), ("policy_index", "chg", "l"),
+    ("policy_index", "mean", "l"), ("policy_index", "gap"), ("policy_index", "past_line"),
     ("fraud_flag", "lvl"), ("fraud_flag", "cnt", "s", 0.0), ("fraud_flag", "cnt", "m", 0.0),
     ("fraud_flag", "cnt", "l", 0.0),
     ("maintenance", "lvl"), ("maintenance", "cnt", "s", 0.0),
@@ -74,10 +82,11 @@ _PLAN: tuple[tuple, ...] = (
 _STATUS_NAMES = {"st_months": "months_{arg}_{w}m", "st_entries": "past_{arg}", "st_since": "months_since_not_normal",
                  "st_code": "status_code", "st_run": "months_in_status"}
 _PLURAL = {"suspended": "suspensions", "closed": "closures"}
+_POLICY = CAUSES.index("policy_tightening")
 #: months-since value of an event that never happened in the history
 NEVER = 120.0
 
-_SIGNED = ("lvl", "mean", "max", "min", "chg", "dd", "cnt")
+_SIGNED = ("lvl", "mean", "max", "min", "chg", "dd", "cnt", "gap", "past_line")
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,8 @@ def feature_specs(windows: tuple[int, ...] = DEFAULT_WINDOWS) -> list[FeatureSpe
             name = _STATUS_NAMES[kind].format(arg=_PLURAL.get(arg, arg) if kind == "st_entries" else arg, w=win)
             direction = 1 if kind in ("st_months", "st_entries") else 0
         else:
-            name = {"lvl": col, "since": f"{col}_since", "util": "utilisation"}.get(kind, f"{col}_{kind}_{win}m")
+            name = {"lvl": col, "since": f"{col}_since", "util": "utilisation", "gap": "acceptance_gap",
+                    "past_line": "reviews_past_acceptance_line"}.get(kind, f"{col}_{kind}_{win}m")
             direction = (sig.direction if sig else 0) if kind in _SIGNED else 0
             if kind == "low":
                 direction = -sig.direction if sig else 0
@@ -291,6 +301,11 @@ def compute(spec: FeatureSpec, b: Block) -> np.ndarray:
             out = b.window(("c", col, spec.arg), lambda: b.g(col) > spec.arg, w)
         elif k == "low":
             out = b.window(("lo", col, spec.arg), lambda: b.g(col) < spec.arg, w)
+        elif k == "gap":
+            out = np.where(_governed(b), b.at(_acceptance_gap(b)), np.nan)
+        elif k == "past_line":
+            run = b._cached(("pl",), lambda: _run_length(_acceptance_gap(b) > 0, int(b.pos[-1]) + 1))
+            out = np.where(_governed(b), b.at(run), np.nan)
         elif k == "since":
             # "never" is a large finite value, not NaN, so the monotone constraint
             # covers it and a rectified borrower ("never late") cannot score worse
@@ -298,6 +313,34 @@ def compute(spec: FeatureSpec, b: Block) -> np.ndarray:
         else:
             out = _history(spec, b)
     return np.asarray(out, dtype=np.float32)
+
+
+def _acceptance_gap(b: Block) -> np.ndarray:
+    """The grid of ``acceptance.gap``: the platform's month-end review of each month against that month's line."""
+    def build():
+        g = acceptance.grade(days_past_due=b.g("days_past_due"), other_lenders=b.g("other_lenders"),
+                             debt_to_income=b.g("debt_to_income"), external_score=b.g("external_score"))
+        return acceptance.gap(acceptance.review_grid(g), b.g("policy_index"))
+    return b._cached(("gap",), build)
+
+
+def _governed(b: Block) -> np.ndarray:
+    """Snapshots the acceptance line governs: open accounts, and accounts closed by the policy itself.
+
+    A line suspended or closed for another cause comes back on that cause's terms, not the line's.
+    """
+    now = b.at(b.status)
+    policy = np.zeros_like(now, dtype=bool) if b.cause is None else b.at(b.cause) == _POLICY
+    return (now == STATUS_CODE["normal"]) | ((now == STATUS_CODE["closed"]) & policy)
+
+
+def _run_length(event: np.ndarray, rows: int) -> np.ndarray:
+    """Per grid row, how many rows in a row up to it have ``event`` (0 where it has not)."""
+    run = np.zeros(event.shape, dtype=np.float32)
+    run[0] = event[0]
+    for r in range(1, rows):  # a loop over months, vectorised over borrowers
+        run[r] = np.where(event[r], run[r - 1] + 1, 0)
+    return run
 
 
 def _history(spec: FeatureSpec, b: Block) -> np.ndarray:

@@ -61,12 +61,10 @@ class EngineParams:
     score_level: float = 2.0  # per 40 points below 600
     score_drop: float = 0.6  # per 20 points of 3-month drop
     score_low: float = 0.8  # per unit of the low-score (< 600) month memory
-    # policy tightening: closure of marginal accounts, the more the higher last month's policy index
-    policy_neutral: float = 0.3  # policy index above which the platform is tightening (closures happen)
-    policy_rate: float = 0.006  # closure hazard of a fully marginal account just above the neutral index
-    policy_slope: float = 20.0  # log-hazard per unit of policy index: closures come in tightening periods
-    policy_max: float = 0.1  # the hazard at most, however tight the policy
-    policy_cutoff: float = 4.0  # platform risk index where an account counts as marginal
+    # policy tightening: closure of marginal accounts, those past the platform's acceptance line that a normal
+    # period keeps (the line and the grade are the platform's published rule, riskml.features.acceptance)
+    policy_rate: float = 0.15  # monthly closure hazard of a marginal account while the platform tightens
+    policy_reopen: float = 0.3  # monthly reopen probability of a policy closure the current line accepts again
     # agreement violation: fraud confirmed after anomaly flags seen in recent months
     fraud_bias: float = -5.0  # closure logit in a flagged month with no earlier flags
     fraud_flags: float = 4.0  # per unit of the earlier-flag memory
@@ -78,6 +76,10 @@ class EngineParams:
     restore_step: float = 0.1  # limit restored per clean month, as share of the base limit
     rectify: float = 0.7  # probability a borrower starts repairing after a decision
     rectify_months: int = 6
+    # a suspension for arrears / abnormal use is rectified once its signal memory has faded below these
+    rectify_late: float = 1.0  # late-month memory (about 6 on-time months after a 60-day arrears)
+    rectify_invest: float = 0.5  # invest-month memory (about 5 months without investing drawn money)
+    rectify_rapid: float = 2.0  # rapid-draw memory
 
 
 @dataclass(frozen=True)
@@ -107,7 +109,7 @@ class SimConfig:
     policy_amplitude: float = 0.1
     policy_period: int = 24
     tighten_month: int | None = None
-    tighten_level: float = 0.6
+    tighten_level: float = 0.5
     maintenance_months: tuple[int, ...] = ()
     outage_share: float = 0.5
     maintenance_rate: float = 0.0008
@@ -166,6 +168,17 @@ class SimConfig:
             raise ConfigError("sim_config", None, "a manifest written by riskml.generate")
         return cls.from_dict(manifest["sim_config"])
 
+    def with_scenario(self, scenario: Mapping[str, Any], **changes: Any) -> "SimConfig":
+        """This config under another scenario (a ``conf/scenario`` group's keys, ``name`` included), validated.
+
+        ``changes`` override any other key (e.g. ``seed``, ``n_borrowers``): a fresh
+        portfolio of the same platform under the scenario's policy and outage paths.
+        """
+        scen = dict(scenario)
+        d = {**self.to_dict(), "scenario": scen.pop("name", "baseline"), **changes}
+        _check_known(scen, {f.name for f in dataclasses.fields(self)} - {"engine", "scenario"}, prefix="scenario.")
+        return SimConfig.from_dict({**d, **scen})
+
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first key whose value is not allowed."""
         _int("n_borrowers", self.n_borrowers, 1)
@@ -193,7 +206,7 @@ class SimConfig:
             _int("maintenance_months", m, 0, self.n_months - 1)
         e = self.engine
         for key in ("overdue_cut", "fraud_false_flag", "cut_factor", "recover", "reopen", "restore_step",
-                    "rectify", "policy_rate", "policy_max", "policy_neutral"):
+                    "rectify", "policy_rate", "policy_reopen"):
             _prob(f"engine.{key}", getattr(e, key))
         for key in ("abnormal_repeat", "reopen_clean_months", "rectify_months"):
             _int(f"engine.{key}", getattr(e, key), 1)

@@ -16,15 +16,18 @@ a while, as the sources describe. The escalation ladders:
 * ``multi_lending``: lenders and applications that pile up over months.
 * ``agreement_violation``: fraud is confirmed in a flagged month, the likelier
   the more anomaly flags came before; immediate, permanent closure.
-* ``policy_tightening``: marginal accounts are closed when last month's policy
-  index was high (tightening periods).
+* ``policy_tightening``: while the platform tightens (the policy index above
+  neutral) it closes *marginal* accounts: past the acceptance line the index
+  moves in, inside the line of a normal period, at three month-end reviews in
+  a row (``riskml.features.acceptance``).
 * ``maintenance``: random, whatever the risk; ends by itself.
 
 When several causes fire in a month the engine records the one whose signal
 is strongest (the highest hazard; fraud always first, maintenance only when no
-risk cause fired). Suspended lines come back once their cause is rectified,
-closed lines rarely and only after clean months, fraud closures never,
-maintenance after one month.
+risk cause fired). Suspended lines come back once their cause is rectified
+(arrears and abnormal use once the warning has faded from the record), closed
+lines rarely and only after clean months, policy closures once the line in
+force takes them back, fraud closures never, maintenance after one month.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from riskml.factors import CAUSES
+from riskml.features import acceptance
 from riskml.simulate import behaviour as bh
 from riskml.simulate.config import SimConfig
 from riskml.simulate.population import State
@@ -67,15 +71,14 @@ def _expit(x: np.ndarray) -> np.ndarray:
     return (1 / (1 + np.exp(-x))).astype(F32)
 
 
-def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: SimConfig,
-            policy_seen: np.ndarray | float = 0.3) -> np.ndarray:
+def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: SimConfig) -> np.ndarray:
     """Monthly probability of each cause firing, shape (7, n).
 
     Each cause reads its own signals only, this month's and their memories
     (decayed counts of past months, all functions of panel columns), so the
     platform acts on warnings it has seen for a while: arrears that persist,
     investing that repeats, applications that pile up, a score that stays
-    low, anomaly flags that recur. ``policy_seen`` is last month's policy index.
+    low, anomaly flags that recur, an account past the acceptance line review after review.
     """
     e = cfg.engine
     n = len(a["status"])
@@ -95,16 +98,11 @@ def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: 
     h[AB] = now * _expit(e.abnormal_bias + e.abnormal_invest * a["inv_n"] + e.abnormal_rapid * a["rapid_n"])
     h[SD] = _expit(e.score_bias + e.score_level * (600 - score) / 40 + e.score_drop * np.maximum(drop, 0) / 20
                    + e.score_low * a["low_n"])
-    # policy: the platform's internal risk index; marginal accounts are those near its cutoff. The platform
-    # acts on last month's policy index (announced, then applied)
-    risk = (dpd / 30 + 0.4 * rows["other_lenders"] + 2 * rows["debt_to_income"] + (620 - score) / 40
-            + 3 * rows["invest_share"] + 0.3 * rows["rapid_draws"])
-    # (only in tightening periods: no such closures while the index is at or below its neutral level)
-    seen = np.asarray(policy_seen, dtype=F32)
-    appetite = np.where(seen > F32(e.policy_neutral),
-                        np.minimum(e.policy_rate * np.exp(e.policy_slope * (seen - F32(e.policy_neutral))),
-                                   F32(e.policy_max)), F32(0))
-    h[PT] = appetite * _expit(risk - e.policy_cutoff)
+    # policy: in a tightening period the platform closes marginal accounts - past its acceptance line, which
+    # the policy index moves in, but inside the line of a normal period (beyond that the cause rules above act
+    # anyway) - once they have been past it at REVIEWS month-end reviews in a row. The rule is the platform's
+    # own and published (riskml.features.acceptance), so the features can measure it.
+    h[PT] = (a["past_line"] >= acceptance.REVIEWS) * F32(e.policy_rate)
     # fraud is confirmed in a flagged month, the likelier the more flags came before
     earlier = a["flags"] - rows["fraud_flag"]
     h[AV] = rows["fraud_flag"] * _expit(e.fraud_bias + e.fraud_flags * earlier)
@@ -139,7 +137,7 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     policy_seen = env.policy[np.maximum(np.asarray(month) - 1, 0)]
     rows = bh.behave(s, U, Z, policy, outage, cfg.maintenance_rate, e.fraud_false_flag)
     active = np.asarray(month) >= 1  # month 0 is the first observed month: no decision yet
-    h = hazards(a, rows, U, outage, cfg, policy_seen)
+    h = hazards(a, rows, U, outage, cfg)
     fired = (U[bh.U_HAZARD:bh.U_HAZARD + len(CAUSES)] < h) & active
     # the cause recorded is the fired one whose signal is strongest (highest hazard); fraud first,
     # maintenance only when no risk cause fired
@@ -171,18 +169,26 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     susp_cause = np.where(fired[AV], AV, OD).astype(np.int8)
     # recovery once the cause is rectified
     drop = a["score_lag3"] - rows["external_score"]
+    # (arrears and abnormal use count as rectified once the warning has faded from the record: months of
+    # on-time payment, months without investing or rapid draws - not merely a month a suspended line
+    # could not be drawn in)
     rectified = np.select(
         [cause == OD, cause == ML, cause == AB, cause == SD],
-        [dpd == 0, (rows["other_lenders"] <= 3) & (rows["debt_to_income"] < 0.5),
-         (rows["invest_share"] < 0.1) & (rows["rapid_draws"] <= 2),
+        [(dpd == 0) & (a["late"] < e.rectify_late), (rows["other_lenders"] <= 3) & (rows["debt_to_income"] < 0.5),
+         (rows["invest_share"] < 0.1) & (rows["rapid_draws"] <= 2) & (a["inv_n"] < e.rectify_invest)
+         & (a["rapid_n"] < e.rectify_rapid),
          (rows["external_score"] >= 600) & (drop < 10)], False)
     clean_now = ((dpd == 0) & (rows["invest_share"] < 0.1) & (rows["rapid_draws"] <= 2)
                  & (rows["other_lenders"] <= 4) & (drop < 15) & (rows["fraud_flag"] == 0)
                  & (rows["debt_to_income"] < 0.6))
     clean = np.where(clean_now, np.minimum(a["clean"] + 1, 1000), 0).astype(np.int16)
     recover = is_susp & ~susp_close & rectified & (U[bh.U_RECOVER] < e.recover) & active
-    reopen = (is_closed & (cause != AV) & (clean >= e.reopen_clean_months) & (U[bh.U_REOPEN] < e.reopen)
-              & active)
+    # closed lines reopen after clean months, fraud closures never; a policy closure reopens once the
+    # acceptance line in force takes the account back (the policy loosened or the account improved)
+    accepted = a["review"] <= acceptance.line(policy_seen)  # last month-end's review, last month's line
+    reopen = np.where(cause == PT, accepted & (U[bh.U_REOPEN] < e.policy_reopen),
+                      (cause != AV) & (clean >= e.reopen_clean_months) & (U[bh.U_REOPEN] < e.reopen))
+    reopen &= is_closed & active
     # apply
     new_status = np.select([do_close | susp_close, do_susp, recover | reopen], [CLOSED, SUSPENDED, NORMAL],
                            status).astype(np.int8)
@@ -201,6 +207,15 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     a["sd_warn"] = warned.astype(np.int8)
     clean = np.where(event >= 0, 0, clean).astype(np.int16)  # clean months count from the last decision
     a["status"], a["cause"], a["limit"], a["clean"] = new_status, new_cause, limit, clean
+    now = acceptance.grade(days_past_due=dpd, other_lenders=rows["other_lenders"],
+                           debt_to_income=rows["debt_to_income"], external_score=rows["external_score"])
+    lags = [f"grade_lag{k}" for k in range(1, acceptance.MONTHS)]
+    a["review"] = acceptance.review(now, *(a[k] for k in lags))
+    past = acceptance.marginal(a["review"], policy)  # this month-end's review against this month's line
+    a["past_line"] = np.where(past, np.minimum(a["past_line"] + 1, 100), 0).astype(np.int8)
+    for older, newer in zip(lags[::-1], lags[-2::-1]):  # shift the grade history one month
+        a[older] = a[newer]
+    a[lags[0]] = now
     rows["credit_limit"] = limit
     rows["status"] = new_status
     rows["cause"] = np.where(new_status != NORMAL, new_cause, np.where(do_cut, event, -1)).astype(np.int8)

@@ -14,6 +14,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from riskml.features import acceptance
 from riskml.schema import BORROWER_TYPES, TRUTH, cast
 
 F32 = np.float32
@@ -44,6 +45,10 @@ DYNAMIC: dict[str, type] = {
     "late": F32, "service": F32, "score": F32, "score_lag1": F32, "score_lag2": F32, "score_lag3": F32,
     # signal memories (decayed counts, see behaviour.MEMORY): what the escalation ladders read
     "inv_n": F32, "rapid_n": F32, "apps_n": F32, "low_n": F32, "flags": F32,
+    # the platform's month-end review of its risk grade (riskml.features.acceptance): the review, how many
+    # reviews in a row found the account past the line, and the grades of the months before this one that
+    # the review averages (NaN before the history)
+    "review": F32, "past_line": np.int8, **{f"grade_lag{k}": F32 for k in range(1, acceptance.MONTHS)},
 }
 
 
@@ -114,6 +119,8 @@ def draw_population(rng: np.random.Generator, n: int, type_mix: tuple[float, ...
         a[k] = np.zeros(n, dtype=dt)
     a["cause"][:] = -1
     a["clean"][:] = 6
+    for k in ("review", *(f"grade_lag{k}" for k in range(1, acceptance.MONTHS))):
+        a[k][:] = np.nan
     limit = np.round(a["income_base"] * (1.0 + np.clip((a["score_base"] - 600) / 100, -0.5, 1.5)), -2)
     a["base_limit"][:] = np.maximum(limit, 500)
     a["limit"][:] = a["base_limit"]
