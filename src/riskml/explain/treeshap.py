@@ -38,7 +38,7 @@ MAX_PATH_FACTORS = 12
 MAX_TABLE_BYTES = 1 << 30
 
 _MISSING = {"None": 0, "Zero": 1, "NaN": 2}
-_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float literal)
+ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float literal)
 
 
 class Unsupported(Exception):
@@ -122,6 +122,36 @@ def _fill_tables(values, ratios, ks, r_off, t_off, w, table):  # pragma: no cove
                 table[base + p * k + i] = values[leaf] * (((p >> i) & 1) - ratios[r0 + i]) * prod_q * acc
 
 
+def dump_model(booster) -> dict:
+    """``booster.dump_model()`` with each numerical split's exact threshold.
+
+    The JSON dump clamps thresholds to +-1e300 (LightGBM's ``AvoidInf``), but a
+    split that sends every finite value left has threshold ``inf``, and an
+    infinite feature value then goes left, not right; the text model keeps it.
+    """
+    dump = booster.dump_model()
+    exact = [np.array(line.split("=", 1)[1].split(), dtype=np.float64) if line else np.zeros(0)
+             for line in _threshold_lines(booster.model_to_string())]
+    for info, thr in zip(dump["tree_info"], exact):
+        stack = [info["tree_structure"]]
+        while stack:  # over nodes, once per model
+            node = stack.pop()
+            if "split_index" in node:
+                if node["decision_type"] == "<=":
+                    node["threshold"] = float(thr[node["split_index"]])
+                stack += [node["left_child"], node["right_child"]]
+    return dump
+
+
+def _threshold_lines(text: str) -> list[str]:
+    """The ``threshold=`` line of every tree of a text model ('' for a tree of one leaf)."""
+    out = []
+    for block in text.split("\nTree=")[1:]:
+        body = block.split("\n\n", 1)[0]
+        out.append(next((ln for ln in body.splitlines() if ln.startswith("threshold=")), ""))
+    return out
+
+
 _NODE_KEYS = ("feature", "threshold", "default_left", "missing", "cat_start", "cat_len", "bit", "leaf")
 
 
@@ -172,7 +202,7 @@ def compile_model(dump: dict, feature_factor: np.ndarray, n_factors: int) -> Tre
                 if len(local) == 31:
                     raise Unsupported("a tree splits on more than 31 factors")
                 local[f] = len(local)
-            _append_split(nodes, cat_words, node, local[f])
+            append_split(nodes, cat_words, node, local[f])
             cover = float(node["internal_count"])
             kids = node["left_child"], node["right_child"]
             share = [_count(c) / cover if cover > 0 else 0.0 for c in kids]
@@ -183,7 +213,7 @@ def compile_model(dump: dict, feature_factor: np.ndarray, n_factors: int) -> Tre
     arr = {k: np.asarray(v, dtype=np.float64 if k == "threshold" else np.int64) for k, v in nodes.items()}
     arr["bit"] = arr["bit"].astype(np.int32)
     starts = np.asarray(tree_start, dtype=np.int64)
-    left, right = _link_children(arr["leaf"] >= 0, starts)
+    left, right = link_children(arr["leaf"] >= 0, starts)
     units = _build_units(leaves, arr.pop("leaf"), left, right, arr["bit"])
     return TreeTables(n_outputs=n_out, n_factors=n_factors, tree_start=starts,
                       tree_output=np.arange(len(starts) - 1, dtype=np.int64) % n_out,
@@ -195,7 +225,7 @@ def _count(node: dict) -> float:
     return float(node["leaf_count"] if "leaf_value" in node else node["internal_count"])
 
 
-def _append_split(nodes: dict, cat_words: list[int], node: dict, local_bit: int) -> None:
+def append_split(nodes: dict, cat_words: list[int], node: dict, local_bit: int) -> None:
     nodes["feature"].append(int(node["split_feature"]))
     nodes["default_left"].append(int(bool(node["default_left"])))
     nodes["missing"].append(_MISSING[node["missing_type"]])
@@ -218,7 +248,7 @@ def _append_split(nodes: dict, cat_words: list[int], node: dict, local_bit: int)
         raise Unsupported(f"decision_type {node['decision_type']!r}")
 
 
-def _link_children(is_leaf: np.ndarray, tree_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def link_children(is_leaf: np.ndarray, tree_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Children from the pre-order layout: left is ``j + 1``; right follows the left subtree."""
     left, right = np.full(len(is_leaf), -1, np.int64), np.full(len(is_leaf), -1, np.int64)
     size = np.ones(len(is_leaf), dtype=np.int64)
@@ -312,7 +342,8 @@ def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missin
         xt = np.zeros(n_feat * CH)  # float64, as LightGBM compares
         for r in range(nr):
             for f in range(n_feat):
-                xt[f * CH + r] = X[r0 + r, f]
+                v = X[r0 + r, f]
+                xt[f * CH + r] = 0.0 if abs(v) <= ZERO_THRESHOLD else v  # LightGBM reads |x| <= it as 0
         mask = np.empty(max_nodes * CH, dtype=np.int32)  # bit set: a factor x failed on the way to the node
         pat = np.empty(CH, dtype=np.int64)
         acc = np.zeros(n_out * n_fac * CH)
@@ -326,14 +357,14 @@ def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missin
                     thr, dl = threshold[j], default_left[j] == 1
                     if cat_start[j] >= 0:
                         for r in range(CH):
-                            go = np.int32(_in_bitset(xt[o_x + r], cat_start[j], cat_len[j], cat_words))
+                            go = np.int32(in_bitset(xt[o_x + r], cat_start[j], cat_len[j], cat_words))
                             m = mask[o_j + r]
                             mask[o_l + r] = m | (bj & (go - 1))
                             mask[o_r + r] = m | (bj & -go)
                     elif missing[j] == 1:  # zero and NaN go the default way
                         for r in range(CH):
                             v = xt[o_x + r]
-                            z = np.isnan(v) | ((v >= -_ZERO) & (v <= _ZERO))
+                            z = np.isnan(v) | ((v >= -ZERO_THRESHOLD) & (v <= ZERO_THRESHOLD))
                             go = np.int32(dl) if z else np.int32(v <= thr)
                             m = mask[o_j + r]
                             mask[o_l + r] = m | (bj & (go - 1))
@@ -372,7 +403,7 @@ def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missin
 
 
 @nb.njit(inline="always", cache=True)
-def _in_bitset(v, start, n_words, words):  # pragma: no cover - numba
+def in_bitset(v, start, n_words, words):  # pragma: no cover - numba
     """LightGBM's ``CategoricalDecision``: NaN and negatives go right."""
     if np.isnan(v) or v <= -1.0 or v >= 2147483648.0:
         return False
