@@ -110,16 +110,23 @@ TRUTH = Contract(
     required=("borrower_id", "borrower_type"),
 )
 
+#: Text columns with a few distinct values (a factor id, its label, its advice): dictionary-encoded,
+#: so a million rows hold a handful of strings and readers get categoricals, not a string per row.
+TEXT_CODES = pa.dictionary(pa.int32(), pa.string())
+
+
 def prediction_schema(k: int) -> pa.Schema:
     """The prediction contract (one row per borrower) with ``k`` reasons: column
-    types fixed so every part of a batch and every run agree."""
+    types fixed so every part of a batch and every run agree. The reason
+    columns ``reason_i``, ``reason_i_label`` and ``reason_i_advice`` are
+    dictionary-encoded strings (:data:`TEXT_CODES`)."""
     fields = [("borrower_id", pa.int64()), ("as_of_month", pa.int32()), ("status", pa.string())]
     fields += [(c, pa.float64()) for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "p_recovery_6m")]
     fields += [("risk_band", pa.string())]
     for r in range(1, k + 1):
-        fields += [(f"reason_{r}", pa.string()), (f"reason_{r}_label", pa.string()),
+        fields += [(f"reason_{r}", TEXT_CODES), (f"reason_{r}_label", TEXT_CODES),
                    (f"reason_{r}_contribution", pa.float64()), (f"reason_{r}_actionable", pa.bool_()),
-                   (f"reason_{r}_advice", pa.string()), (f"reason_{r}_p_after", pa.float64())]
+                   (f"reason_{r}_advice", TEXT_CODES), (f"reason_{r}_p_after", pa.float64())]
     fields += [("model_name", pa.string()), ("model_version", pa.string()), ("status_model_version", pa.string()),
                ("recovery_model_version", pa.string())]
     return pa.schema(fields)

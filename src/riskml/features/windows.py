@@ -165,15 +165,32 @@ def rectify(X: pd.DataFrame, factor: str, specs: list[FeatureSpec]) -> pd.DataFr
     every other factor's, are unchanged. ``specs`` are the feature specs the
     model was built with (``feature_specs(model windows)``). Returns a copy.
     """
-    get_factor(factor)
     out = X.copy()
-    for spec in specs:
-        if spec.factor != factor or spec.name not in X.columns:
-            continue
-        new = spec.rectify(out[spec.name].to_numpy(dtype=np.float32))
-        if new is not None:
-            out[spec.name] = new.astype(np.float32)
+    for j, new in _rectified(out, list(X.columns), factor, specs):
+        out[X.columns[j]] = new
     return out
+
+
+def rectify_array(X: np.ndarray, names: list[str], factor: str, specs: list[FeatureSpec]) -> np.ndarray:
+    """:func:`rectify` on a feature matrix whose columns are ``names`` (a copy, same dtype)."""
+    out = np.array(X, copy=True)
+    for j, new in _rectified(out, names, factor, specs):
+        out[:, j] = new
+    return out
+
+
+def _rectified(X, names: list[str], factor: str, specs: list[FeatureSpec]):
+    """(column, rectified float32 values) of every feature of ``factor`` that the user can change."""
+    get_factor(factor)
+    where = {n: j for j, n in enumerate(names)}
+    for spec in specs:
+        j = where.get(spec.name)
+        if spec.factor != factor or j is None:
+            continue
+        col = X.iloc[:, j] if hasattr(X, "iloc") else X[:, j]
+        new = spec.rectify(np.asarray(col, dtype=np.float32))
+        if new is not None:
+            yield j, new.astype(np.float32)
 
 
 class Block:
