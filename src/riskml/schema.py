@@ -269,10 +269,14 @@ def problem_codes(cols: dict[str, np.ndarray], contract: Contract = PANEL,
                 flag(np.isfinite(v) & (v != np.floor(v)), f"{col.name} is not a whole number")
     if "borrower_id" in cols and "month" in cols and n > 1:
         bid, month = cols["borrower_id"], cols["month"]
-        order = np.lexsort((month, bid))
-        same = (bid[order][1:] == bid[order][:-1]) & (month[order][1:] == month[order][:-1])
-        dup = np.zeros(n, dtype=bool)
-        dup[order[1:][same]] = dup[order[:-1][same]] = True
+        step = bid[1:] > bid[:-1]
+        if (step | ((bid[1:] == bid[:-1]) & (month[1:] > month[:-1]))).all():
+            dup = np.zeros(n, dtype=bool)  # strictly sorted by (borrower, month): no key twice
+        else:
+            order = np.lexsort((month, bid))
+            same = (bid[order][1:] == bid[order][:-1]) & (month[order][1:] == month[order][:-1])
+            dup = np.zeros(n, dtype=bool)
+            dup[order[1:][same]] = dup[order[:-1][same]] = True
         flag(dup, "duplicate (borrower_id, month)")
     return code
 

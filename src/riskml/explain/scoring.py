@@ -255,4 +255,4 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         "model_version": _constant(model.version, n),
         "status_model_version": _constant(status.version if status is not None else "", n),
         "recovery_model_version": _constant(recovery.version if recovery is not None else "", n),
-    })
+    }, copy=False)
