@@ -271,6 +271,12 @@ class Block:
         return out
 
     def since(self, event: np.ndarray) -> np.ndarray:
+        if self._n == 1:  # one snapshot row (prediction): the last event at or before it, by a reduction
+            p = self._first
+            back = event[p::-1]  # rows p, p-1, .., 0
+            first = back.argmax(axis=0)
+            hit = back[first, np.arange(back.shape[1])]
+            return np.where(hit, first, np.nan)[None, :]
         idx = np.where(event, np.arange(event.shape[0], dtype=np.int32)[:, None], -1)
         last = self.at(np.maximum.accumulate(idx, axis=0))
         return np.where(last >= 0, self.pos[:, None] - last, np.nan)
