@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import doctest
-
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
@@ -186,6 +184,3 @@ def test_round_down_gives_the_largest_float32_not_above():
     assert got[2] == 1.0 and got[3] == 0.0
     assert got[4] == np.finfo(np.float32).max and got[5] == got[7] == -np.inf and got[6] == np.inf
 
-
-def test_docstring_example():
-    assert doctest.testmod(predictor, optionflags=doctest.ELLIPSIS).failed == 0

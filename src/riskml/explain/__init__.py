@@ -2,6 +2,7 @@
 and scoring of borrower histories with all of them.
 
 - ``treeshap``: exact path-dependent TreeSHAP with the factors as players;
+- ``predictor``: LightGBM's trees compiled for scoring (``Booster.predict``'s probabilities, faster);
 - ``reasons``: contributions -> reasons in the documented factors, advice, fidelity;
 - ``scoring``: histories -> one explained prediction per borrower.
 """
