@@ -30,13 +30,7 @@ def _fit(X, score, n_classes=2, rounds=40, categorical=(), **params) -> lgb.Boos
 
 
 def _missing_types(booster: lgb.Booster) -> set[str]:
-    out, stack = set(), [t["tree_structure"] for t in booster.dump_model()["tree_info"]]
-    while stack:
-        node = stack.pop()
-        if "split_feature" in node:
-            out.add(node["missing_type"])
-            stack += [node["left_child"], node["right_child"]]
-    return out
+    return {n["missing_type"] for t in booster.dump_model()["tree_info"] for n in _splits(t["tree_structure"])}
 
 
 def _edge_rows(X: np.ndarray, booster: lgb.Booster) -> np.ndarray:
