@@ -35,7 +35,7 @@ import numpy as np
 import lightgbm as lgb
 
 from riskml.exceptions import SchemaError
-from riskml.explain.treeshap import ZERO_THRESHOLD, append_split, dump_model, in_bitset, link_children
+from riskml.explain.trees import ZERO_THRESHOLD, append_split, dump_model, in_bitset, link_children
 
 #: Rows per chunk (one thread each): a chunk's transposed features stay in L2.
 CHUNK = 512

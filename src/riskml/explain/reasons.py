@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from riskml import factors as catalogue
-from riskml.explain import treeshap
+from riskml.explain import trees, treeshap
 from riskml.features.windows import FeatureSpec, rectify
 from riskml.exceptions import ConfigError, ModelError, SchemaError
 
@@ -78,7 +78,7 @@ class FactorExplainer:
         self.factors = _order_factors(present, factor_order)
         index = {f: i for i, f in enumerate(self.factors)}
         self.feature_factor_ = np.array([index[feature_factors[f]] for f in self.features_], dtype=np.int64)
-        dump = treeshap.dump_model(booster)  # exact thresholds (the JSON dump clamps inf)
+        dump = trees.dump_model(booster)  # exact thresholds (the JSON dump clamps inf)
         self.n_outputs_ = int(dump.get("num_tree_per_iteration", 1))
         try:
             self.tables_: treeshap.TreeTables | None = treeshap.compile_model(dump, self.feature_factor_,

@@ -30,6 +30,7 @@ import numba as nb
 import numpy as np
 
 from riskml.exceptions import ModelError
+from riskml.explain.trees import ZERO_THRESHOLD, Unsupported, append_split, in_bitset, link_children
 
 #: Leaves whose paths split on more factors than this make the tables too big
 #: (2**k rows each); such models fall back to ``pred_contrib`` summed.
@@ -37,12 +38,6 @@ MAX_PATH_FACTORS = 12
 #: Tables beyond this many bytes in all (deep trees, many factors) fall back too.
 MAX_TABLE_BYTES = 1 << 30
 
-_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
-ZERO_THRESHOLD = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float literal)
-
-
-class Unsupported(Exception):
-    """The tables would be too big for this model; fall back to ``pred_contrib``."""
 
 
 @dataclass
@@ -122,36 +117,6 @@ def _fill_tables(values, ratios, ks, r_off, t_off, w, table):  # pragma: no cove
                 table[base + p * k + i] = values[leaf] * (((p >> i) & 1) - ratios[r0 + i]) * prod_q * acc
 
 
-def dump_model(booster) -> dict:
-    """``booster.dump_model()`` with each numerical split's exact threshold.
-
-    The JSON dump clamps thresholds to +-1e300 (LightGBM's ``AvoidInf``), but a
-    split that sends every finite value left has threshold ``inf``, and an
-    infinite feature value then goes left, not right; the text model keeps it.
-    """
-    dump = booster.dump_model()
-    exact = [np.array(line.split("=", 1)[1].split(), dtype=np.float64) if line else np.zeros(0)
-             for line in _threshold_lines(booster.model_to_string())]
-    for info, thr in zip(dump["tree_info"], exact):
-        stack = [info["tree_structure"]]
-        while stack:  # over nodes, once per model
-            node = stack.pop()
-            if "split_index" in node:
-                if node["decision_type"] == "<=":
-                    node["threshold"] = float(thr[node["split_index"]])
-                stack += [node["left_child"], node["right_child"]]
-    return dump
-
-
-def _threshold_lines(text: str) -> list[str]:
-    """The ``threshold=`` line of every tree of a text model ('' for a tree of one leaf)."""
-    out = []
-    for block in text.split("\nTree=")[1:]:
-        body = block.split("\n\n", 1)[0]
-        out.append(next((ln for ln in body.splitlines() if ln.startswith("threshold=")), ""))
-    return out
-
-
 _NODE_KEYS = ("feature", "threshold", "default_left", "missing", "cat_start", "cat_len", "bit", "leaf")
 
 
@@ -223,41 +188,6 @@ def compile_model(dump: dict, feature_factor: np.ndarray, n_factors: int) -> Tre
 
 def _count(node: dict) -> float:
     return float(node["leaf_count"] if "leaf_value" in node else node["internal_count"])
-
-
-def append_split(nodes: dict, cat_words: list[int], node: dict, local_bit: int) -> None:
-    nodes["feature"].append(int(node["split_feature"]))
-    nodes["default_left"].append(int(bool(node["default_left"])))
-    nodes["missing"].append(_MISSING[node["missing_type"]])
-    nodes["bit"].append(1 << local_bit)
-    nodes["leaf"].append(-1)
-    if node["decision_type"] == "==":
-        cats = [int(c) for c in str(node["threshold"]).split("||")]
-        words = [0] * (max(cats) // 32 + 1)
-        for c in cats:
-            words[c // 32] |= 1 << (c % 32)
-        nodes["cat_start"].append(len(cat_words))
-        nodes["cat_len"].append(len(words))
-        nodes["threshold"].append(0.0)
-        cat_words.extend(words)
-    elif node["decision_type"] == "<=":
-        nodes["cat_start"].append(-1)
-        nodes["cat_len"].append(0)
-        nodes["threshold"].append(float(node["threshold"]))
-    else:
-        raise Unsupported(f"decision_type {node['decision_type']!r}")
-
-
-def link_children(is_leaf: np.ndarray, tree_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Children from the pre-order layout: left is ``j + 1``; right follows the left subtree."""
-    left, right = np.full(len(is_leaf), -1, np.int64), np.full(len(is_leaf), -1, np.int64)
-    size = np.ones(len(is_leaf), dtype=np.int64)
-    for a, b in zip(tree_start[:-1], tree_start[1:]):
-        for j in range(b - 1, a - 1, -1):
-            if not is_leaf[j]:
-                left[j], right[j] = j + 1, j + 1 + size[j + 1]
-                size[j] = 1 + size[j + 1] + size[right[j]]
-    return left, right
 
 
 def _build_units(leaves: list, leaf: np.ndarray, left: np.ndarray, right: np.ndarray,
@@ -407,15 +337,6 @@ def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missin
                 af = acc[o * n_fac + f]
                 for r in range(nr):
                     out[r0 + r, o, f] = af[r]
-
-
-@nb.njit(inline="always", cache=True)
-def in_bitset(v, start, n_words, words):  # pragma: no cover - numba
-    """LightGBM's ``CategoricalDecision``: NaN and negatives go right."""
-    if np.isnan(v) or v <= -1.0 or v >= 2147483648.0:
-        return False
-    iv = int(v)  # truncates toward zero like static_cast<int>
-    return iv // 32 < n_words and (words[start + iv // 32] >> (iv % 32)) & 1 == 1
 
 
 def contributions(tables: TreeTables, X: np.ndarray) -> np.ndarray:
