@@ -123,7 +123,7 @@ def test_reasons_are_documented_ordered_advised_and_what_if_lowers_risk(scored):
     reasons = pd.concat([n[f"reason_{i}"] for i in (1, 2, 3)]).dropna()
     assert set(reasons) <= set(factors.CAUSES)  # documented causes only, never "other"
     for i in (1, 2, 3):
-        fid = n[f"reason_{i}"].dropna()
+        fid = n[f"reason_{i}"].dropna().astype(str)  # dictionary-encoded: a categorical in pandas
         rows = n.loc[fid.index]
         actionable = fid.map(lambda f: factors.CATALOGUE[f].actionable)
         assert (rows[f"reason_{i}_actionable"] == actionable).all()

@@ -107,7 +107,7 @@ def test_mlflow_models_serve_answers_a_rest_request_of_borrower_months(system, t
         local = mlflow.pyfunc.load_model("models:/riskml@champion").predict(rows)
         assert served["borrower_id"].tolist() == local["borrower_id"].tolist() == list(range(6))
         np.testing.assert_allclose(served["p_adverse"].astype(float), local["p_adverse"].astype(float), rtol=1e-12)
-        assert served["reason_1"].fillna("").tolist() == local["reason_1"].fillna("").tolist()
+        assert served["reason_1"].astype(object).fillna("").tolist() == local["reason_1"].astype(object).fillna("").tolist()
 
 
 @pytest.mark.slow

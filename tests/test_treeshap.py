@@ -190,3 +190,19 @@ def test_linear_trees_are_refused_with_a_clear_error():
                         lgb.Dataset(np.nan_to_num(X), score), 3)
     with pytest.raises(ModelError, match="linear_tree"):
         _own_factor(booster)
+
+
+def test_infinite_thresholds_and_values_lightgbm_reads_as_zero_decide_like_lightgbm():
+    # A split that sends every finite value one way has threshold inf: dump_model's JSON clamps it to
+    # 1e300, so an infinite value went the wrong way. And LightGBM reads |x| <= 1e-35 as 0 before any
+    # split (x = -1e-35 then goes right at a threshold of -1e-35).
+    X, score = _data(n=3000)
+    booster = _fit(X, score, rounds=40, num_leaves=31)
+    assert " inf" in booster.model_to_string()  # the model under test has an infinite threshold
+    rng = np.random.default_rng(3)
+    rows = X[:300].copy()
+    rows[:200] = rng.choice([np.inf, -np.inf, 1e-35, -1e-35, 1e-36, -0.0, 2e-35, np.nan], size=(200, X.shape[1]))
+    for Xt in (rows, rows.astype(np.float32)):
+        got = _own_factor(booster).contributions(Xt)
+        want = booster.predict(Xt, pred_contrib=True).reshape(len(Xt), 1, -1)
+        np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)

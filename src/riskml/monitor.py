@@ -26,6 +26,7 @@ from typing import Any
 import hydra
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
 from riskml.edge import batch
@@ -78,11 +79,13 @@ def read_histories(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     frames = []
     for i, f in enumerate(files):
         start = 0
-        for raw in batch.iter_batches(f, columns=columns):
-            raw[batch.FILE], raw[batch.ROW] = i, np.arange(start, start + len(raw))
-            start += len(raw)
+        for raw in batch.iter_batches(f, columns=columns):  # Arrow tables, as the batch job reads them
+            n = raw.num_rows
+            raw = raw.append_column(batch.FILE, pa.array(np.full(n, i, dtype=np.int32))).append_column(
+                batch.ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
+            start += n
             frames.append(prepare(raw))
-    good, rejects = split_rows(pd.concat(frames, ignore_index=True), as_of=None)
+    good, rejects = split_rows(pa.concat_tables(frames), as_of=None)
     return good, rejects
 
 

@@ -20,6 +20,7 @@ from typing import Iterable, Mapping
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from riskml.exceptions import SchemaError
 from riskml.factors import CAUSES
@@ -110,17 +111,24 @@ TRUTH = Contract(
     required=("borrower_id", "borrower_type"),
 )
 
+#: Text columns with a few distinct values (a factor id, its label, its advice): dictionary-encoded,
+#: so a million rows hold a handful of strings and readers get categoricals, not a string per row.
+TEXT_CODES = pa.dictionary(pa.int32(), pa.string())
+
+
 def prediction_schema(k: int) -> pa.Schema:
     """The prediction contract (one row per borrower) with ``k`` reasons: column
-    types fixed so every part of a batch and every run agree."""
+    types fixed so every part of a batch and every run agree. The reason
+    columns ``reason_i``, ``reason_i_label`` and ``reason_i_advice`` are
+    dictionary-encoded strings (:data:`TEXT_CODES`)."""
     fields = [("borrower_id", pa.int64()), ("as_of_month", pa.int32()), ("status", pa.string())]
     fields += [(c, pa.float64()) for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "score_points",
                                            "p_recovery_6m")]
     fields += [("risk_band", pa.string())]
     for r in range(1, k + 1):
-        fields += [(f"reason_{r}", pa.string()), (f"reason_{r}_label", pa.string()),
+        fields += [(f"reason_{r}", TEXT_CODES), (f"reason_{r}_label", TEXT_CODES),
                    (f"reason_{r}_contribution", pa.float64()), (f"reason_{r}_actionable", pa.bool_()),
-                   (f"reason_{r}_advice", pa.string()), (f"reason_{r}_p_after", pa.float64())]
+                   (f"reason_{r}_advice", TEXT_CODES), (f"reason_{r}_p_after", pa.float64())]
     fields += [("model_name", pa.string()), ("model_version", pa.string())]
     return pa.schema(fields)
 
@@ -162,64 +170,121 @@ def cast(df: pd.DataFrame, contract: Contract) -> pd.DataFrame:
     return out
 
 
-def coerce_numeric(raw: pd.DataFrame, contract: Contract = PANEL) -> tuple[pd.DataFrame, pd.Series]:
-    """The contract's columns of a raw batch, numbers as float64 and categories as stripped strings.
-
-    Returns the frame and the first problem per row (``<NA>`` for none) for a
-    required numeric cell that is not a number. This is the one place the
-    batch path turns raw cells into numbers; :func:`row_problems` then reads
-    the numbers as they are.
-    """
-    out = pd.DataFrame(index=raw.index)
-    reason = pd.Series(pd.NA, index=raw.index, dtype="string")
+def problem_texts(contract: Contract = PANEL) -> tuple[str, ...]:
+    """The row problems :func:`problem_codes` can name, by code (code 0: no problem)."""
+    texts = [""]
     for col in contract.columns:
-        if col.name not in raw.columns:
+        if col.name not in contract.required:
             continue
-        s = raw[col.name]
+        texts += [f"{col.name} is missing"]
         if col.categories:
-            out[col.name] = s.astype("string").str.strip()
+            texts += [f"{col.name} not one of {list(col.categories)}"]
             continue
-        num = pd.to_numeric(s, errors="coerce").astype("float64")
-        bad = (num.isna() & s.notna()).to_numpy()
+        texts += [f"{col.name} is not numeric"]
+        texts += [f"{col.name} below {col.lo:g}"] if col.lo is not None else []
+        texts += [f"{col.name} above {col.hi:g}"] if col.hi is not None else []
+        texts += [f"{col.name} is not a whole number"] if col.dtype.startswith("int") else []
+    return (*texts, "duplicate (borrower_id, month)")
+
+
+PANEL_PROBLEMS = problem_texts(PANEL)
+
+
+def coerce_columns(table: pa.Table, contract: Contract = PANEL) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """The contract's columns of a raw Arrow batch as numpy arrays, and each row's first
+    "is not numeric" problem (a code of :func:`problem_texts`, 0 for none).
+
+    Numbers keep a numeric Arrow type (no copy where possible; missing values become NaN);
+    text (CSV cells) is parsed as pandas does. Categories become int8 codes into
+    ``col.categories``: -1 for a missing value, -2 for an unknown one (after stripping
+    spaces). This is the one place the batch path turns raw cells into numbers.
+    """
+    texts = problem_texts(contract)
+    first = np.zeros(table.num_rows, dtype=np.int16)
+    out: dict[str, np.ndarray] = {}
+    for col in contract.columns:
+        if col.name not in table.column_names:
+            continue
+        arr = table.column(col.name)
+        if col.categories:
+            out[col.name] = _category_codes(arr, col.categories)
+            continue
+        if pa.types.is_integer(arr.type) or pa.types.is_floating(arr.type):
+            out[col.name] = arr.to_numpy(zero_copy_only=False)  # nulls read as NaN
+            continue
+        text = arr.to_pandas()
+        num = pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         if col.name in contract.required:
-            reason[bad & reason.isna().to_numpy()] = f"{col.name} is not numeric"
+            bad = np.isnan(num) & text.notna().to_numpy()
+            first[bad & (first == 0)] = texts.index(f"{col.name} is not numeric")
         out[col.name] = num
-    return out, reason
+    return out, first
+
+
+def _category_codes(arr: pa.ChunkedArray, categories: tuple[str, ...]) -> np.ndarray:
+    if not pa.types.is_dictionary(arr.type):
+        arr = pc.dictionary_encode(arr.cast(pa.string()) if not pa.types.is_string(arr.type) else arr)
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if isinstance(arr, pa.ChunkedArray):  # no chunks at all
+        return np.zeros(0, dtype=np.int8)
+    values = pc.utf8_trim_whitespace(arr.dictionary.cast(pa.string())).to_pylist()  # a few distinct values
+    lookup = np.array([categories.index(v) if v in categories else -2 for v in values] + [-1], dtype=np.int8)
+    idx = arr.indices.to_numpy(zero_copy_only=False)
+    idx = np.where(np.isnan(idx), -1, idx).astype(np.int64) if idx.dtype.kind == "f" else idx
+    return lookup[idx]  # a null index (-1) picks the appended -1
+
+
+def problem_codes(cols: dict[str, np.ndarray], contract: Contract = PANEL,
+                  first: np.ndarray | None = None) -> np.ndarray:
+    """The first problem of every row as a code of :func:`problem_texts` (0: a good row).
+
+    ``cols`` as :func:`coerce_columns` gives them; ``first`` holds problems found
+    before (they win). Checks per row, in contract order: missing values, values
+    out of their valid range, whole numbers, unknown categories; then duplicate
+    (borrower_id, month) keys (every copy is flagged).
+    """
+    texts = problem_texts(contract)
+    n = len(next(iter(cols.values()))) if cols else 0
+    code = np.zeros(n, dtype=np.int16) if first is None else first.copy()
+
+    def flag(mask: np.ndarray, text: str) -> None:
+        code[mask & (code == 0)] = texts.index(text)
+
+    with np.errstate(invalid="ignore"):
+        for col in contract.columns:
+            if col.name not in cols or col.name not in contract.required:
+                continue
+            v = cols[col.name]
+            if col.categories:
+                flag(v == -1, f"{col.name} is missing")
+                flag(v == -2, f"{col.name} not one of {list(col.categories)}")
+                continue
+            if v.dtype.kind == "f":
+                flag(np.isnan(v), f"{col.name} is missing")
+            if col.lo is not None:
+                flag(v < col.lo, f"{col.name} below {col.lo:g}")
+            if col.hi is not None:
+                flag(v > col.hi, f"{col.name} above {col.hi:g}")
+            if col.dtype.startswith("int") and v.dtype.kind == "f":
+                flag(np.isfinite(v) & (v != np.floor(v)), f"{col.name} is not a whole number")
+    if "borrower_id" in cols and "month" in cols and n > 1:
+        bid, month = cols["borrower_id"], cols["month"]
+        step = bid[1:] > bid[:-1]
+        if (step | ((bid[1:] == bid[:-1]) & (month[1:] > month[:-1]))).all():
+            dup = np.zeros(n, dtype=bool)  # strictly sorted by (borrower, month): no key twice
+        else:
+            order = np.lexsort((month, bid))
+            same = (bid[order][1:] == bid[order][:-1]) & (month[order][1:] == month[order][:-1])
+            dup = np.zeros(n, dtype=bool)
+            dup[order[1:][same]] = dup[order[:-1][same]] = True
+        flag(dup, "duplicate (borrower_id, month)")
+    return code
 
 
 def row_problems(df: pd.DataFrame, contract: Contract = PANEL) -> pd.Series:
-    """The first problem of every row, or ``<NA>`` for a good row (vectorised).
-
-    Checks per row: missing id or month, non-numeric or missing values in the
-    required numeric columns, values out of their valid range, unknown status,
-    and duplicate (borrower_id, month) keys.
-    """
-    reason = pd.Series(pd.NA, index=df.index, dtype="string")
-
-    def flag(mask: np.ndarray | pd.Series, text: str) -> None:
-        mask = np.asarray(mask, dtype=bool) & reason.isna().to_numpy()
-        if mask.any():
-            reason[mask] = text
-
-    for col in contract.columns:
-        if col.name not in df.columns or col.name not in contract.required:
-            continue
-        s = df[col.name]
-        if col.categories:
-            flag(s.isna(), f"{col.name} is missing")
-            flag(~s.isna() & ~s.astype("string").isin(col.categories),
-                 f"{col.name} not one of {list(col.categories)}")
-            continue
-        num = s if pd.api.types.is_numeric_dtype(s.dtype) else pd.to_numeric(s, errors="coerce")
-        flag(s.isna(), f"{col.name} is missing")
-        flag(num.isna() & s.notna(), f"{col.name} is not numeric")
-        if col.lo is not None:
-            flag(num < col.lo, f"{col.name} below {col.lo:g}")
-        if col.hi is not None:
-            flag(num > col.hi, f"{col.name} above {col.hi:g}")
-        if col.dtype.startswith("int"):
-            flag(num.notna() & (num != np.floor(num)), f"{col.name} is not a whole number")
-    if {"borrower_id", "month"} <= set(df.columns):
-        dup = df.duplicated(["borrower_id", "month"], keep=False).to_numpy()
-        flag(dup, "duplicate (borrower_id, month)")
-    return reason
+    """The first problem of every row of a frame as text, or ``<NA>`` for a good row (vectorised)."""
+    text = {c: "string" for c in df.columns if df[c].dtype == object}  # mixed cells: parsed like CSV text
+    cols, first = coerce_columns(pa.Table.from_pandas(df.astype(text), preserve_index=False), contract)
+    code = problem_codes(cols, contract, first)
+    texts = np.asarray(problem_texts(contract), dtype=object)
+    return pd.Series(np.where(code > 0, texts[code], None), index=df.index, dtype="string")

@@ -28,7 +28,8 @@ from riskml import __version__
 from riskml.edge import batch
 from riskml.edge.files import atomic_path, check_output_path, job_lock, sha256_file, write_json, write_parquet
 from riskml.exceptions import BatchError, ConfigError, SchemaError
-from riskml.schema import PANEL, STATUSES, cast, coerce_numeric, row_problems
+from riskml.factors import CAUSES
+from riskml.schema import PANEL, PANEL_PROBLEMS, STATUSES, coerce_columns, problem_codes
 
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
                            ("reason", pa.string())])
@@ -65,44 +66,93 @@ def input_plan(path: str | Path) -> tuple[list[Path], list[str]]:
     return files, columns
 
 
-def prepare(raw: pd.DataFrame) -> pd.DataFrame:
-    """Canonical dtypes for one raw batch (numbers coerced once, here), with a ``_reason`` per bad cell."""
-    out, reason = coerce_numeric(raw, PANEL)
-    out[batch.FILE] = raw[batch.FILE].to_numpy()
-    out[batch.ROW] = raw[batch.ROW].to_numpy()
-    out["_reason"] = reason
-    return out
+_REASON = "_reason"
+_MISSING_ID = "borrower_id is missing or not a whole number"
+#: Reasons of the batch path beyond the contract's row problems (codes after schema.PANEL_PROBLEMS).
+_BATCH_PROBLEMS = (*PANEL_PROBLEMS, _MISSING_ID)
 
 
-def split_rows(rows: pd.DataFrame, *, as_of: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Good borrowers' rows (panel dtypes, sorted by borrower and month) and reject rows (one per bad input row).
+def prepare(raw: pa.Table) -> pa.Table:
+    """Canonical columns for one raw batch (numbers coerced once, here; categories as codes), with a
+    ``_reason`` code per row whose numeric cell is not a number."""
+    cols, first = coerce_columns(raw, PANEL)
+    cols.update({batch.FILE: raw.column(batch.FILE).to_numpy(), batch.ROW: raw.column(batch.ROW).to_numpy(),
+                 _REASON: first})
+    return pa.table(cols)
 
-    Rows may come in any order (parquet rows carry none): a borrower's months
-    are sorted, not rejected; two rows of the same month are a duplicate.
-    """
-    rows = rows.sort_values(["borrower_id", batch.FILE, batch.ROW], kind="stable").reset_index(drop=True)
-    reason = rows["_reason"].fillna(row_problems(rows))
+
+def _arrays(rows: pa.Table) -> dict[str, np.ndarray]:
+    return {c: rows.column(c).to_numpy(zero_copy_only=False) for c in rows.column_names}
+
+
+def borrower_count(rows: pa.Table) -> int:
+    """Distinct borrowers of a bucket."""
+    bid = rows.column("borrower_id").to_numpy(zero_copy_only=False)
+    if len(bid) > 1 and (bid[1:] >= bid[:-1]).all():  # sorted (the common case): count the changes
+        return int(1 + (bid[1:] != bid[:-1]).sum())
+    return int(np.unique(bid).size)
+
+
+def split_rows(rows: pa.Table, *, as_of: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Good borrowers' rows (a panel frame sorted by borrower and month) and reject rows (one per bad
+    input row): vectorised checks on the bucket's arrays."""
+    a = _arrays(rows)
+    bid, fil, row = a["borrower_id"], a[batch.FILE], a[batch.ROW]
+    if rows.num_rows > 1 and not _sorted_by(bid, fil, row):
+        order = np.lexsort((row, fil, bid))
+        a = {c: v[order] for c, v in a.items()}
+        bid, fil, row = a["borrower_id"], a[batch.FILE], a[batch.ROW]
+    texts = [*_BATCH_PROBLEMS, f"no month at or before as_of={as_of}"]
+    code = problem_codes(a, PANEL, a[_REASON])
+    # rows may come in any order (parquet rows carry none): months are sorted below, never rejected;
+    # two rows of one month are a duplicate, flagged above
+    new = np.r_[True, bid[1:] != bid[:-1]]
+    group = np.cumsum(new) - 1  # borrower of each row (rows sorted by borrower)
     if as_of is not None:
-        bid = rows["borrower_id"]
-        has = (rows["month"] <= as_of).groupby(bid).transform("any").to_numpy()
-        first = ~bid.duplicated().to_numpy()
-        reason = reason.mask(~has & first & reason.isna().to_numpy(), f"no month at or before as_of={as_of}")
-    bad_borrower = reason.notna().groupby(rows["borrower_id"]).transform("any").to_numpy()
-    rejects = rows.loc[reason.notna().to_numpy(), ["borrower_id", batch.FILE, batch.ROW]].assign(
-        reason=reason.dropna().to_numpy())
-    good = rows.loc[~bad_borrower]
-    if as_of is not None:
-        good = good[good["month"] <= as_of]
-    good = cast(good.drop(columns=["_reason", batch.FILE, batch.ROW]), PANEL)
-    return good.sort_values(["borrower_id", "month"], kind="stable").reset_index(drop=True), rejects
+        has = np.bincount(group, weights=a["month"] <= as_of, minlength=group[-1] + 1 if len(group) else 0) > 0
+        code[new & ~has[group] & (code == 0)] = len(texts) - 1
+    bad = np.bincount(group, weights=code > 0, minlength=group[-1] + 1 if len(group) else 0)[group] > 0
+    texts_arr = np.asarray(texts, dtype=object)
+    hit = np.flatnonzero(code > 0)
+    rejects = pd.DataFrame({"borrower_id": bid[hit], batch.FILE: fil[hit], batch.ROW: row[hit],
+                            "reason": texts_arr[code[hit]]})
+    keep = ~bad if as_of is None else ~bad & (a["month"] <= as_of)
+    good = {c: v if keep.all() else v[keep] for c, v in a.items() if c in PANEL.names}
+    if len(good["month"]) > 1 and not _sorted_by(good["borrower_id"], good["month"]):
+        order = np.lexsort((good["month"], good["borrower_id"]))  # (borrower, month), as the features read them
+        good = {c: v[order] for c, v in good.items()}
+    good["status"] = pd.Categorical.from_codes(good["status"], categories=list(STATUSES))
+    if "cause" in good:  # an unknown cause reads as none, as a cast to the contract's categories did
+        good["cause"] = pd.Categorical.from_codes(np.maximum(good["cause"], -1), categories=list(CAUSES))
+    return pd.DataFrame(good, copy=False), rejects  # copy=False: no consolidation copy of every column
+
+
+def _sorted_by(*keys: np.ndarray) -> bool:
+    """Rows already in lexicographic order of ``keys`` (the common case: panels are written sorted)."""
+    a, b = keys[0][1:], keys[0][:-1]
+    if not (a >= b).all():
+        return False
+    eq = a == b
+    for k in keys[1:]:
+        if eq.any() and not (k[1:][eq] >= k[:-1][eq]).all():
+            return False
+        eq = eq & (k[1:] == k[:-1])
+    return True
+
+
+def missing_id_rejects(rows: pa.Table) -> pd.DataFrame:
+    """The reject rows of bucket -1: rows without a usable borrower_id."""
+    a = _arrays(rows)
+    return pd.DataFrame({"borrower_id": np.full(rows.num_rows, np.nan), batch.FILE: a[batch.FILE],
+                         batch.ROW: a[batch.ROW], "reason": np.full(rows.num_rows, _MISSING_ID, dtype=object)})
 
 
 def _reject_frame(rejects: pd.DataFrame, files: tuple[Path, ...]) -> pd.DataFrame:
     names = np.array([str(f) for f in files], dtype=object)
     return pd.DataFrame({
-        "borrower_id": rejects["borrower_id"].astype("float64").astype("Int64").array,  # null: no usable id
-        "file": names[rejects[batch.FILE].astype(int).to_numpy()] if len(rejects) else [],
-        "row": rejects[batch.ROW].astype("int64").to_numpy(),
+        "borrower_id": pd.array(rejects["borrower_id"].to_numpy(dtype="float64"), dtype="Int64"),  # null: no id
+        "file": names[rejects[batch.FILE].to_numpy(dtype=np.int64)] if len(rejects) else [],
+        "row": rejects[batch.ROW].to_numpy(dtype=np.int64),
         "reason": rejects["reason"].astype("string").to_numpy(),
     })
 
@@ -166,13 +216,13 @@ def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str],
     for k, rows in batch.partition(plan, work, columns=columns, prepare=prepare):
         part, rej_part = work.part("scored", k), work.part("rejects", k)
         if k >= 0:  # distinct borrowers of the bucket, counted independently of scoring
-            (counts / f"{k:05d}").write_text(str(rows["borrower_id"].nunique()))
+            (counts / f"{k:05d}").write_text(str(borrower_count(rows)))
         if part.exists():
             resumed += 1
             bar.update()
             continue
         if k < 0:  # rows without a usable borrower_id
-            rejects = rows.assign(reason="borrower_id is missing or not a whole number")
+            rejects = missing_id_rejects(rows)
             scored = pd.DataFrame(columns=schema.names)
         else:
             good, rejects = split_rows(rows, as_of=as_of)

@@ -21,7 +21,8 @@ import pyarrow as pa
 from riskml import __version__
 from riskml.edge.files import ParquetSink, clean_stale_temps, read_json, read_table, sha256_file, write_json
 from riskml.exceptions import InputError
-from riskml.simulate import SimConfig, iter_chunks
+from riskml.simulate import SimConfig
+from riskml.simulate.run import iter_chunk_columns, panel_frame, panel_table
 from riskml.simulate.summary import Summary
 
 PANEL_FILE, TRUTH_FILE, MANIFEST_FILE = "panel.parquet", "truth.parquet", "manifest.json"
@@ -44,15 +45,16 @@ def write_dataset(sim: SimConfig, out: str | os.PathLike, *, name: str, config: 
     summary = Summary()
     try:
         panel_sink = truth_sink = None
-        for panel, truth in iter_chunks(sim):
-            if panel_sink is None:
-                panel_sink = ParquetSink(tmp / PANEL_FILE, pa.Schema.from_pandas(panel, preserve_index=False),
-                                         row_group_size=sim.block_size * sim.n_months, use_dictionary=_DICT_COLUMNS)
+        for cols, truth in iter_chunk_columns(sim):
+            if panel_sink is None:  # the schema of the frames (pandas metadata included), then Arrow straight
+                schema = pa.Schema.from_pandas(panel_frame({c: v[:0] for c, v in cols.items()}), preserve_index=False)
+                panel_sink = ParquetSink(tmp / PANEL_FILE, schema, row_group_size=sim.block_size * sim.n_months,
+                                         use_dictionary=_DICT_COLUMNS)
                 truth_sink = ParquetSink(tmp / TRUTH_FILE, pa.Schema.from_pandas(truth, preserve_index=False),
                                          row_group_size=sim.block_size)
-            panel_sink.write(panel)
+            panel_sink.write(panel_table(cols, schema))
             truth_sink.write(truth)
-            summary.add(panel)
+            summary.add(cols)
         panel_sink.close()
         truth_sink.close()
         manifest = {
@@ -61,8 +63,8 @@ def write_dataset(sim: SimConfig, out: str | os.PathLike, *, name: str, config: 
             "config": dict(config), "sim_config": sim.to_dict(),
             "row_counts": {PANEL_FILE: panel_sink.rows, TRUTH_FILE: truth_sink.rows},
             **summary.to_dict(),
-            "files": {f: {"sha256": sha256_file(tmp / f), "bytes": (tmp / f).stat().st_size}
-                      for f in (PANEL_FILE, TRUTH_FILE)},
+            "files": {f: {"sha256": sink.sha256, "bytes": (tmp / f).stat().st_size}
+                      for f, sink in ((PANEL_FILE, panel_sink), (TRUTH_FILE, truth_sink))},
         }
         write_json(manifest, tmp / MANIFEST_FILE)
         if out.exists():  # replace an earlier data set of the same name only once the new one is complete

@@ -9,6 +9,7 @@ import contextlib
 import errno
 import fcntl
 import hashlib
+import io
 import json
 import os
 import re
@@ -157,12 +158,36 @@ def read_json(path: str | os.PathLike) -> Any:
         raise InputError(f"{path}: not valid JSON ({e})") from None
 
 
+class _HashingFile(io.RawIOBase):
+    """A file being written that keeps the sha256 of every byte written to it (no second read)."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self._f, self.sha256 = open(path, "wb"), hashlib.sha256()
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, b) -> int:
+        self.sha256.update(b)
+        return self._f.write(b)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def close(self) -> None:
+        if not self._f.closed:
+            self._f.close()
+        super().close()
+
+
 class ParquetSink:
-    """Append frames to one parquet file, written atomically on ``close()``.
+    """Append frames (or Arrow tables) to one parquet file, written atomically on ``close()``.
 
     Each ``write`` becomes one or more row groups of at most ``row_group_size``
     rows, so the bytes depend on the data and that size only, not on how the
-    caller chunked it (as long as chunks are multiples of it).
+    caller chunked it (as long as chunks are multiples of it). ``sha256`` is
+    the file's checksum once closed, computed as it is written.
     """
 
     def __init__(self, path: str | os.PathLike, schema: pa.Schema, *, row_group_size: int | None = None,
@@ -172,23 +197,29 @@ class ParquetSink:
         self.path = Path(path)
         self._ctx = atomic_path(self.path)
         self._tmp = self._ctx.__enter__()
-        self._writer = pq.ParquetWriter(self._tmp, schema, use_dictionary=use_dictionary, **PARQUET_OPTIONS)
+        self._file = _HashingFile(self._tmp)
+        self._writer = pq.ParquetWriter(self._file, schema, use_dictionary=use_dictionary, **PARQUET_OPTIONS)
         self.schema = schema
         self.row_group_size = row_group_size
         self.rows = 0
+        self.sha256: str | None = None
 
-    def write(self, df: pd.DataFrame) -> None:
-        table = pa.Table.from_pandas(df, schema=self.schema, preserve_index=False)
+    def write(self, data: pd.DataFrame | pa.Table) -> None:
+        table = data if isinstance(data, pa.Table) else pa.Table.from_pandas(data, schema=self.schema,
+                                                                               preserve_index=False)
         self._writer.write_table(table, row_group_size=self.row_group_size)
-        self.rows += len(df)
+        self.rows += table.num_rows
 
     def close(self) -> Path:
         self._writer.close()
+        self._file.close()
+        self.sha256 = self._file.sha256.hexdigest()
         self._ctx.__exit__(None, None, None)
         return self.path
 
     def abort(self) -> None:
         self._writer.close()
+        self._file.close()
         self._ctx.__exit__(RuntimeError, RuntimeError("aborted"), None)
 
     def __enter__(self) -> "ParquetSink":

@@ -54,7 +54,7 @@ def score_rows(system, rows: pd.DataFrame, *, as_of=None, top_k=3, what_if=True,
         raise SchemaError(f"model input: missing required panel column(s) {missing}; expected at least "
                           f"{list(PANEL.required)}")
     raw = rows.reset_index(drop=True).assign(**{FILE: np.int32(0), ROW: np.arange(len(rows), dtype=np.int64)})
-    good, rejects = split_rows(prepare(raw), as_of=as_of)
+    good, rejects = split_rows(prepare(pa.Table.from_pandas(raw, preserve_index=False)), as_of=as_of)
     if len(rejects):
         listed = "; ".join(f"row {int(r)}: {why}" for r, why in zip(rejects[ROW][:5], rejects["reason"][:5]))
         raise SchemaError(f"model input: {len(rejects)} bad row(s), e.g. {listed}; expected rows that pass the "

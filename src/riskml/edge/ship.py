@@ -17,6 +17,7 @@ from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, Schema
 
@@ -35,7 +36,9 @@ def system_signature(top_k: int = 3) -> ModelSignature:
     need not know the storage types), the prediction contract out."""
     inputs = [ColSpec("string" if c.categories else "double", c.name, required=c.name in PANEL.required)
               for c in PANEL.columns]
-    outputs = [ColSpec(_MLFLOW_TYPES[str(f.type)], f.name) for f in prediction_schema(top_k)]
+    # dictionary-encoded text columns travel as strings
+    outputs = [ColSpec(_MLFLOW_TYPES["string" if pa.types.is_dictionary(f.type) else str(f.type)], f.name)
+               for f in prediction_schema(top_k)]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
 
 

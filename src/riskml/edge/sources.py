@@ -126,5 +126,6 @@ def example_histories(source: str | Path, *, n_borrowers: int = 3) -> pd.DataFra
     path = Path(source)
     path = path / PANEL_FILE if (path / PANEL_FILE).is_file() else path
     first = next(iter_batches(table_files(path)[0], batch_rows=65_536))
+    first = first.to_pandas() if hasattr(first, "to_pandas") else first
     ids = pd.unique(first["borrower_id"])[:n_borrowers]
     return first[first["borrower_id"].isin(ids)].reset_index(drop=True)

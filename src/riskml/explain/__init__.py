@@ -1,7 +1,9 @@
 """The explanation stage: factor TreeSHAP, reasons, advice, what-ifs, fidelity,
 and scoring of borrower histories with all of them.
 
+- ``trees``: LightGBM trees as flat arrays (exact thresholds, splits, bitsets), shared by the two below;
 - ``treeshap``: exact path-dependent TreeSHAP with the factors as players;
+- ``predictor``: LightGBM's trees compiled for scoring (``Booster.predict``'s probabilities, faster);
 - ``reasons``: contributions -> reasons in the documented factors, advice, fidelity;
 - ``scoring``: histories -> one explained prediction per borrower.
 """

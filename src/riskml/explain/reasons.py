@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from riskml import factors as catalogue
-from riskml.explain import treeshap
+from riskml.explain import trees, treeshap
 from riskml.features.windows import FeatureSpec, rectify
 from riskml.exceptions import ConfigError, ModelError, SchemaError
 
@@ -78,7 +78,7 @@ class FactorExplainer:
         self.factors = _order_factors(present, factor_order)
         index = {f: i for i, f in enumerate(self.factors)}
         self.feature_factor_ = np.array([index[feature_factors[f]] for f in self.features_], dtype=np.int64)
-        dump = booster.dump_model()
+        dump = trees.dump_model(booster)  # exact thresholds (the JSON dump clamps inf)
         self.n_outputs_ = int(dump.get("num_tree_per_iteration", 1))
         try:
             self.tables_: treeshap.TreeTables | None = treeshap.compile_model(dump, self.feature_factor_,
@@ -192,6 +192,24 @@ def top_reasons(contrib_adverse: np.ndarray, factor_ids: Sequence[str], *, k: in
         Long frame: ``row`` (position), ``rank`` (1..k), ``factor``, ``label``
         (catalogue name), ``contribution`` (> 0), ``documented``.
     """
+    order, vals = rank_factors(contrib_adverse, factor_ids, k=k, include_other=include_other)
+    rows, ranks = np.nonzero(order >= 0)
+    col = order[rows, ranks]
+    ids = list(factor_ids)
+    return pd.DataFrame({
+        "row": rows.astype(np.int64),
+        "rank": (ranks + 1).astype(np.int64),
+        "factor": pd.array(np.asarray(ids, dtype=object)[col], dtype="string"),
+        "label": pd.array(np.asarray([_label(f) for f in ids], dtype=object)[col], dtype="string"),
+        "contribution": vals[rows, ranks],
+        "documented": np.array([f in catalogue.CAUSES for f in ids], dtype=bool)[col],
+    })
+
+
+def rank_factors(contrib_adverse: np.ndarray, factor_ids: Sequence[str], *, k: int = 3,
+                 include_other: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`top_reasons` as arrays: ``(n, k)`` indices into ``factor_ids`` (-1: no further reason)
+    and their contributions (NaN where none)."""
     check_top_k(k, key="reasons.k")
     c = np.asarray(contrib_adverse, dtype=np.float64)
     ids = list(factor_ids)
@@ -203,16 +221,8 @@ def top_reasons(contrib_adverse: np.ndarray, factor_ids: Sequence[str], *, k: in
     tie = np.argsort([rank_of.get(f, len(rank_of)) for f in ids], kind="stable")
     order = tie[np.argsort(-c[:, tie], axis=1, kind="stable")[:, :k]]
     vals = np.take_along_axis(c, order, axis=1)
-    rows, ranks = np.nonzero(vals > 0)  # positive values come first in every row, so ranks stay 0..n-1
-    col = order[rows, ranks]
-    return pd.DataFrame({
-        "row": rows.astype(np.int64),
-        "rank": (ranks + 1).astype(np.int64),
-        "factor": pd.array(np.asarray(ids, dtype=object)[col], dtype="string"),
-        "label": pd.array(np.asarray([_label(f) for f in ids], dtype=object)[col], dtype="string"),
-        "contribution": vals[rows, ranks],
-        "documented": np.array([f in catalogue.CAUSES for f in ids], dtype=bool)[col],
-    })
+    keep = vals > 0  # positive values come first in every row, so the ranks stay 1..n
+    return np.where(keep, order, -1), np.where(keep, vals, np.nan)
 
 
 def _label(factor_id: str) -> str:

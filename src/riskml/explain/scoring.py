@@ -23,25 +23,25 @@ import pandas as pd
 
 from riskml import factors
 from riskml.exceptions import ModelError
-from riskml.explain.reasons import FactorExplainer, adverse_contributions, advice_for, check_top_k, top_reasons
+from riskml.explain.predictor import TreePredictor
+from riskml.explain.reasons import FactorExplainer, adverse_contributions, advice_for, check_top_k, rank_factors
 from riskml.features.snapshots import build_features
-from riskml.features.windows import DEFAULT_WINDOWS, feature_specs, rectify
-from riskml.schema import STATUSES, class_probabilities, prediction_schema
+from riskml.features.windows import DEFAULT_WINDOWS, feature_specs, rectify_array
+from riskml.schema import STATUSES, class_probabilities
 from riskml.training.calibration import Calibrator
 from riskml.training.scorecard import Bands, PointsScale
 
-ACTIONABLE = {f: advice_for(f)[0] for f in factors.CATALOGUE}
-ADVICE = {f: advice_for(f)[1] for f in factors.CATALOGUE}
-LABEL = {f: factors.CATALOGUE[f].name for f in factors.CATALOGUE}
 
 
 @dataclass
 class ScoringModel:
-    """A loaded model with what scoring needs from its manifest."""
+    """A loaded model with what scoring needs from its manifest: the compiled
+    scorer (:class:`TreePredictor`) and the factor explainer."""
 
     booster: lgb.Booster
     manifest: dict[str, Any]
     explainer: FactorExplainer = field(init=False)
+    predictor: TreePredictor = field(init=False)
     folder: Any = None  # where the model's files are (its reference profile lies beside model.txt)
 
     def __post_init__(self) -> None:
@@ -55,6 +55,7 @@ class ScoringModel:
             raise ModelError(f"model.txt features {booster_features[:5]}... differ from the manifest's "
                              f"{self.features[:5]}...; the model folder is inconsistent")
         self.explainer = FactorExplainer(self.booster, self.feature_factors)
+        self.predictor = TreePredictor(self.booster)
         self.calibrator = Calibrator.from_dict(self.manifest.get("calibration"))
 
     @property
@@ -65,14 +66,44 @@ class ScoringModel:
     def version(self) -> str:
         return str(self.manifest.get("model_version") or self.manifest.get("version") or "")
 
-    def proba(self, X: pd.DataFrame) -> np.ndarray:
-        """Class probabilities, shape (n, n_classes), calibrated as the manifest says; binary: two columns."""
-        p = class_probabilities(self.booster.predict(X[self.features], num_threads=0))
+    def matrix(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """The model's features of ``X`` as one array, in the model's order (see :meth:`TreePredictor.matrix`)."""
+        return self.predictor.matrix(X)
+
+    def calibrated(self, p: np.ndarray) -> np.ndarray:
+        """Class probabilities as the manifest's calibrator (fitted on the validation split) maps them."""
         return p if self.calibrator is None else self.calibrator.apply_proba(p)
+
+    def proba(self, X: pd.DataFrame | np.ndarray) -> np.ndarray:
+        """Class probabilities, shape (n, n_classes), calibrated; a binary model gives two columns."""
+        return self.calibrated(class_probabilities(self.predictor.predict(X)))
+
+    def score(self, X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+        """Raw scores (None when LightGBM itself scores the model) and class probabilities of a matrix."""
+        if self.predictor.method_ != "compiled":
+            return None, self.proba(X)
+        raw = self.predictor.raw(X)
+        return raw, self.calibrated(class_probabilities(self.predictor.link(raw)))
 
     def positive(self, proba: np.ndarray) -> np.ndarray:
         """P(the outcome the model is about): adverse for status models, recovery for recovery models."""
         return 1.0 - proba[:, 0]
+
+    def what_if(self, X: np.ndarray, raw: np.ndarray | None, factor: str) -> np.ndarray:
+        """P(outcome) of rows of :meth:`matrix` ``X`` (raw scores ``raw``) with ``factor`` rectified.
+
+        A what-if changes only the factor's features, so only the trees that
+        split on one of them can change: the rows are rescored on those trees
+        (before and after, in one pass) and the rest of the raw score is kept.
+        """
+        cols = [j for j, f in enumerate(self.features) if self.feature_factors[f] == factor]
+        if raw is None:  # LightGBM scores this model: rescore the rectified rows whole
+            return self.positive(self.proba(rectify_array(X, self.features, factor, self.specs)))
+        trees = self.predictor.trees_using(cols)
+        both = np.concatenate([X, rectify_array(X, self.features, factor, self.specs)])
+        part = self.predictor.raw(both, trees=trees)
+        after = raw + part[len(X):] - part[:len(X)]
+        return self.positive(self.calibrated(class_probabilities(self.predictor.link(after))))
 
 
 def check_features(model: ScoringModel, feature_names: Sequence[str], *, source: str) -> None:
@@ -85,43 +116,76 @@ def check_features(model: ScoringModel, feature_names: Sequence[str], *, source:
             "(a tabular model) or with other feature windows?")
 
 
-def _reasons(model: ScoringModel, X: pd.DataFrame, proba: np.ndarray, *, k: int, sign: float,
-             what_if: bool, include_other: bool) -> pd.DataFrame:
-    """Wide reason columns for rows of ``X``: factor, label, contribution, advice, p_after."""
-    contrib = model.explainer.contributions(X[model.features])
-    adverse = adverse_contributions(contrib, proba, adverse_classes=tuple(range(1, proba.shape[1])))
-    if sign < 0:
-        adverse = recovery_side(adverse, model.explainer.factors)
-    # sign=+1: reasons raise P(adverse). sign=-1 (recovery): reasons lower P(recovery).
-    long = top_reasons(sign * adverse, model.explainer.factors, k=k, include_other=include_other)
-    out = pd.DataFrame(index=pd.RangeIndex(len(X)))
-    base = model.positive(proba)
-    for rank in range(1, k + 1):
-        r = long[long["rank"] == rank].set_index("row")
-        fid = r["factor"].reindex(out.index)
-        out[f"reason_{rank}"] = fid.astype("string")
-        out[f"reason_{rank}_label"] = r["label"].reindex(out.index).astype("string")
-        out[f"reason_{rank}_contribution"] = (sign * r["contribution"]).reindex(out.index).astype("float64")
-        out[f"reason_{rank}_actionable"] = fid.map(ACTIONABLE)  # dict lookups, not a Python call per row
-        out[f"reason_{rank}_advice"] = fid.map(ADVICE)
-        out[f"reason_{rank}_p_after"] = np.nan
-    if what_if:
-        for fid in model.explainer.factors:
+class _Reasons:
+    """The reason columns of a chunk as arrays: factor codes into ``ids`` (-1: none), contributions,
+    p_after. ``ids`` is fixed (the catalogue's factors, then any other of the models), so every
+    bucket writes the same dictionary."""
+
+    def __init__(self, n: int, k: int, ids: list[str]):
+        self.ids, self.k = ids, k
+        self.code = np.full((n, k), -1, dtype=np.int32)
+        self.contribution = np.full((n, k), np.nan)
+        self.p_after = np.full((n, k), np.nan)
+
+    def fill(self, rows: np.ndarray, model: ScoringModel, X: np.ndarray, raw: np.ndarray | None,
+             proba: np.ndarray, *, sign: float, what_if: bool, include_other: bool) -> None:
+        """Reasons of ``rows`` (positions in the chunk) scored by ``model`` on its matrix ``X``."""
+        contrib = model.explainer.contributions(X)
+        adverse = adverse_contributions(contrib, proba, adverse_classes=tuple(range(1, proba.shape[1])))
+        if sign < 0:  # the recovery side: platform-side factors are never a learned reason
+            adverse = recovery_side(adverse, model.explainer.factors)
+        # sign=+1: reasons raise P(adverse). sign=-1 (recovery): reasons lower P(recovery).
+        order, vals = rank_factors(sign * adverse, model.explainer.factors, k=self.k, include_other=include_other)
+        to_id = np.array([self.ids.index(f) for f in model.explainer.factors] + [-1], dtype=np.int32)
+        self.code[rows] = to_id[order]  # order -1 picks the appended -1
+        self.contribution[rows] = sign * vals
+        if not what_if:
+            return
+        for j, fid in enumerate(model.explainer.factors):
             if not factors.CATALOGUE.get(fid, factors.CATALOGUE[factors.OTHER]).actionable:
                 continue
-            for rank in range(1, k + 1):
-                rows = np.flatnonzero((out[f"reason_{rank}"] == fid).fillna(False).to_numpy())
-                if rows.size == 0:
-                    continue
-                Xf = rectify(X.iloc[rows], fid, model.specs)
-                out.loc[rows, f"reason_{rank}_p_after"] = model.positive(model.proba(Xf))
-    out["_base"] = base
-    return out
+            r, rank = np.nonzero(order == j)  # a factor is at most one reason of a row
+            if r.size:
+                self.p_after[rows[r], rank] = model.what_if(X[r], None if raw is None else raw[r], fid)
+
+    def set_rule(self, rows: np.ndarray, factor_ids: np.ndarray) -> None:
+        """``rows`` get one reason, the rule's factor (no contribution: not the model's; no what-if)."""
+        self.code[rows] = -1
+        self.contribution[rows] = np.nan
+        self.p_after[rows] = np.nan
+        self.code[rows, 0] = [self.ids.index(f) for f in factor_ids]
+
+    def columns(self) -> dict[str, Any]:
+        known = [f in factors.CATALOGUE for f in self.ids]
+        labels = [factors.CATALOGUE[f].name if ok else f for f, ok in zip(self.ids, known)]
+        # actionable per factor: 1/0, -1 (NA) for a factor the catalogue does not know and for no reason
+        actionable = np.array([int(advice_for(f)[0]) if ok else -1 for f, ok in zip(self.ids, known)] + [-1])
+        advice = [advice_for(f)[1] if ok else "" for f, ok in zip(self.ids, known)]
+        advice_code = np.array([i if ok else -1 for i, ok in enumerate(known)] + [-1], dtype=np.int32)
+        out: dict[str, Any] = {}
+        for i in range(self.k):
+            c = self.code[:, i]
+            out[f"reason_{i + 1}"] = pd.Categorical.from_codes(c, categories=self.ids)
+            out[f"reason_{i + 1}_label"] = pd.Categorical.from_codes(c, categories=labels)
+            out[f"reason_{i + 1}_contribution"] = self.contribution[:, i]
+            out[f"reason_{i + 1}_actionable"] = pd.arrays.BooleanArray(actionable[c] == 1, actionable[c] < 0)
+            out[f"reason_{i + 1}_advice"] = pd.Categorical.from_codes(advice_code[c], categories=advice)
+            out[f"reason_{i + 1}_p_after"] = self.p_after[:, i]
+        return out
 
 
-#: Platform-side causes. On the recovery side they are a reason by the cause on record only
-#: (:func:`recovery_rule`), never a learned one: in the platform's rules a line down for the user's
-#: own cause comes back on that cause's terms, whatever the policy or an outage.
+def reason_ids(*models: ScoringModel | None) -> list[str]:
+    """The factor ids reasons can name: the catalogue's, then any other factor of ``models`` (sorted)."""
+    extra = {f for m in models if m is not None for f in m.explainer.factors if f not in factors.CATALOGUE}
+    return list(factors.factor_ids()) + sorted(extra)
+
+
+def _constant(value: str, n: int) -> pd.Categorical:
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
+
+
+
+
 PLATFORM_SIDE = ("policy_tightening", "maintenance")
 #: P(recovery) that the platform's own rules set (``DOMAIN.md``, Recovery): a maintenance suspension clears
 #: by itself once the system is fixed; a closure for fraud or agreement violation is permanent.
@@ -203,75 +267,67 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         name, version: the model name and version written on every row (default: ``model``'s).
 
     Returns:
-        A frame ordered like the borrowers' first appearance, with the prediction contract's columns.
+        A frame ordered like the borrowers' first appearance, with the prediction contract's columns
+        (the reason, label, advice and model columns as categoricals: a few distinct values each).
     """
     check_top_k(top_k)
     snaps = build_features(panel, as_of=as_of, windows=model.windows)
-    keys, X = snaps.keys.reset_index(drop=True), snaps.X.reset_index(drop=True)
+    keys, X = snaps.keys, snaps.X
     n = len(keys)
-    out = pd.DataFrame({
-        "borrower_id": keys["borrower_id"].to_numpy(),
-        "as_of_month": keys["month"].to_numpy(),
-        "status": keys["status"].astype("string").to_numpy(),
-    })
-    for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "score_points", "p_recovery_6m"):
-        out[c] = np.nan
-    out["risk_band"] = pd.array([pd.NA] * n, dtype="string")
-    reason_frames = []
+    st = np.asarray(keys["status"].cat.codes, dtype=np.int64)  # status codes, in STATUSES order
+    p = {c: np.full(n, np.nan) for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "score_points",
+                                         "p_recovery_6m")}
+    band_names = list(dict.fromkeys([*bands.labels, *STATUSES]))
+    codes = np.array([band_names.index(s) for s in STATUSES])[st]  # down accounts: their status as band
+    reasons = _Reasons(n, top_k, reason_ids(model, recovery))
 
-    normal = np.flatnonzero((out["status"] == "normal").to_numpy())
+    normal = np.flatnonzero(st == 0)
     if normal.size:
-        Xn = X.iloc[normal]
-        proba = model.proba(Xn)
+        Xn = model.matrix(X)[normal]
+        raw, proba = model.score(Xn)
         p_adv = model.positive(proba)
         if proba.shape[1] == len(STATUSES):
-            out.loc[normal, ["p_normal", "p_suspended", "p_closed"]] = proba
+            p["p_normal"][normal], p["p_suspended"][normal], p["p_closed"][normal] = proba.T
         else:
-            out.loc[normal, "p_normal"] = proba[:, 0]
+            p["p_normal"][normal] = proba[:, 0]
             if status is not None:  # split P(adverse) by the status model's odds of closure vs suspension
-                sp = status.proba(Xn)
+                sp = status.proba(status.matrix(X)[normal])
                 closed = np.divide(sp[:, 2], sp[:, 1] + sp[:, 2], out=np.full(len(sp), 0.5),
                                    where=sp[:, 1] + sp[:, 2] > 0)
-                out.loc[normal, "p_suspended"] = p_adv * (1 - closed)
-                out.loc[normal, "p_closed"] = p_adv * closed
-        out.loc[normal, "p_adverse"] = p_adv
+                p["p_suspended"][normal] = p_adv * (1 - closed)
+                p["p_closed"][normal] = p_adv * closed
+        p["p_adverse"][normal] = p_adv
         points = scale.points(p_adv)
-        out.loc[normal, "score_points"] = points
-        out.loc[normal, "risk_band"] = bands.assign(p_adverse=p_adv, points=points)
-        r = _reasons(model, Xn.reset_index(drop=True), proba, k=top_k, sign=+1.0, what_if=what_if,
-                     include_other=include_other)
-        reason_frames.append(r.set_index(normal))
+        p["score_points"][normal] = points
+        label = bands.assign(p_adverse=p_adv, points=points)
+        codes[normal] = pd.Index(band_names).get_indexer(label)
+        reasons.fill(normal, model, Xn, raw, proba, sign=+1.0, what_if=what_if, include_other=include_other)
 
-    blocked = np.flatnonzero((out["status"] != "normal").to_numpy())
-    if blocked.size:
-        out.loc[blocked, "risk_band"] = out.loc[blocked, "status"]
-        if recovery is not None:
-            Xb = X.iloc[blocked]
-            proba = recovery.proba(Xb)
-            out.loc[blocked, "p_recovery_6m"] = recovery.positive(proba)
-            r = _reasons(recovery, Xb.reset_index(drop=True), proba, k=top_k, sign=-1.0, what_if=what_if,
-                         include_other=include_other)
-            rule, p_rule = recovery_rule(out.loc[blocked, "status"], _cause_at(panel, keys.iloc[blocked]),
-                                         Xb["maintenance"], Xb["months_in_status"], r["reason_1"].notna())
-            fixed, ruled = np.flatnonzero(~np.isnan(p_rule)), np.flatnonzero(pd.notna(rule))
-            out.loc[blocked[fixed], "p_recovery_6m"] = p_rule[fixed]
-            # the cause on record is the one reason, with the catalogue's text; no contribution (not the model's)
-            r.iloc[ruled, [r.columns.get_loc(c) for c in r.columns if c.startswith("reason_")]] = np.nan
-            why = pd.Series(rule[ruled])
-            r.loc[ruled, "reason_1"] = why.to_numpy()
-            for col, text in (("label", LABEL), ("actionable", ACTIONABLE), ("advice", ADVICE)):
-                r.loc[ruled, f"reason_1_{col}"] = why.map(text).to_numpy()
-            reason_frames.append(r.set_index(blocked))
+    blocked = np.flatnonzero(st != 0)
+    if blocked.size and recovery is not None:
+        Xb = recovery.matrix(X)[blocked]
+        raw, proba = recovery.score(Xb)
+        p["p_recovery_6m"][blocked] = recovery.positive(proba)
+        reasons.fill(blocked, recovery, Xb, raw, proba, sign=-1.0, what_if=what_if, include_other=include_other)
+        rule, p_rule = recovery_rule(np.asarray(STATUSES, dtype=object)[st[blocked]],
+                                     _cause_at(panel, keys.iloc[blocked]), X["maintenance"].to_numpy()[blocked],
+                                     X["months_in_status"].to_numpy()[blocked], reasons.code[blocked, 0] >= 0)
+        fixed, ruled = np.flatnonzero(~np.isnan(p_rule)), np.flatnonzero(pd.notna(rule))
+        p["p_recovery_6m"][blocked[fixed]] = p_rule[fixed]
+        # the cause on record is the one reason, with the catalogue's text; no contribution (not the model's)
+        reasons.set_rule(blocked[ruled], rule[ruled])
 
-    if reason_frames:
-        reasons = pd.concat(reason_frames).sort_index().reindex(out.index).drop(columns="_base")
-    else:  # no row to explain: the contract's reason columns, empty
-        empty = prediction_schema(top_k).empty_table().to_pandas()
-        reasons = empty[[c for c in empty.columns if c.startswith("reason_")]].reindex(out.index)
-    out = pd.concat([out, reasons], axis=1)
-    out["model_name"] = model.name if name is None else name
-    out["model_version"] = model.version if version is None else version
-    return out
+    return pd.DataFrame({
+        "borrower_id": keys["borrower_id"].to_numpy(),
+        "as_of_month": keys["month"].to_numpy(),
+        "status": np.asarray(STATUSES, dtype=object)[st],  # short strings: cheap as objects, and comparable
+        **{c: p[c] for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "score_points")},
+        "p_recovery_6m": p["p_recovery_6m"],
+        "risk_band": np.asarray(band_names, dtype=object)[codes],
+        **reasons.columns(),
+        "model_name": _constant(model.name if name is None else name, n),
+        "model_version": _constant(model.version if version is None else version, n),
+    }, copy=False)
 
 
 @dataclass

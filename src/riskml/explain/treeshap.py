@@ -30,6 +30,7 @@ import numba as nb
 import numpy as np
 
 from riskml.exceptions import ModelError
+from riskml.explain.trees import ZERO_THRESHOLD, Unsupported, append_split, in_bitset, link_children
 
 #: Leaves whose paths split on more factors than this make the tables too big
 #: (2**k rows each); such models fall back to ``pred_contrib`` summed.
@@ -37,12 +38,6 @@ MAX_PATH_FACTORS = 12
 #: Tables beyond this many bytes in all (deep trees, many factors) fall back too.
 MAX_TABLE_BYTES = 1 << 30
 
-_MISSING = {"None": 0, "Zero": 1, "NaN": 2}
-_ZERO = float(np.float32(1e-35))  # LightGBM's kZeroThreshold (a float literal)
-
-
-class Unsupported(Exception):
-    """The tables would be too big for this model; fall back to ``pred_contrib``."""
 
 
 @dataclass
@@ -172,7 +167,7 @@ def compile_model(dump: dict, feature_factor: np.ndarray, n_factors: int) -> Tre
                 if len(local) == 31:
                     raise Unsupported("a tree splits on more than 31 factors")
                 local[f] = len(local)
-            _append_split(nodes, cat_words, node, local[f])
+            append_split(nodes, cat_words, node, local[f])
             cover = float(node["internal_count"])
             kids = node["left_child"], node["right_child"]
             share = [_count(c) / cover if cover > 0 else 0.0 for c in kids]
@@ -183,7 +178,7 @@ def compile_model(dump: dict, feature_factor: np.ndarray, n_factors: int) -> Tre
     arr = {k: np.asarray(v, dtype=np.float64 if k == "threshold" else np.int64) for k, v in nodes.items()}
     arr["bit"] = arr["bit"].astype(np.int32)
     starts = np.asarray(tree_start, dtype=np.int64)
-    left, right = _link_children(arr["leaf"] >= 0, starts)
+    left, right = link_children(arr["leaf"] >= 0, starts)
     units = _build_units(leaves, arr.pop("leaf"), left, right, arr["bit"])
     return TreeTables(n_outputs=n_out, n_factors=n_factors, tree_start=starts,
                       tree_output=np.arange(len(starts) - 1, dtype=np.int64) % n_out,
@@ -193,41 +188,6 @@ def compile_model(dump: dict, feature_factor: np.ndarray, n_factors: int) -> Tre
 
 def _count(node: dict) -> float:
     return float(node["leaf_count"] if "leaf_value" in node else node["internal_count"])
-
-
-def _append_split(nodes: dict, cat_words: list[int], node: dict, local_bit: int) -> None:
-    nodes["feature"].append(int(node["split_feature"]))
-    nodes["default_left"].append(int(bool(node["default_left"])))
-    nodes["missing"].append(_MISSING[node["missing_type"]])
-    nodes["bit"].append(1 << local_bit)
-    nodes["leaf"].append(-1)
-    if node["decision_type"] == "==":
-        cats = [int(c) for c in str(node["threshold"]).split("||")]
-        words = [0] * (max(cats) // 32 + 1)
-        for c in cats:
-            words[c // 32] |= 1 << (c % 32)
-        nodes["cat_start"].append(len(cat_words))
-        nodes["cat_len"].append(len(words))
-        nodes["threshold"].append(0.0)
-        cat_words.extend(words)
-    elif node["decision_type"] == "<=":
-        nodes["cat_start"].append(-1)
-        nodes["cat_len"].append(0)
-        nodes["threshold"].append(float(node["threshold"]))
-    else:
-        raise Unsupported(f"decision_type {node['decision_type']!r}")
-
-
-def _link_children(is_leaf: np.ndarray, tree_start: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Children from the pre-order layout: left is ``j + 1``; right follows the left subtree."""
-    left, right = np.full(len(is_leaf), -1, np.int64), np.full(len(is_leaf), -1, np.int64)
-    size = np.ones(len(is_leaf), dtype=np.int64)
-    for a, b in zip(tree_start[:-1], tree_start[1:]):
-        for j in range(b - 1, a - 1, -1):
-            if not is_leaf[j]:
-                left[j], right[j] = j + 1, j + 1 + size[j + 1]
-                size[j] = 1 + size[j + 1] + size[right[j]]
-    return left, right
 
 
 def _build_units(leaves: list, leaf: np.ndarray, left: np.ndarray, right: np.ndarray,
@@ -299,7 +259,10 @@ def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missin
             table, out):  # pragma: no cover - numba
     """Rows in chunks (one thread each); per chunk, trees outer and rows inner
     so that the loops over rows vectorise and a tree's tables stay in cache.
-    Flat scratch arrays with explicit offsets vectorise better than views."""
+
+    Scratch arrays are 2-D and read through row views indexed from 0: with
+    flat arrays and computed offsets numba's negative-index wraparound kept
+    LLVM from vectorising the row loops (numba 0.68: 2-3x slower)."""
     n, n_feat = X.shape
     n_out, n_fac = out.shape[1], out.shape[2]
     CH = _CHUNK
@@ -309,75 +272,71 @@ def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missin
     for c in nb.prange((n + CH - 1) // CH):
         r0 = c * CH
         nr = min(n, r0 + CH) - r0
-        xt = np.zeros(n_feat * CH)  # float64, as LightGBM compares
-        for r in range(nr):
-            for f in range(n_feat):
-                xt[f * CH + r] = X[r0 + r, f]
-        mask = np.empty(max_nodes * CH, dtype=np.int32)  # bit set: a factor x failed on the way to the node
+        xt = np.zeros((n_feat, CH))  # float64, as LightGBM compares
+        for f in range(n_feat):
+            xf = xt[f]
+            for r in range(nr):
+                v = X[r0 + r, f]
+                xf[r] = 0.0 if abs(v) <= ZERO_THRESHOLD else v  # LightGBM reads |x| <= it as 0
+        mask = np.empty((max_nodes, CH), dtype=np.int32)  # bit set: a factor x failed on the way to the node
         pat = np.empty(CH, dtype=np.int64)
-        acc = np.zeros(n_out * n_fac * CH)
+        acc = np.zeros((n_out * n_fac, CH))
         for t in range(tree_start.shape[0] - 1):
             a, b, cls = tree_start[t], tree_start[t + 1], tree_output[t]
-            mask[:CH] = 0
+            root = mask[0]
+            for r in range(CH):
+                root[r] = 0
             for j in range(a, b):
-                o_j = (j - a) * CH
+                here = mask[j - a]
                 if left[j] >= 0:
-                    o_l, o_r, o_x, bj = (left[j] - a) * CH, (right[j] - a) * CH, feature[j] * CH, bit[j]
+                    to_l, to_r, x, bj = mask[left[j] - a], mask[right[j] - a], xt[feature[j]], bit[j]
                     thr, dl = threshold[j], default_left[j] == 1
                     if cat_start[j] >= 0:
                         for r in range(CH):
-                            go = np.int32(_in_bitset(xt[o_x + r], cat_start[j], cat_len[j], cat_words))
-                            m = mask[o_j + r]
-                            mask[o_l + r] = m | (bj & (go - 1))
-                            mask[o_r + r] = m | (bj & -go)
+                            go = np.int32(in_bitset(x[r], cat_start[j], cat_len[j], cat_words))
+                            m = here[r]
+                            to_l[r] = m | (bj & (go - 1))
+                            to_r[r] = m | (bj & -go)
                     elif missing[j] == 1:  # zero and NaN go the default way
                         for r in range(CH):
-                            v = xt[o_x + r]
-                            z = np.isnan(v) | ((v >= -_ZERO) & (v <= _ZERO))
+                            v = x[r]
+                            z = np.isnan(v) | ((v >= -ZERO_THRESHOLD) & (v <= ZERO_THRESHOLD))
                             go = np.int32(dl) if z else np.int32(v <= thr)
-                            m = mask[o_j + r]
-                            mask[o_l + r] = m | (bj & (go - 1))
-                            mask[o_r + r] = m | (bj & -go)
+                            m = here[r]
+                            to_l[r] = m | (bj & (go - 1))
+                            to_r[r] = m | (bj & -go)
                     else:  # NaN goes the default way (NaN type) or reads as 0 (None type)
                         nan_left = dl if missing[j] == 2 else 0.0 <= thr
                         for r in range(CH):
-                            v = xt[o_x + r]
+                            v = x[r]
                             go = np.int32((v <= thr) | (np.isnan(v) & nan_left))
-                            m = mask[o_j + r]
-                            mask[o_l + r] = m | (bj & (go - 1))
-                            mask[o_r + r] = m | (bj & -go)
+                            m = here[r]
+                            to_l[r] = m | (bj & (go - 1))
+                            to_r[r] = m | (bj & -go)
                 u = unit[j]
                 if u < 0:
                     continue
                 k, s0, base, pb = unit_k[u], unit_slot[u], unit_table[u], unit_pair_bit[u]
-                src = mask[o_j + unit_src[u] * CH:o_j + (unit_src[u] + 1) * CH]
-                pat[:nr] = 0
+                src = mask[j - a + unit_src[u]]
+                for r in range(CH):
+                    pat[r] = 0
                 for s in range(k):
                     sb = slot_bit[s0 + s]
-                    for r in range(nr):
+                    for r in range(CH):
                         pat[r] |= (((src[r] >> sb) & 1) ^ 1) << s
                 if pb >= 0:  # the right leaf of a pair: did x follow the parent's factor there?
-                    m_r = mask[o_j + 2 * CH:o_j + 3 * CH]
-                    for r in range(nr):
+                    m_r = mask[j - a + 2]
+                    for r in range(CH):
                         pat[r] |= (((m_r[r] >> pb) & 1) ^ 1) << k
                 for s in range(k):
-                    o_a = (cls * n_fac + slot_factor[s0 + s]) * CH
-                    dst = acc[o_a:o_a + CH]
-                    for r in range(nr):
+                    dst = acc[cls * n_fac + slot_factor[s0 + s]]
+                    for r in range(CH):
                         dst[r] += table[base + pat[r] * k + s]
-        for r in range(nr):
-            for o in range(n_out):
-                for f in range(n_fac):
-                    out[r0 + r, o, f] = acc[(o * n_fac + f) * CH + r]
-
-
-@nb.njit(inline="always", cache=True)
-def _in_bitset(v, start, n_words, words):  # pragma: no cover - numba
-    """LightGBM's ``CategoricalDecision``: NaN and negatives go right."""
-    if np.isnan(v) or v <= -1.0 or v >= 2147483648.0:
-        return False
-    iv = int(v)  # truncates toward zero like static_cast<int>
-    return iv // 32 < n_words and (words[start + iv // 32] >> (iv % 32)) & 1 == 1
+        for o in range(n_out):
+            for f in range(n_fac):
+                af = acc[o * n_fac + f]
+                for r in range(nr):
+                    out[r0 + r, o, f] = af[r]
 
 
 def contributions(tables: TreeTables, X: np.ndarray) -> np.ndarray:

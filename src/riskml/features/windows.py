@@ -175,15 +175,32 @@ def rectify(X: pd.DataFrame, factor: str, specs: list[FeatureSpec]) -> pd.DataFr
     every other factor's, are unchanged. ``specs`` are the feature specs the
     model was built with (``feature_specs(model windows)``). Returns a copy.
     """
-    get_factor(factor)
     out = X.copy()
-    for spec in specs:
-        if spec.factor != factor or spec.name not in X.columns:
-            continue
-        new = spec.rectify(out[spec.name].to_numpy(dtype=np.float32))
-        if new is not None:
-            out[spec.name] = new.astype(np.float32)
+    for j, new in _rectified(out, list(X.columns), factor, specs):
+        out[X.columns[j]] = new
     return out
+
+
+def rectify_array(X: np.ndarray, names: list[str], factor: str, specs: list[FeatureSpec]) -> np.ndarray:
+    """:func:`rectify` on a feature matrix whose columns are ``names`` (a copy, same dtype)."""
+    out = np.array(X, copy=True)
+    for j, new in _rectified(out, names, factor, specs):
+        out[:, j] = new
+    return out
+
+
+def _rectified(X, names: list[str], factor: str, specs: list[FeatureSpec]):
+    """(column, rectified float32 values) of every feature of ``factor`` that the user can change."""
+    get_factor(factor)
+    where = {n: j for j, n in enumerate(names)}
+    for spec in specs:
+        j = where.get(spec.name)
+        if spec.factor != factor or j is None:
+            continue
+        col = X.iloc[:, j] if hasattr(X, "iloc") else X[:, j]
+        new = spec.rectify(np.asarray(col, dtype=np.float32))
+        if new is not None:
+            yield j, new.astype(np.float32)
 
 
 class Block:
@@ -264,6 +281,12 @@ class Block:
         return out
 
     def since(self, event: np.ndarray) -> np.ndarray:
+        if self._n == 1:  # one snapshot row (prediction): the last event at or before it, by a reduction
+            p = self._first
+            back = event[p::-1]  # rows p, p-1, .., 0
+            first = back.argmax(axis=0)
+            hit = back[first, np.arange(back.shape[1])]
+            return np.where(hit, first, np.nan)[None, :]
         idx = np.where(event, np.arange(event.shape[0], dtype=np.int32)[:, None], -1)
         last = self.at(np.maximum.accumulate(idx, axis=0))
         return np.where(last >= 0, self.pos[:, None] - last, np.nan)

@@ -16,6 +16,7 @@ from typing import Iterator
 import multiprocessing as mp
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from tqdm.auto import tqdm
 
 from riskml.schema import BEHAVIOUR, PANEL, STATUSES
@@ -123,6 +124,20 @@ def panel_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
     return pd.DataFrame(data)
 
 
+def panel_table(cols: dict[str, np.ndarray], schema: pa.Schema) -> pa.Table:
+    """The Arrow table of a chunk as :func:`panel_frame` would convert, without the frame:
+    numbers zero-copy, status and cause from their codes. ``schema``: the frames' Arrow schema."""
+    arrays = []
+    for c in PANEL.columns:
+        v, typ = cols[c.name], schema.field(c.name).type
+        if c.categories:
+            values = pa.array(list(c.categories), pa.string())
+            arrays.append(pa.DictionaryArray.from_arrays(pa.array(v, mask=v < 0), values).cast(typ))
+        else:
+            arrays.append(pa.array(v.astype(c.dtype, copy=False), type=typ))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
 def _chunk_job(args: tuple[SimConfig, list[int]]) -> tuple[dict[str, np.ndarray], pd.DataFrame]:
     return simulate_chunk(*args)
 
@@ -143,6 +158,14 @@ def iter_chunks(cfg: SimConfig, *, progress: bool | None = None) -> Iterator[tup
         cfg: the simulation config.
         progress: tqdm progress bar; ``None`` shows it on a terminal only.
     """
+    for cols, truth in iter_chunk_columns(cfg, progress=progress):
+        yield panel_frame(cols), truth
+
+
+def iter_chunk_columns(cfg: SimConfig, *, progress: bool | None = None
+                       ) -> Iterator[tuple[dict[str, np.ndarray], pd.DataFrame]]:
+    """:func:`iter_chunks` without the frames: the panel columns as arrays (status and cause as codes),
+    for writers that go straight to Arrow."""
     jobs = [(cfg, blocks) for blocks in chunk_blocks(cfg)]
     bar = tqdm(total=cfg.n_borrowers, unit="borrower", disable=None if progress is None else not progress,
                desc="simulate")
@@ -151,7 +174,7 @@ def iter_chunks(cfg: SimConfig, *, progress: bool | None = None) -> Iterator[tup
             results: Iterator = map(_chunk_job, jobs)
             for cols, truth in results:
                 bar.update(len(truth))
-                yield panel_frame(cols), truth
+                yield cols, truth
             return
         with ProcessPoolExecutor(cfg.workers, mp_context=mp.get_context("spawn")) as pool:
             window = cfg.workers + 1
@@ -162,7 +185,7 @@ def iter_chunks(cfg: SimConfig, *, progress: bool | None = None) -> Iterator[tup
                 if i + window < len(jobs):
                     futures.append(pool.submit(_chunk_job, jobs[i + window]))
                 bar.update(len(truth))
-                yield panel_frame(cols), truth
+                yield cols, truth
     finally:
         bar.close()
 

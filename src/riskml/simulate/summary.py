@@ -25,15 +25,22 @@ from riskml.factors import CAUSES
 from riskml.schema import STATUSES
 
 
-def adverse_events(panel: pd.DataFrame) -> np.ndarray:
+def _codes(panel) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """borrower_id, status and cause codes, credit_limit of a panel frame or of its columns as arrays."""
+    if isinstance(panel, pd.DataFrame):
+        return (panel["borrower_id"].to_numpy(), panel["status"].cat.codes.to_numpy(),
+                panel["cause"].cat.codes.to_numpy(), panel["credit_limit"].to_numpy())
+    return panel["borrower_id"], panel["status"], panel["cause"], panel["credit_limit"]
+
+
+def adverse_events(panel: pd.DataFrame | dict[str, np.ndarray]) -> np.ndarray:
     """Per row: the cause code of a new adverse decision in that month, or -1.
 
-    ``panel`` must hold whole borrower histories sorted by borrower then month.
+    ``panel`` (a frame, or its columns with status and cause as codes) must hold
+    whole borrower histories sorted by borrower then month.
     """
-    status = panel["status"].cat.codes.to_numpy()
-    cause = panel["cause"].cat.codes.to_numpy()
-    limit = panel["credit_limit"].to_numpy()
-    first = np.r_[True, panel["borrower_id"].to_numpy()[1:] != panel["borrower_id"].to_numpy()[:-1]]
+    bid, status, cause, limit = _codes(panel)
+    first = np.r_[True, bid[1:] != bid[:-1]]
     prev_status = np.r_[0, status[:-1]]
     prev_limit = np.r_[0, limit[:-1]]
     worse = status > prev_status
@@ -53,14 +60,12 @@ class Summary:
     cause: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CAUSES, 0))
     events: dict[str, int] = field(default_factory=lambda: dict.fromkeys(CAUSES, 0))
 
-    def add(self, panel: pd.DataFrame) -> None:
-        """Add one chunk of whole borrower histories."""
-        self.rows += len(panel)
-        bid = panel["borrower_id"].to_numpy()
+    def add(self, panel: pd.DataFrame | dict[str, np.ndarray]) -> None:
+        """Add one chunk of whole borrower histories (a frame, or its columns with codes)."""
+        bid, status, cause, _ = _codes(panel)
+        self.rows += len(bid)
         start = np.flatnonzero(np.r_[True, bid[1:] != bid[:-1]])
         self.borrowers += len(start)
-        status = panel["status"].cat.codes.to_numpy()
-        cause = panel["cause"].cat.codes.to_numpy()
         ev = adverse_events(panel)
         for counts, codes, names in ((self.status, status, STATUSES), (self.cause, cause, CAUSES),
                                      (self.events, ev, CAUSES)):
