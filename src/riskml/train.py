@@ -42,6 +42,7 @@ from riskml.exceptions import ConfigError, exit_on_error
 from riskml.features import get_target
 from riskml.training.datasets import Dataset, Fold, kfold_splits, out_of_time_split, time_cut, valid_mask
 from riskml.training.metrics import raise_on_leaks
+from riskml.training.select import selection_metrics, selection_tags
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
 from riskml.training.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
                                    plots, scan_leakage)
@@ -155,6 +156,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
             oof.append(model.predict_proba(ds.X.iloc[fold.test]))
             per_fold.append(evaluate_predictions(ds.y[fold.test], oof[-1], ds.classes))
             per_fold[-1].update(validation_metrics(model, ds, fold.valid))
+            per_fold[-1].update(selection_metrics(model))  # model=auto: each fold's choice (issue 10)
         metrics = _summarise(per_fold)
         # scored rows: the test set, or every row out of fold (k-fold); plots use these predictions
         test, proba = np.concatenate([f.test for f in folds]), np.concatenate(oof)
@@ -182,7 +184,10 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
                                      n_bins=int(cfg["eval"]["ece_bins"])).items():
                 tracking.log_figure(fig, fname)
         result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold, test_index=test)
-        if kind == "lightgbm":
+        if model.selection:  # model=auto (issue 10): what the shipped model chose and why
+            tracking.set_tags(selection_tags(model))
+            tracking.log_dict(model.selection, "selection.json")
+        if model.kind == "lightgbm":  # model=auto ships a LightGBM text model too
             _ship(result, cfg, ds, test, base)
     log.info("run %s (%s on %s): %s", run_id, kind, ds.kind,
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "roc_auc" in k or k in ("ece", "log_loss")))

@@ -41,10 +41,10 @@ from riskml.schema import class_probabilities
 log = logging.getLogger(__name__)
 
 #: The models a config may name (``model.name``).
-MODELS: tuple[str, ...] = ("lightgbm", "hist_gbm", "logistic")
+MODELS: tuple[str, ...] = ("lightgbm", "hist_gbm", "logistic", "auto")
 
 #: Keys of a model config that are riskml's, not the estimator's parameters.
-CONTROL_KEYS = frozenset({"name", "monotone", "num_boost_round", "early_stopping_rounds"})
+CONTROL_KEYS = frozenset({"name", "monotone", "num_boost_round", "early_stopping_rounds", "inner_folds", "candidates"})
 
 
 @dataclass
@@ -58,6 +58,7 @@ class FittedModel:
     best_iteration: int | None = None
     params: dict[str, Any] = field(default_factory=dict)
     num_threads: int = 0
+    selection: dict[str, Any] | None = None  # model=auto: the candidates, their scores and what was chosen
 
     @property
     def booster(self) -> lgb.Booster:
@@ -189,6 +190,11 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
     (HistGradientBoosting keeps its own internal validation split).
     """
     kind = check_model_config(model_cfg)
+    if kind == "auto":
+        from riskml.training.select import fit_auto  # lazy: select builds on this module's fit
+
+        return fit_auto(model_cfg, X_train, y_train, classes=classes, X_valid=X_valid, y_valid=y_valid,
+                        feature_directions=feature_directions, seed=seed, num_threads=num_threads)
     features = list(X_train.columns)
     if kind == "lightgbm":
         cons = monotone_constraints(features, feature_directions or {}) if model_cfg.get("monotone") else None
@@ -231,6 +237,7 @@ def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], fe
         "metrics": {k: float(v) for k, v in metrics.items()},
         "params": {k: v for k, v in model.params.items() if k != "monotone_constraints"},
         "monotone": "monotone_constraints" in model.params,
+        **({"selection": model.selection} if model.selection else {}),
     }
 
 
