@@ -37,7 +37,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from riskml.edge import tracking
 from riskml.edge.files import export_model_dir
-from riskml.edge.sources import load_data
+from riskml.edge.sources import load_data, panel_record
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.features import get_target
 from riskml.training.datasets import Dataset, Fold, kfold_splits, out_of_time_split, time_cut, valid_mask
@@ -71,9 +71,9 @@ def check_config(cfg: dict[str, Any]) -> None:
     """Fail on a bad config before any data is read or model trained."""
     check_model_config(cfg["model"])
     kind = cfg["data"].get("kind")
-    if kind not in ("synthetic", "tabular"):
-        raise ConfigError("data.kind", kind, "'synthetic' or 'tabular'")
-    if kind == "synthetic":
+    if kind not in ("synthetic", "panel", "tabular"):
+        raise ConfigError("data.kind", kind, "'synthetic', 'panel' or 'tabular'")
+    if kind != "tabular":
         get_target(cfg["target"]["name"])
     thr = cfg["leakage"]["threshold"]
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:
@@ -85,7 +85,7 @@ def make_folds(ds: Dataset, cfg: dict[str, Any]) -> list[Fold]:
     split, seed = cfg["split"], int(cfg["seed"])
     if ds.time is not None:
         held = None
-        if ds.kind == "synthetic":
+        if ds.from_panel:  # simulated or a lender's panel: the same out-of-time split with held-out borrowers
             cut = time_cut(ds.time, test_months=split["test_months"], cut=split.get("cut_month"))
             held = split.get("test_entity_fraction")
         else:
@@ -140,7 +140,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
     exp_id = tracking.setup(cfg["tracking"].get("uri"), cfg["tracking"]["experiment"])
     kind = cfg["model"]["name"]
     tags = {"riskml.model": kind, "riskml.data": ds.kind, "riskml.target": cfg["target"]["name"]
-            if ds.kind == "synthetic" else cfg["data"]["target_column"]}
+            if ds.from_panel else cfg["data"]["target_column"]}
     run_name = cfg["tracking"].get("run_name") or f"{kind}-{tags['riskml.target']}"
     with tracking.start_run(exp_id, run_name=run_name, nested=bool(cfg.get("_nested")), tags=tags) as run_id:
         tracking.log_params({k: v for k, v in tracking.flatten(cfg).items() if not k.startswith("_")})
@@ -169,13 +169,18 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult:
                        n_features=float(ds.X.shape[1]))
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
-        if ds.kind == "synthetic":
-            metrics.update(oracle_metrics(ds, test, proba, cfg))
+        if ds.from_panel:
+            metrics.update(oracle_metrics(ds, test, proba, cfg))  # {} without a simulator (a lender's panel)
             fid = fidelity_metrics(ds, test, proba, model, cfg)
             if fid is not None:
                 metrics.update(fid.as_dict())
                 tracking.log_table(fid.confusion, "fidelity_confusion.csv")
                 tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
+            if ds.kind == "panel":  # a lender's panel (issue 10): input counts, rejects, what was not measured
+                extra, notes = panel_record(ds, fidelity_measured=fid is not None)
+                metrics.update(extra)
+                tracking.set_tags(notes)
+                tracking.log_table(ds.rejects.set_index("borrower_id"), "rejects.csv")
         tracking.log_metrics(metrics)
         importance = importance_by_factor(model, ds, test, seed=int(cfg["seed"]))
         tracking.log_table(importance.to_frame("importance"), "importance_by_factor.csv")
@@ -210,7 +215,7 @@ def _guard_leakage(ds: Dataset, train: np.ndarray, leak_cfg: dict[str, Any]) -> 
 def _ship(result: TrainResult, cfg: dict[str, Any], ds: Dataset, test: np.ndarray, base: Path) -> None:
     """Log the LightGBM model, register it, and export it when it is the champion (or unregistered)."""
     name = model_name(cfg)
-    synthetic = ds.kind == "synthetic"
+    synthetic = ds.from_panel  # a lender's panel ships like a simulated one (target, horizon, windows)
     manifest = build_manifest(
         result.model, feature_factors=ds.feature_factors, feature_directions=ds.feature_directions,
         categories=ds.categories, target=cfg["target"]["name"] if synthetic else str(cfg["data"]["target_column"]),
