@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from riskml.edge.batch_job import BatchResult, input_plan, run_job
 from riskml.edge.files import load_model_dir, read_table
+from riskml.edge.table_job import describe_table, run_table_job
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.explain import MAX_REASONS, check_top_k
 from riskml.explain.scoring import ScoringModel, check_features, score_histories
@@ -65,6 +66,8 @@ def run(cfg: DictConfig) -> PredictResult:
     _validate(cfg)
     tracking_uri = cfg.get("tracking_uri")
     model = load_model(cfg.model, tracking_uri=tracking_uri)
+    if model.manifest.get("data_kind") == "tabular":  # a table model scores a table (issue 10)
+        return _run_table(cfg, model)
     status = load_model(cfg.status_model, tracking_uri=tracking_uri) if cfg.get("status_model") else None
     recovery = load_model(cfg.recovery_model, tracking_uri=tracking_uri) if cfg.get("recovery_model") else None
     if status is not None and len(status.classes) != len(STATUSES):
@@ -93,9 +96,22 @@ def run(cfg: DictConfig) -> PredictResult:
                    summary_extra=extra)
 
 
+def _run_table(cfg: DictConfig, model: ScoringModel) -> PredictResult:
+    """Score a table with a ``data=tabular`` model (status_model and recovery_model do not apply)."""
+    settings = {k: cfg.get(k) for k in ("model", "top_k", "include_other", "bands", "format")}
+    settings["model_sha"] = model.manifest.get("model_sha256")
+    extra = {"top_k": cfg.top_k, "model": {"uri": str(cfg.model), "name": model.name, "version": model.version,
+                                           "sha256": model.manifest.get("model_sha256")}}
+    return run_table_job(input=cfg.input, output=cfg.output, model=model, fmt=cfg.format, bucket_rows=cfg.bucket_rows,
+                         top_k=cfg.top_k, include_other=cfg.include_other, band_edges=list(cfg.bands.edges),
+                         band_labels=list(cfg.bands.labels), settings=settings, summary_extra=extra)
+
+
 def describe(result: PredictResult, *, n: int = 3) -> str:
     """A short human-readable account of a batch: counts and a few explained rows."""
     s = result.summary
+    if s.get("kind") == "table":
+        return describe_table(result, n=n)
     lines = [f"scored {s['scored_borrowers']} borrowers, rejected {s['rejected_borrowers']} "
              f"({s['rejected_rows']} bad rows) in {s['seconds']:.1f} s with {s['model']['name']} "
              f"v{s['model']['version']}",

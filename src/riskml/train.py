@@ -221,7 +221,8 @@ def _ship(result: TrainResult, cfg: dict[str, Any], ds: Dataset, test: np.ndarra
         categories=ds.categories, target=cfg["target"]["name"] if synthetic else str(cfg["data"]["target_column"]),
         horizon=int(cfg["target"]["horizon"]) if synthetic else None,
         windows=list(cfg["data"]["windows"]) if synthetic else None, metrics=result.metrics,
-        data_digest=ds.digest, data_kind=ds.kind, name=name)
+        data_digest=ds.digest, data_kind=ds.kind, name=name,
+        id_column=None if synthetic else str(cfg["data"]["id_column"]))  # a table model scores tables (issue 10)
     text = result.model.booster.model_to_string()
     with tempfile.TemporaryDirectory() as tmp:
         folder = export_model_dir(text, manifest, Path(tmp) / "model")

@@ -94,12 +94,17 @@ class Plan:
         return np.minimum(((ids - self.lo) / width).astype(np.int64), self.n_buckets - 1)
 
     def fingerprint(self, extra: dict) -> str:
-        h = hashlib.sha256()
-        for f in self.files:
-            st = f.stat()
-            h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
-        h.update(json.dumps(extra, sort_keys=True, default=str).encode())
-        return h.hexdigest()
+        return fingerprint(self.files, extra)
+
+
+def fingerprint(files: tuple[Path, ...] | list[Path], extra: dict) -> str:
+    """What a job's parts depend on: each input file (path, size, mtime) and ``extra`` (models, options)."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def plan(path: str | Path, *, bucket_rows: int) -> Plan:

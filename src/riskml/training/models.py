@@ -223,8 +223,12 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
 
 def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], feature_directions: Mapping[str, int],
                    categories: Mapping[str, list[str]], target: str, horizon: int | None, windows: list[int] | None,
-                   metrics: Mapping[str, float], data_digest: str, data_kind: str, name: str) -> dict[str, Any]:
-    """The JSON manifest that travels with a LightGBM ``model.txt`` (see ``riskml.edge.files.export_model_dir``)."""
+                   metrics: Mapping[str, float], data_digest: str, data_kind: str, name: str,
+                   id_column: str | None = None) -> dict[str, Any]:
+    """The JSON manifest that travels with a LightGBM ``model.txt`` (see ``riskml.edge.files.export_model_dir``).
+
+    ``id_column``: a table's id column, which scoring a table with the model echoes per row.
+    """
     return {
         "model_name": name, "model_version": None, "riskml_version": __version__,
         "framework": "lightgbm", "lightgbm_version": lgb.__version__,
@@ -234,6 +238,7 @@ def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], fe
         "categories": {f: list(v) for f, v in categories.items()},
         "classes": list(model.classes), "target": target, "horizon": horizon, "windows": windows,
         "best_iteration": model.best_iteration, "data_digest": data_digest, "data_kind": data_kind,
+        **({"id_column": id_column} if id_column else {}),
         "metrics": {k: float(v) for k, v in metrics.items()},
         "params": {k: v for k, v in model.params.items() if k != "monotone_constraints"},
         "monotone": "monotone_constraints" in model.params,
