@@ -45,8 +45,8 @@ log = logging.getLogger(__name__)
 
 #: The candidates ``model=auto`` knows (``model.candidates`` picks among them).
 CANDIDATES = ("lightgbm", "lightgbm_large", "logistic")
-#: Numeric features with more distinct values than this become quantile bins in the scorecard trees.
-MAX_BINS = 255
+#: Numeric features with more distinct values than this get at most this many bins in the scorecard trees.
+MAX_BINS = 512
 
 
 def sized_params(n_rows: int, n_features: int, *, large: bool = False) -> dict[str, Any]:
@@ -144,7 +144,7 @@ def scorecard_trees(model: FittedModel, X: pd.DataFrame, *, hessian: float) -> t
     The logistic model is additive in its input columns, so its log-odds are
     ``b + sum_j g_j(x_j)``; each ``g_j`` is read off the fitted pipeline by
     varying column ``j`` from a reference row. Numeric columns get a bin per
-    distinct training value (quantile bins past ``MAX_BINS``), categorical
+    distinct training value (past ``MAX_BINS``, bins cut at quantiles and at even steps), categorical
     ones a bin per level (LightGBM sees their codes), and a missing value its
     own leaf.
     """
@@ -166,14 +166,19 @@ def scorecard_trees(model: FittedModel, X: pd.DataFrame, *, hessian: float) -> t
             if v.size == 0:
                 continue
             uniq = np.unique(v)
-            if len(uniq) <= MAX_BINS:
-                reps, thresholds = uniq, (uniq[1:] + uniq[:-1]) / 2
+            if len(uniq) > MAX_BINS:
+                # cut after training values at quantiles (fine where the rows are) and at even steps (fine in
+                # the tails, where a linear score moves most), midway to the next value
+                half = MAX_BINS // 2
+                steps = uniq[np.searchsorted(uniq, np.linspace(uniq[0], uniq[-1], half + 1)[1:-1], side="right") - 1]
+                cut = np.union1d(np.quantile(v, np.linspace(0, 1, half + 1)[1:-1], method="lower"), steps)
+                pos = np.searchsorted(uniq, cut[cut < uniq[-1]])
+                thresholds = (uniq[pos] + uniq[pos + 1]) / 2
             else:
-                edges = np.unique(np.quantile(v, np.linspace(0, 1, MAX_BINS + 1)[1:-1], method="higher"))
-                thresholds = edges
-                bins = np.searchsorted(edges, v, side="left")
-                reps = np.bincount(bins, weights=v) / np.maximum(np.bincount(bins), 1)
-            counts = np.bincount(np.searchsorted(thresholds, v, side="left"), minlength=len(reps))
+                thresholds = (uniq[1:] + uniq[:-1]) / 2
+            bins = np.searchsorted(thresholds, v, side="left")
+            counts = np.bincount(bins, minlength=len(thresholds) + 1)
+            reps = np.bincount(bins, weights=v, minlength=len(thresholds) + 1) / counts  # every bin holds a value
             grid = np.r_[reps, np.nan].astype(s.dtype)
         rows = pd.concat([ref] * len(grid), ignore_index=True)
         rows[col] = grid
