@@ -8,7 +8,8 @@ and
 
 1. fits a few candidates sized to them: LightGBM with leaves, leaf size and
    learning rate scaled to the row count (a small and a larger one), and the
-   logistic scorecard (median imputation, scaling, one-hot), each scored out
+   logistic scorecard (median imputation, scaling, one-hot; its penalty grows
+   below 10 events per column), each scored out
    of fold over ``inner_folds`` stratified folds of the training rows (the
    LightGBM rounds are chosen by those folds' validation loss);
 2. blends them with non-negative weights fitted to the out-of-fold scores
@@ -57,7 +58,9 @@ def sized_params(n_rows: int, n_features: int, *, large: bool = False) -> dict[s
     10,000, at most 500); the learning rate is 0.05 up to 10,000 rows and
     rises slowly after (0.1 at 160,000). With fewer than 10 features every
     tree sees all of them: sampling 80% of 3 features leaves 2 and hides
-    their interactions. ``large``: 4 times the leaves, a quarter of the leaf size.
+    their interactions. A leaf also needs a hessian sum of 1 (about 30 rows
+    at a 3% event rate, fewer than the leaf size at 10% or more): with rare
+    events a small leaf is noise. ``large``: 4 times the leaves, a quarter of the leaf size.
 
     >>> p = sized_params(1000, 3)
     >>> p["num_leaves"], p["min_data_in_leaf"], p["learning_rate"], p["feature_fraction"]
@@ -73,7 +76,7 @@ def sized_params(n_rows: int, n_features: int, *, large: bool = False) -> dict[s
     return {"num_leaves": leaves, "min_data_in_leaf": leaf_size,
             "learning_rate": float(np.clip(0.05 * (n / 10_000) ** 0.25, 0.05, 0.1)),
             "feature_fraction": 1.0 if n_features < 10 else 0.8, "bagging_fraction": 0.8, "bagging_freq": 1,
-            "lambda_l2": 1.0, "max_bin": 255}
+            "lambda_l2": 1.0, "max_bin": 255, "min_sum_hessian_in_leaf": 1.0}
 
 
 def _lgb_base(params: Mapping[str, Any], n_classes: int, *, seed: int, num_threads: int,
@@ -99,10 +102,27 @@ def _lgb_oof(X: pd.DataFrame, y: np.ndarray, folds: list[tuple[np.ndarray, np.nd
     return oof, rounds
 
 
+def scorecard_C(C: float, y: np.ndarray, X: pd.DataFrame) -> float:
+    """The scorecard's inverse regularisation: ``C``, shrunk below 10 events per column.
+
+    Fewer than about 10 events (rows of the rarer class) per model column
+    overfit a logistic regression; the penalty then grows in proportion.
+    Columns count one per numeric feature and one per level of a categorical.
+
+    >>> X = pd.DataFrame({"a": np.zeros(100), "b": np.zeros(100)})
+    >>> scorecard_C(1.0, np.r_[np.zeros(90), np.ones(10)], X)  # 10 events, 2 columns: 5 per column
+    0.5
+    """
+    cols = sum(len(X[c].cat.categories) if isinstance(X[c].dtype, pd.CategoricalDtype) else 1 for c in X.columns)
+    events = int(np.bincount(np.asarray(y, dtype=np.int64)).min())
+    return float(C * min(1.0, events / (10.0 * max(cols, 1))))
+
+
 def _logistic(X: pd.DataFrame, y: np.ndarray, *, C: float, seed: int, num_threads: int,
               directions: Mapping[str, int]) -> FittedModel:
-    """The scorecard on ``X``; a numeric feature whose weight contradicts its monotone direction is left out."""
-    cfg = {"name": "logistic", "C": C, "max_iter": 1000}
+    """The scorecard on ``X`` (``C`` as :func:`scorecard_C` shrinks it); a numeric feature whose weight
+    contradicts its monotone direction is left out."""
+    cfg = {"name": "logistic", "C": scorecard_C(C, y, X), "max_iter": 1000}
     model = fit(cfg, X, y, classes=["0", "1"], seed=seed, num_threads=num_threads)
     wrong = [c for c in X.columns if directions.get(c, 0) and not isinstance(X[c].dtype, pd.CategoricalDtype)
              and np.sign(_slope(model, X, c)) == -np.sign(directions[c])]

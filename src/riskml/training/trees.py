@@ -12,7 +12,7 @@ Example (a step function of feature 0: -1 up to 0.5, +1 above, 0.25 when missing
     >>> tree = additive_tree(0, thresholds=[0.5], values=[-1.0, 1.0], counts=[10, 10], nan_value=0.25,
     ...                      nan_count=2, hessian=0.25)
     >>> [line for line in tree.splitlines() if line.startswith("leaf_value")]
-    ['leaf_value=-1 1 0.25']
+    ['leaf_value=-1.0 1.0 0.25']
 """
 
 from __future__ import annotations
