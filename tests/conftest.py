@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from typing import Callable
+from typing import Any, Callable
 
 import pytest
 
@@ -20,3 +20,16 @@ def compose() -> Callable:
             return _compose(config_name=config_name, overrides=list(overrides or []))
 
     return make
+
+
+def killed_on_call(fn: Callable, n: int) -> Callable:
+    """``fn``, except that its ``n``-th call raises KeyboardInterrupt (a job killed half-way)."""
+    calls = []
+
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        if len(calls) == n:
+            raise KeyboardInterrupt("killed")
+        return fn(*args, **kwargs)
+
+    return wrapped

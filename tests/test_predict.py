@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import killed_on_call
 from hydra import compose, initialize_config_module
 
 from riskml import factors, predict, train
@@ -262,15 +263,8 @@ def test_killed_job_resumes_to_the_same_complete_output(trained, tmp_path, monke
     inp = trained / "data" / "default" / "panel.parquet"
     clean = predict.run(cfg_for(trained, inp, tmp_path / "clean" / "p.parquet", "bucket_rows=10000"))
     out = tmp_path / "killed" / "p.parquet"
-    real, calls = predict.score_histories, []
-
-    def dies_on_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(predict, "score_histories", dies_on_third)
+    real = predict.score_histories
+    monkeypatch.setattr(predict, "score_histories", killed_on_call(real, 3))
     with pytest.raises(KeyboardInterrupt):
         predict.run(cfg_for(trained, inp, out, "bucket_rows=10000"))
     assert not out.exists() and not out.with_name("p.summary.json").exists()  # nothing that looks complete

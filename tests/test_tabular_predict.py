@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import killed_on_call
 from hydra import compose, initialize_config_module
 
 from riskml import factors, predict, train
@@ -110,15 +111,8 @@ def test_a_killed_table_job_resumes_to_the_same_output(tabular, tmp_path, monkey
     big.to_parquet(inp)
     clean = predict.run(predict_cfg(tabular.model_dir, inp, tmp_path / "clean" / "s.parquet", "bucket_rows=1000"))
     assert clean.summary["buckets"] == 4 and clean.summary["scored_rows"] == len(big)
-    real, calls = table_job.score_table, []
-
-    def dies_on_third(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 3:
-            raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(table_job, "score_table", dies_on_third)
+    real = table_job.score_table
+    monkeypatch.setattr(table_job, "score_table", killed_on_call(real, 3))
     out = tmp_path / "killed" / "s.parquet"
     with pytest.raises(KeyboardInterrupt):
         predict.run(predict_cfg(tabular.model_dir, inp, out, "bucket_rows=1000"))

@@ -263,3 +263,14 @@ def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, ro
                     pending = flush(w, final=False)
             flush(w, final=True)
     return rows
+
+
+def assemble_rejects(parts: list[Path], path: Path, *, fmt: str) -> pd.DataFrame:
+    """Concatenate the finished reject parts into ``path`` (parquet or CSV, atomically); return them."""
+    rej = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            rej.to_parquet(tmp, index=False, **PARQUET_OPTIONS)
+        else:
+            rej.to_csv(tmp, index=False)
+    return rej

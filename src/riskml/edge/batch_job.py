@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from riskml import __version__
 from riskml.edge import batch
-from riskml.edge.files import atomic_path, write_json, write_parquet
+from riskml.edge.files import write_json
 from riskml.exceptions import SchemaError
 from riskml.schema import PANEL, STATUSES, cast, coerce_numeric, row_problems
 
@@ -143,12 +143,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
     bar.close()
 
     n_scored = batch.assemble(work.parts("scored"), output, schema, fmt=fmt)
-    rej = pd.concat([pd.read_parquet(p) for p in work.parts("rejects")], ignore_index=True)
-    if fmt == "parquet":
-        write_parquet(rej, rejects_path)
-    else:
-        with atomic_path(rejects_path) as tmp:
-            rej.to_csv(tmp, index=False)
+    rej = batch.assemble_rejects(work.parts("rejects"), rejects_path, fmt=fmt)
     scored_ids = pd.concat([pd.read_parquet(p, columns=["borrower_id", "status", "risk_band"])
                             for p in work.parts("scored")], ignore_index=True)
     rejected_ids = rej["borrower_id"].dropna().unique()

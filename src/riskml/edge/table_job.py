@@ -23,7 +23,7 @@ import pyarrow as pa
 from riskml import __version__
 from riskml.edge import batch
 from riskml.edge.batch_job import BatchResult, side_paths
-from riskml.edge.files import atomic_path, read_table, write_json, write_parquet
+from riskml.edge.files import read_table, write_json
 from riskml.exceptions import ModelError
 from riskml.explain.scoring import ScoringModel
 from riskml.explain.tabular_scoring import UNSEEN, check_rows, score_table, table_columns, table_schema
@@ -110,12 +110,7 @@ def run_table_job(*, input: str | Path, output: str | Path, model: ScoringModel,
         batch.write_part(scored[schema.names], part, schema)  # written last: marks the bucket done
 
     n_scored = batch.assemble(work.parts("scored"), output, schema, fmt=fmt)
-    rej = pd.concat([pd.read_parquet(p) for p in work.parts("rejects")], ignore_index=True)
-    if fmt == "parquet":
-        write_parquet(rej, rejects_path)
-    else:
-        with atomic_path(rejects_path) as tmp:
-            rej.to_csv(tmp, index=False)
+    rej = batch.assemble_rejects(work.parts("rejects"), rejects_path, fmt=fmt)
     scored = pd.concat([pd.read_parquet(p, columns=["risk_band", UNSEEN]) for p in work.parts("scored")],
                        ignore_index=True)
     input_rows = sum(int(f.read_text()) for f in counts.iterdir())
