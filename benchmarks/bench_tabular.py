@@ -118,8 +118,8 @@ def main() -> None:
         jobs = []
         for name, path, id_col, target, negative, sizes in tables:
             df = pd.read_csv(path)
-            for n in sizes:
-                part = df if n in (0, len(df)) or n > len(df) else df.sample(n=n, random_state=args.seed)
+            for n in sorted({min(n, len(df)) if n else len(df) for n in sizes}):  # each size once
+                part = df if n == len(df) else df.sample(n=n, random_state=args.seed)
                 csv = tmp / f"{name}_{len(part)}.csv"
                 part.to_csv(csv, index=False)
                 jobs.append((f"{name}[{len(part)}]", csv, id_col, target, negative, None))
