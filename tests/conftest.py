@@ -10,6 +10,7 @@ import subprocess
 import time
 import urllib.request
 from typing import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -28,17 +29,22 @@ def compose() -> Callable:
     return make
 
 
-def kill_on_call(monkeypatch, module, name: str, n: int) -> None:
-    """Make ``module.name`` raise KeyboardInterrupt (a kill) on its ``n``-th call; earlier calls run."""
-    real, calls = getattr(module, name), []
+def killed_on_call(fn: Callable, n: int) -> Callable:
+    """``fn``, except that its ``n``-th call raises KeyboardInterrupt (a job killed half-way)."""
+    calls = []
 
-    def dies(*args, **kwargs):
+    def wrapped(*args: Any, **kwargs: Any) -> Any:
         calls.append(1)
         if len(calls) == n:
             raise KeyboardInterrupt("killed")
-        return real(*args, **kwargs)
+        return fn(*args, **kwargs)
 
-    monkeypatch.setattr(module, name, dies)
+    return wrapped
+
+
+def kill_on_call(monkeypatch, module, name: str, n: int) -> None:
+    """Make ``module.name`` raise KeyboardInterrupt (a kill) on its ``n``-th call; earlier calls run."""
+    monkeypatch.setattr(module, name, killed_on_call(getattr(module, name), n))
 
 
 def free_port() -> int:

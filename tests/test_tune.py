@@ -18,7 +18,8 @@ CSV = Path(__file__).parent / "data" / "credit_small.csv"
 
 def tune_cfg(tmp: Path, n_trials: int):
     train = ["data=tabular", f"data.path={CSV}", "data.id_column=customer_id", "data.target_column=outcome",
-             "data.negative_class=good", "split.n_splits=2", "model.num_boost_round=30", "model.min_data_in_leaf=10"]
+             "data.negative_class=good", "split.n_splits=2", "model=lightgbm", "model.num_boost_round=30",
+             "model.min_data_in_leaf=10"]  # a fixed LightGBM: data=tabular defaults to model=auto
     with initialize_config_module("riskml.conf", version_base="1.3"):
         cfg = compose("tune", overrides=[f"n_trials={n_trials}", f"storage=sqlite:///{tmp}/optuna.db",
                                          f"tracking.uri=sqlite:///{tmp}/mlflow.db", "study_name=unit"])

@@ -19,12 +19,13 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from riskml.edge.batch_job import BatchResult, check_outputs, input_plan, output_format, run_job
-from riskml.edge.files import read_json, read_table
-from riskml.edge.model_store import is_system_dir, open_system, registered_version
+from riskml.edge.files import read_json, read_table, table_files
+from riskml.edge.model_store import is_system_dir, load_model_dir, open_system, registered_version
 from riskml.edge.tracking_uri import check_uri
 from riskml.exceptions import ConfigError, ModelError, exit_on_error
+from riskml.edge.table_job import describe_table, run_table_job
 from riskml.explain import MAX_REASONS, check_top_k
-from riskml.explain.scoring import ScoringSystem, score_histories
+from riskml.explain.scoring import ScoringModel, ScoringSystem, score_histories
 from riskml.schema import prediction_schema
 from riskml.training.scorecard import Bands, PointsScale
 
@@ -49,8 +50,9 @@ def _validate(cfg: DictConfig) -> str:
     return fmt
 
 
-def open_model(uri: str, *, tracking_uri: str | None = None) -> ScoringSystem:
-    """The scoring system behind a registry URI, a run URI or an exported folder, verified."""
+def open_model(uri: str, *, tracking_uri: str | None = None) -> ScoringSystem | ScoringModel:
+    """The scoring system behind a registry URI, a run URI or an exported folder, verified (or a
+    ``data=tabular`` model, which scores tables)."""
     path = Path(str(uri))
     if path.is_dir():
         folder = path  # an exported model: no MLflow needed (nor its 2 s import)
@@ -61,6 +63,8 @@ def open_model(uri: str, *, tracking_uri: str | None = None) -> ScoringSystem:
         folder = registry.resolve_model(uri)
     if not is_system_dir(folder):
         manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
+        if manifest.get("data_kind") == "tabular":  # a table model scores a table (issue 10)
+            return ScoringModel(*load_model_dir(folder), folder=folder)
         raise ModelError(f"model={uri}: a single {manifest.get('target', 'unknown')!r} model; expected a scoring "
                          "system (the adverse, status and recovery models that python -m riskml.train registers "
                          "as one model, e.g. models:/riskml@champion or models/riskml)")
@@ -77,9 +81,12 @@ def run(cfg: DictConfig) -> PredictResult:
     fits the input). A run that only reads never creates an MLflow store.
     """
     fmt = _validate(cfg)
-    files, columns = input_plan(cfg.input)
+    files = table_files(cfg.input)
     check_outputs(cfg.output, [Path(cfg.input), *files])
     system = open_model(cfg.model, tracking_uri=cfg.get("tracking_uri"))
+    if isinstance(system, ScoringModel):
+        return _run_table(cfg, system, fmt)
+    _, columns = input_plan(cfg.input)
     settings = {k: cfg.get(k) for k in ("as_of", "top_k", "what_if", "include_other", "points", "bands")}
     settings.update(format=fmt, model=system.checksums)
     score = partial(score_histories, model=system.adverse, recovery=system.recovery, status=system.status,
@@ -93,9 +100,22 @@ def run(cfg: DictConfig) -> PredictResult:
                    summary_extra=extra)
 
 
+def _run_table(cfg: DictConfig, model: ScoringModel, fmt: str) -> PredictResult:
+    """Score a table with a ``data=tabular`` model."""
+    settings = {k: cfg.get(k) for k in ("model", "top_k", "include_other", "bands", "format")}
+    settings["model_sha"] = model.manifest.get("model_sha256")
+    extra = {"top_k": cfg.top_k, "model": {"uri": str(cfg.model), "name": model.name, "version": model.version,
+                                           "sha256": model.manifest.get("model_sha256")}}
+    return run_table_job(input=cfg.input, output=cfg.output, model=model, fmt=fmt, bucket_rows=cfg.bucket_rows,
+                         top_k=cfg.top_k, include_other=cfg.include_other, band_edges=list(cfg.bands.edges),
+                         band_labels=list(cfg.bands.labels), settings=settings, summary_extra=extra)
+
+
 def describe(result: PredictResult, *, n: int = 3) -> str:
     """A short human-readable account of a batch: counts and a few explained rows."""
     s = result.summary
+    if s.get("kind") == "table":
+        return describe_table(result, n=n)
     lines = [f"scored {s['scored_borrowers']} borrowers, rejected {s['rejected_borrowers']} "
              f"({s['rejected_rows']} bad rows) in {s['seconds']:.1f} s with {s['model']['name']} "
              f"v{s['model']['version']}",

@@ -124,13 +124,19 @@ def prediction_schema(k: int) -> pa.Schema:
     fields = [("borrower_id", pa.int64()), ("as_of_month", pa.int32()), ("status", pa.string())]
     fields += [(c, pa.float64()) for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "score_points",
                                            "p_recovery_6m")]
-    fields += [("risk_band", pa.string())]
+    fields += [("risk_band", pa.string()), *reason_fields(k)]
+    fields += [("model_name", pa.string()), ("model_version", pa.string())]
+    return pa.schema(fields)
+
+
+def reason_fields(k: int) -> list[tuple[str, pa.DataType]]:
+    """The columns of ``k`` reasons, as every prediction output (histories or tables) has them."""
+    fields: list[tuple[str, pa.DataType]] = []
     for r in range(1, k + 1):
         fields += [(f"reason_{r}", TEXT_CODES), (f"reason_{r}_label", TEXT_CODES),
                    (f"reason_{r}_contribution", pa.float64()), (f"reason_{r}_actionable", pa.bool_()),
                    (f"reason_{r}_advice", TEXT_CODES), (f"reason_{r}_p_after", pa.float64())]
-    fields += [("model_name", pa.string()), ("model_version", pa.string())]
-    return pa.schema(fields)
+    return fields
 
 
 def class_probabilities(p: np.ndarray) -> np.ndarray:

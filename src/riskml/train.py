@@ -48,11 +48,12 @@ from riskml import __version__
 from riskml.edge import registry, tracking
 from riskml.edge.model_store import ROLES
 from riskml.edge.ship import export_dir, ship_single, ship_system
-from riskml.edge.sources import example_histories, load_data
+from riskml.edge.sources import example_histories, load_data, panel_record
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.features import TARGETS, get_target
 from riskml.training.datasets import Dataset, Fold, kfold_splits, out_of_time_split, time_cut, valid_mask
 from riskml.training.metrics import raise_on_leaks
+from riskml.training.select import selection_metrics, selection_tags
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
 from riskml.training.report import Reports, build_reports
 from riskml.training.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
@@ -105,9 +106,9 @@ def check_config(cfg: dict[str, Any]) -> None:
     if not isinstance(cfg["register"].get("metric"), str):
         raise ConfigError("register.metric", cfg["register"].get("metric"), "a metric name, e.g. roc_auc_adverse")
     kind = cfg["data"].get("kind")
-    if kind not in ("synthetic", "tabular"):
-        raise ConfigError("data.kind", kind, "'synthetic' or 'tabular'")
-    if kind == "synthetic" and cfg["target"]["name"] != SYSTEM:
+    if kind not in ("synthetic", "panel", "tabular"):
+        raise ConfigError("data.kind", kind, "'synthetic', 'panel' or 'tabular'")
+    if kind != "tabular" and cfg["target"]["name"] != SYSTEM:
         get_target(cfg["target"]["name"])
     if is_system(cfg) and cfg["model"]["name"] != "lightgbm":
         raise ConfigError("model.name", cfg["model"]["name"], "lightgbm for target=system (the scoring system "
@@ -127,7 +128,7 @@ def make_folds(ds: Dataset, cfg: dict[str, Any]) -> list[Fold]:
     split, seed = cfg["split"], int(cfg["seed"])
     if ds.time is not None:
         held = None
-        if ds.kind == "synthetic":
+        if ds.from_panel:  # simulated or a lender's panel: the same out-of-time split with held-out borrowers
             cut = time_cut(ds.time, test_months=split["test_months"], cut=split.get("cut_month"))
             held = split.get("test_entity_fraction")
         else:
@@ -190,7 +191,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult | SystemResult:
 
 
 def _target_label(cfg: dict[str, Any], ds: Dataset) -> str:
-    return cfg["target"]["name"] if ds.kind != "tabular" else str(cfg["data"]["target_column"])
+    return cfg["target"]["name"] if ds.from_panel else str(cfg["data"]["target_column"])
 
 
 def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nested: bool = False,
@@ -220,6 +221,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             oof.append(model.predict_proba(ds.X.iloc[fold.test]))
             per_fold.append(evaluate_predictions(ds.y[fold.test], oof[-1], ds.classes))
             per_fold[-1].update(validation_metrics(model, ds, fold.valid))
+            per_fold[-1].update(selection_metrics(model))  # model=auto: each fold's choice (issue 10)
         tracking.log_metric_history("valid_log_loss", model.curve)  # the learning curve of the last fit
         metrics = _summarise(per_fold)
         # scored rows: the test set, or every row out of fold (k-fold); plots use these predictions
@@ -234,7 +236,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
         fid = None
-        if ds.kind == "synthetic":
+        if ds.from_panel:  # simulated or a lender's panel ({} oracle without a simulator)
             metrics.update(oracle_metrics(ds, test, proba, cfg))
             fid = fidelity_metrics(ds, test, proba, model, cfg)
             if fid is not None:
@@ -246,6 +248,11 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
                 metrics.update(report.metrics)
                 tracking.log_table(report.confusion, "fidelity_scenarios_confusion.csv")
                 tracking.log_table(report.per_cause, "fidelity_scenarios_per_cause.csv")
+            if ds.kind == "panel":  # a lender's panel (issue 10): input counts, rejects, what was not measured
+                extra, notes = panel_record(ds, fidelity_measured=fid is not None)
+                metrics.update(extra)
+                tracking.set_tags(notes)
+                tracking.log_table(ds.rejects.set_index("borrower_id"), "rejects.csv")
         tracking.log_metrics(metrics)
         importance = importance_by_factor(model, ds, test, seed=int(cfg["seed"]))
         tracking.log_table(importance.to_frame("importance"), "importance_by_factor.csv")
@@ -268,8 +275,11 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
                 tracking.log_dict(reports.profile, "reference_profile.json")
         # --- end issue #13
         result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold, test_index=test)
+        if model.selection:  # model=auto (issue 10): what the shipped model chose and why
+            tracking.set_tags(selection_tags(model))
+            tracking.log_dict(model.selection, "selection.json")
         result.reports = reports
-        if kind == "lightgbm" and ship:
+        if model.kind == "lightgbm" and ship:  # model=auto ships a LightGBM text model too
             example = ds.X.iloc[test[:5]]
             shipped = ship_single(result.model.booster.model_to_string(), _manifest(result, cfg), run_id=run_id,
                                   name=model_name(cfg), cfg=cfg, base=base, input_example=example_input(example),
@@ -282,13 +292,15 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
 
 
 def _manifest(result: TrainResult, cfg: dict[str, Any], name: str | None = None) -> dict[str, Any]:
-    ds, synthetic = result.dataset, result.dataset.kind != "tabular"
+    ds = result.dataset
+    synthetic = ds.from_panel  # a lender's panel ships like a simulated one (target, horizon, windows)
     return build_manifest(
         result.model, feature_factors=ds.feature_factors, feature_directions=ds.feature_directions,
         categories=ds.categories, target=cfg["target"]["name"] if synthetic else str(cfg["data"]["target_column"]),
         horizon=int(cfg["target"]["horizon"]) if synthetic else None,
         windows=list(cfg["data"]["windows"]) if synthetic else None, metrics=result.metrics,
-        data_digest=ds.digest, data_kind=ds.kind, name=name or model_name(cfg)) | {"run_id": result.run_id}
+        data_digest=ds.digest, data_kind=ds.kind, name=name or model_name(cfg),
+        id_column=None if synthetic else str(cfg["data"]["id_column"])) | {"run_id": result.run_id}
 
 
 def component_config(cfg: dict[str, Any], target: str) -> dict[str, Any]:

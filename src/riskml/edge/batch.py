@@ -103,14 +103,19 @@ class Plan:
         """What a resumed job must share with the killed one to reuse its parts: the input files
         (path, size, mtime), this plan (bucket size, id range, bucket count) and ``extra`` (the
         job's settings and the checksum of every model it uses)."""
-        h = hashlib.sha256()
-        for f in self.files:
-            st = f.stat()
-            h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
         plan = {"rows": self.rows, "lo": self.lo, "hi": self.hi, "n_buckets": self.n_buckets,
                 "grouped": self.grouped, "bucket_rows": self.bucket_rows}
-        h.update(json.dumps({"plan": plan, "job": extra}, sort_keys=True, default=str).encode())
-        return h.hexdigest()
+        return fingerprint(self.files, {"plan": plan, "job": extra})
+
+
+def fingerprint(files: tuple[Path, ...] | list[Path], extra: dict) -> str:
+    """What a job's parts depend on: each input file (path, size, mtime) and ``extra`` (plan, models, options)."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat()
+        h.update(f"{f.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode())
+    h.update(json.dumps(extra, sort_keys=True, default=str).encode())
+    return h.hexdigest()
 
 
 def plan(path: str | Path, *, bucket_rows: int) -> Plan:
@@ -316,3 +321,14 @@ def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, ro
                     pending = flush(w, final=False)
             flush(w, final=True)
     return rows
+
+
+def assemble_rejects(parts: list[Path], path: Path, *, fmt: str) -> pd.DataFrame:
+    """Concatenate the finished reject parts into ``path`` (parquet or CSV, atomically); return them."""
+    rej = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+    with atomic_path(path) as tmp:
+        if fmt == "parquet":
+            rej.to_parquet(tmp, index=False, **PARQUET_OPTIONS)
+        else:
+            rej.to_csv(tmp, index=False)
+    return rej

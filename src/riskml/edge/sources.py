@@ -3,6 +3,10 @@
 * ``synthetic``: the data-set folder of ``riskml.generate`` (simulated on
   first use, reused after; :mod:`riskml.edge.datasets`) turned into snapshots
   by ``riskml.features``;
+* ``panel``: a lender's own monthly panel (the panel contract,
+  ``riskml.schema.PANEL``; CSV or parquet, a file or a folder of parts, rows
+  and months in any order), validated with the row checks ``riskml.predict``
+  uses: bad rows and their whole borrower are left out with their reason;
 * ``tabular``: any CSV/parquet table (``riskml.training.tabular``).
 
 Relative paths resolve against ``base``, the launch directory.
@@ -12,17 +16,25 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from riskml import __version__
+from riskml.edge import batch
 from riskml.edge.batch import iter_batches
+from riskml.edge import batch_job
+from riskml.edge.batch_job import input_plan, prepare
 from riskml.edge.datasets import MANIFEST_FILE, PANEL_FILE, load_dataset, panel_digest, write_dataset
 from riskml.edge.files import read_table, sha256_file, table_files
 from riskml.exceptions import ConfigError
+from riskml.factors import CAUSES
 from riskml.features import build_snapshots
+from riskml.schema import PANEL, cast, row_problems
 from riskml.simulate import SimConfig
 from riskml.simulate.config import check_name
 from riskml.training.datasets import Dataset, from_snapshots
@@ -99,24 +111,145 @@ def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, ba
                                 "n_months": _manifest_setting(manifest, "n_months")})
 
 
+def _resolve(raw: Any, base: Path, what: str) -> Path:
+    if raw in (None, "", "???"):
+        raise ConfigError("data.path", raw, what)
+    path = Path(str(raw))
+    return path if path.is_absolute() else base / path
+
+
+def files_digest(files: list[Path]) -> str:
+    """sha256 of one file, or of the concatenated sha256s of a folder's parts."""
+    return hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest() if len(files) > 1 \
+        else sha256_file(files[0])
+
+
 def load_tabular(data_cfg: Mapping[str, Any], *, base: Path) -> Dataset:
     """Read ``data.path`` (relative paths from ``base``, the launch directory) into a :class:`Dataset`."""
-    raw = data_cfg.get("path")
-    if raw in (None, "", "???"):
-        raise ConfigError("data.path", raw, "the path of a CSV or parquet table")
-    path = Path(str(raw))
-    path = path if path.is_absolute() else base / path
-    files = table_files(path)
-    digest = hashlib.sha256("".join(sha256_file(f) for f in files).encode()).hexdigest() if len(files) > 1 \
-        else sha256_file(files[0])
-    return from_frame(read_table(path), data_cfg, source=str(path), digest=digest)
+    path = _resolve(data_cfg.get("path"), base, "the path of a CSV or parquet table")
+    return from_frame(read_table(path), data_cfg, source=str(path), digest=files_digest(table_files(path)))
+
+
+# --- a lender's own panel (issue 10) ----------------------------------------------------------------
+
+@dataclass
+class PanelInput:
+    """A validated panel: the rows of good borrowers, the rejected rows with their reason, and the counts.
+
+    ``counts``: ``input_rows``, ``input_borrowers`` (distinct usable ids),
+    ``used_rows``, ``used_borrowers``, ``rejected_rows``, ``rejected_borrowers``,
+    ``rows_without_borrower_id``; input borrowers = used + rejected.
+    """
+
+    panel: pd.DataFrame
+    rejects: pd.DataFrame
+    counts: dict[str, int]
+    files: list[Path]
+    has_cause: bool
+
+
+def check_panel_rows(rows: pa.Table, files: list[Path]) -> PanelInput:
+    """Split coerced panel rows (``batch_job.prepare`` output) into good borrowers' rows and rejects.
+
+    The checks are ``riskml.predict``'s own (``batch_job.split_rows``: missing or
+    non-numeric values, ranges, unknown status, duplicate borrower-month), plus
+    an unknown ``cause`` on record; months may come in any order (they are
+    sorted). A borrower with one bad row is left out whole: its history would
+    have a hole.
+    """
+    bid = rows.column("borrower_id").to_numpy(zero_copy_only=False).astype(np.float64)
+    no_id = ~np.isfinite(bid) | (bid != np.floor(bid))
+    has_cause = "cause" in rows.column_names
+    if has_cause:  # a cause the catalogue does not know reads as none in scoring; a training label must not
+        raw_cause = rows.column("cause").to_numpy(zero_copy_only=False)
+        unknown = np.asarray(raw_cause, dtype=np.float64) < -1 if raw_cause.dtype.kind in "iuf" else np.zeros(len(bid), bool)
+    else:
+        unknown = np.zeros(len(bid), dtype=bool)
+    good, rej = batch_job.split_rows(rows.filter(pa.array(~no_id)), as_of=None)
+    names = np.array([str(f) for f in files], dtype=object)
+    a = {c: rows.column(c).to_numpy(zero_copy_only=False) for c in (batch.FILE, batch.ROW)}
+    missing = pd.DataFrame({"borrower_id": pd.array([pd.NA] * int(no_id.sum()), dtype="Int64"),
+                            "file": names[a[batch.FILE][no_id].astype(int)] if no_id.any() else [],
+                            "row": a[batch.ROW][no_id].astype("int64"),
+                            "reason": "borrower_id is missing or not a whole number"})
+    rejects = pd.DataFrame({"borrower_id": pd.array(rej["borrower_id"].to_numpy(), dtype="Int64"),
+                            "file": names[rej[batch.FILE].astype(int).to_numpy()] if len(rej) else [],
+                            "row": rej[batch.ROW].astype("int64").to_numpy(),
+                            "reason": rej["reason"].astype("string").to_numpy()})
+    bad_cause = unknown & ~no_id
+    if bad_cause.any():  # rows of an unknown cause: rejected with their reason, their borrowers left out
+        cause_rej = pd.DataFrame({"borrower_id": pd.array(bid[bad_cause].astype(np.int64), dtype="Int64"),
+                                  "file": names[a[batch.FILE][bad_cause].astype(int)],
+                                  "row": a[batch.ROW][bad_cause].astype("int64"),
+                                  "reason": f"cause not one of {list(CAUSES)} (or empty)"})
+        rejects = pd.concat([rejects, cause_rej], ignore_index=True).drop_duplicates(["file", "row"])
+        good = good[~good["borrower_id"].isin(bid[bad_cause])].reset_index(drop=True)
+    rejects = pd.concat([rejects, missing], ignore_index=True).sort_values(["file", "row"], kind="stable")
+    rejects = rejects.reset_index(drop=True)
+    ids = bid[~no_id]
+    bad_ids = np.unique(rejects["borrower_id"].dropna().to_numpy(dtype=np.int64))
+    counts = {"input_rows": int(rows.num_rows), "input_borrowers": int(np.unique(ids).size),
+              "used_rows": len(good), "used_borrowers": int(good["borrower_id"].nunique()),
+              "rejected_rows": int(len(rejects)), "rejected_borrowers": int(len(bad_ids)),
+              "rows_without_borrower_id": int(no_id.sum())}
+    if counts["input_borrowers"] != counts["used_borrowers"] + counts["rejected_borrowers"]:
+        raise AssertionError(f"panel: {counts} breaks input borrowers = used + rejected")  # invariant
+    return PanelInput(good, rejects, counts, files, has_cause)
+
+
+def read_panel(path: Path) -> PanelInput:
+    """Read and validate a lender's panel; a file lacking a required column stops here, naming it."""
+    files, columns = input_plan(path)
+    tables = []
+    for i, f in enumerate(files):
+        start = 0
+        for b in batch.iter_batches(f, columns=columns):  # Arrow batches, as riskml.predict reads them
+            n = b.num_rows
+            b = b.append_column(batch.FILE, pa.array(np.full(n, i, dtype=np.int32))).append_column(
+                batch.ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
+            start += n
+            tables.append(prepare(b))
+    return check_panel_rows(pa.concat_tables(tables), files)
+
+
+def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path) -> Dataset:
+    """The snapshots of a lender's panel at ``data.path``; the input counts and rejects ride on the Dataset."""
+    path = _resolve(data_cfg.get("path"), base, "the path of a panel: a CSV/parquet file or a folder of parts")
+    checked = read_panel(path)
+    if checked.panel.empty:
+        raise ConfigError("data.path", str(path), f"a panel with at least one valid borrower; all "
+                          f"{checked.counts['input_borrowers']} were rejected (first reason: "
+                          f"{checked.rejects['reason'].iloc[0] if len(checked.rejects) else 'none'})")
+    log.info("panel %s: %s", path, ", ".join(f"{k}={v}" for k, v in checked.counts.items()))
+    snaps = build_snapshots(checked.panel, target=target, horizon=horizon, min_history=int(data_cfg["min_history"]),
+                            every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]))
+    return from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
+                          meta={"horizon": horizon, "windows": list(data_cfg["windows"]), "input": checked.counts,
+                                "has_cause": checked.has_cause}, rejects=checked.rejects)
+
+
+def panel_record(ds: Dataset, *, fidelity_measured: bool) -> tuple[dict[str, float], dict[str, str]]:
+    """What a run on a lender's panel records beyond the usual: input counts as metrics, and tags saying
+    what could not be measured (no oracle on real data; fidelity only against a recorded cause)."""
+    counts = ds.meta.get("input", {})
+    metrics = {f"panel_{k}": float(v) for k, v in counts.items()}
+    metrics["snapshot_borrowers"] = float(ds.meta.get("n_borrowers", 0))
+    tags = {"riskml.oracle": "not available: a lender's own panel has no simulator to replay (no oracle AUC)"}
+    if fidelity_measured:
+        tags["riskml.fidelity"] = "measured against the cause the lender recorded"
+    elif not ds.meta.get("has_cause"):
+        tags["riskml.fidelity"] = "not measured: the panel has no cause column"
+    else:
+        tags["riskml.fidelity"] = "not measured: no adverse test snapshot has a recorded cause"
+    return metrics, tags
 
 
 def load_data(cfg: Mapping[str, Any], base: Path) -> Dataset:
-    """The data set a training config names (synthetic snapshots or a table)."""
-    if cfg["data"]["kind"] == "synthetic":
-        return load_synthetic(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]),
-                              base=base)
+    """The data set a training config names (synthetic snapshots, a lender's panel, or a table)."""
+    kind = cfg["data"]["kind"]
+    if kind in ("synthetic", "panel"):
+        load = load_synthetic if kind == "synthetic" else load_panel
+        return load(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]), base=base)
     return load_tabular(cfg["data"], base=base)
 
 

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import numba as nb
 import numpy as np
+import pandas as pd
 import lightgbm as lgb
 
 from riskml.exceptions import SchemaError
@@ -155,6 +156,9 @@ class TreePredictor:
                                   f"{len(self.features_)} features the model was trained on")
             if list(X.columns) != self.features_:
                 X = X[self.features_]
+            cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+            if cats:  # LightGBM reads a pandas category as its code (the training levels' order); missing: NaN
+                X = X.assign(**{c: X[c].cat.codes.where(X[c].notna()).astype("float64") for c in cats})
             f32 = all(dt == np.float32 for dt in X.dtypes)
             X = X.to_numpy(dtype=np.float32 if f32 else np.float64, na_value=np.nan)
         X = np.asarray(X)

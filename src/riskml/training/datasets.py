@@ -39,7 +39,7 @@ class Dataset:
         feature_factors / feature_directions: per feature, its factor id and
             monotone direction (+1/-1/0).
         categories: categorical feature -> its levels (codes at prediction follow them).
-        cause: true cause of the first change per row (synthetic only).
+        cause: cause of the first change per row (the simulator's, or the one a lender recorded), if known.
         digest / source / kind: the data set's content hash, where it came from, its source kind.
         sim: the simulator config of a synthetic panel (for the oracle), else ``None``.
         meta: anything else worth logging (sizes, windows, horizon).
@@ -60,6 +60,12 @@ class Dataset:
     cause: pd.Series | None = None
     sim: Any = None
     meta: dict[str, Any] = field(default_factory=dict)
+    rejects: pd.DataFrame | None = None  # a lender's panel: rows left out, with file, row and reason
+
+    @property
+    def from_panel(self) -> bool:
+        """Snapshots of a panel (simulated or a lender's), not a flat table."""
+        return self.kind != "tabular"
 
 
 @dataclass
@@ -149,7 +155,8 @@ def kfold_splits(y: np.ndarray, groups: np.ndarray, *, n_splits: int, valid_frac
 
 
 def from_snapshots(snaps: Snapshots, *, target: str, digest: str, source: str, kind: str = "synthetic",
-                   sim: Any = None, meta: dict[str, Any] | None = None) -> Dataset:
+                   sim: Any = None, meta: dict[str, Any] | None = None,
+                   rejects: pd.DataFrame | None = None) -> Dataset:
     """The :class:`Dataset` of a panel's snapshots for ``target``.
 
     The features' risk directions become the model's monotone directions,
@@ -165,5 +172,5 @@ def from_snapshots(snaps: Snapshots, *, target: str, digest: str, source: str, k
         feature_directions={f: d * tgt.risk_sign for f, d in snaps.feature_directions.items()},
         digest=str(digest), source=str(source), kind=kind,
         cause=None if snaps.cause is None else snaps.cause.reset_index(drop=True),
-        sim=sim, meta={"n_borrowers": int(keys["borrower_id"].nunique()), **(meta or {})},
+        sim=sim, meta={"n_borrowers": int(keys["borrower_id"].nunique()), **(meta or {})}, rejects=rejects,
     )

@@ -43,10 +43,11 @@ from riskml.training.calibration import Calibrator, fit_calibrator
 log = logging.getLogger(__name__)
 
 #: The models a config may name (``model.name``).
-MODELS: tuple[str, ...] = ("lightgbm", "hist_gbm", "logistic")
+MODELS: tuple[str, ...] = ("lightgbm", "hist_gbm", "logistic", "auto")
 
 #: Keys of a model config that are riskml's, not the estimator's parameters.
-CONTROL_KEYS = frozenset({"name", "monotone", "num_boost_round", "early_stopping_rounds", "calibration"})
+CONTROL_KEYS = frozenset({"name", "monotone", "num_boost_round", "early_stopping_rounds", "calibration",
+                          "inner_folds", "candidates"})
 
 
 @dataclass
@@ -62,6 +63,7 @@ class FittedModel:
     num_threads: int = 0
     curve: list[float] = field(default_factory=list)  # LightGBM: validation loss after each boosting round
     calibrator: Calibrator | None = None  # fitted on the validation split; applied by predict_proba
+    selection: dict[str, Any] | None = None  # model=auto: the candidates, their scores and what was chosen
 
     @property
     def booster(self) -> lgb.Booster:
@@ -230,6 +232,11 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
     (HistGradientBoosting keeps its own internal validation split).
     """
     kind = check_model_config(model_cfg)
+    if kind == "auto":
+        from riskml.training.select import fit_auto  # lazy: select builds on this module's fit
+
+        return fit_auto(model_cfg, X_train, y_train, classes=classes, X_valid=X_valid, y_valid=y_valid,
+                        feature_directions=feature_directions, seed=seed, num_threads=num_threads)
     features = list(X_train.columns)
     if kind == "lightgbm":
         cons = monotone_constraints(features, feature_directions or {}) if model_cfg.get("monotone") else None
@@ -281,8 +288,12 @@ def _calibrate(model: FittedModel, cal_cfg: Mapping[str, Any] | None, X_valid: p
 
 def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], feature_directions: Mapping[str, int],
                    categories: Mapping[str, list[str]], target: str, horizon: int | None, windows: list[int] | None,
-                   metrics: Mapping[str, float], data_digest: str, data_kind: str, name: str) -> dict[str, Any]:
-    """The JSON manifest that travels with a LightGBM ``model.txt`` (see ``riskml.edge.files.export_model_dir``)."""
+                   metrics: Mapping[str, float], data_digest: str, data_kind: str, name: str,
+                   id_column: str | None = None) -> dict[str, Any]:
+    """The JSON manifest that travels with a LightGBM ``model.txt`` (see ``riskml.edge.files.export_model_dir``).
+
+    ``id_column``: a table's id column, which scoring a table with the model echoes per row.
+    """
     return {
         "model_name": name, "model_version": None, "riskml_version": __version__,
         "framework": "lightgbm", "lightgbm_version": lgb.__version__,
@@ -292,10 +303,12 @@ def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], fe
         "categories": {f: list(v) for f, v in categories.items()},
         "classes": list(model.classes), "target": target, "horizon": horizon, "windows": windows,
         "best_iteration": model.best_iteration, "data_digest": data_digest, "data_kind": data_kind,
+        **({"id_column": id_column} if id_column else {}),
         "metrics": {k: float(v) for k, v in metrics.items()},
         "params": {k: v for k, v in model.params.items() if k != "monotone_constraints"},
         "monotone": "monotone_constraints" in model.params,
         "calibration": None if model.calibrator is None else model.calibrator.to_dict(),
+        **({"selection": model.selection} if model.selection else {}),
     }
 
 

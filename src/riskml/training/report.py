@@ -59,8 +59,8 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
                   importance: pd.Series, fidelity=None, cfg: Mapping[str, Any]) -> Reports:
     """The tables, the HTML model report and (LightGBM on a risk target) the reference profile of one run."""
     rcfg, seed = cfg["report"], int(cfg["seed"])
-    target = cfg["target"]["name"] if ds.kind == "synthetic" else str(cfg["data"]["target_column"])
-    risk = ds.kind != "synthetic" or target in RISK_TARGETS
+    target = cfg["target"]["name"] if ds.from_panel else str(cfg["data"]["target_column"])
+    risk = not ds.from_panel or target in RISK_TARGETS
     scale, bands = PointsScale.from_config(cfg["points"]), Bands.from_config(cfg["bands"])
     y, p = (ds.y[test] > 0).astype(np.int64), 1.0 - proba[:, 0]
     tol = float(rcfg["tolerance"])
@@ -79,7 +79,7 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
     X_iv, y_iv = ds.X.iloc[iv_rows], (ds.y[iv_rows] > 0).astype(np.int64)
     # factor contributions need the panel's numeric features (a table's raw categories are not a matrix)
     explainer = FactorExplainer(model.booster, ds.feature_factors) \
-        if model.kind == "lightgbm" and ds.kind == "synthetic" else None
+        if model.kind == "lightgbm" and ds.from_panel else None
     factor_scores = None
     if explainer is not None:
         factor_scores = score_rows(model.predict_proba, explainer, X_iv).factor_contrib
@@ -91,7 +91,7 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
         out.tables["tables/scorecard.csv"] = scorecard_table(card, ds.feature_factors)
         out.metrics["scorecard_roc_auc_adverse"] = float(mx.classification_metrics(
             y, np.column_stack([1 - (q := scorecard_proba(card, ds.X.iloc[test])), q]), ["0", "1"])["roc_auc_adverse"])
-    if explainer is not None and risk and ds.kind == "synthetic":
+    if explainer is not None and risk and ds.from_panel:
         out.profile = build_profile(
             ds.X.iloc[train], lambda R: score_rows(model.predict_proba, explainer, R),
             feature_factors=ds.feature_factors, scale=scale, bands=bands, months=ds.time[train] if ds.time is not None

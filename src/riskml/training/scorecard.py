@@ -210,10 +210,13 @@ def optimal_iv(X: pd.DataFrame, y_binary: np.ndarray) -> pd.Series:
     """Information value of every column of ``X`` on optbinning's optimal bins (index: column name)."""
     from optbinning import BinningProcess  # lazy: see fit_scorecard
 
-    cats = _categorical(X)
+    empty = [c for c in X.columns if X[c].isna().all()]  # no value to bin (e.g. past causes without a cause column)
+    Xb = X.drop(columns=empty)
+    cats = _categorical(Xb)
     # pre-bins down to 0.1% of rows: a rare flag (fraud, under 1% of accounts) is otherwise one bin, IV 0
-    process = BinningProcess(list(X.columns), categorical_variables=cats or None, min_prebin_size=0.001)
+    process = BinningProcess(list(Xb.columns), categorical_variables=cats or None, min_prebin_size=0.001)
     with _quiet():
-        process.fit(_for_binning(X), np.asarray(y_binary).astype(np.int64))
+        process.fit(_for_binning(Xb), np.asarray(y_binary).astype(np.int64))
         summary = process.summary()
-    return pd.Series(summary["iv"].astype(float).to_numpy(), index=summary["name"].astype(str).to_numpy())
+    iv = pd.Series(summary["iv"].astype(float).to_numpy(), index=summary["name"].astype(str).to_numpy())
+    return pd.concat([iv, pd.Series(0.0, index=empty)]).reindex(X.columns)

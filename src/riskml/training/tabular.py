@@ -60,12 +60,14 @@ def _target(df: pd.DataFrame, col: str, negative: Any, source: str) -> tuple[np.
     return y, classes, labelled
 
 
-def _factor_map(factors: Mapping[str, Any], features: list[str], df: pd.DataFrame, source: str) -> dict[str, str]:
+def _factor_map(factors: Mapping[str, Any], features: list[str], df: pd.DataFrame, source: str,
+                custom: list[str]) -> dict[str, str]:
     out: dict[str, str] = {}
     for factor, cols in (factors or {}).items():
-        if factor not in CATALOGUE:
+        if factor not in CATALOGUE and factor not in custom:  # a misspelt id must not become a factor silently
             raise ConfigError(f"data.factors.{factor}", cols, f"columns mapped to a factor id of the catalogue, one of "
-                              f"{list(CATALOGUE)}; {factor!r} is none")
+                              f"{list(CATALOGUE)}, or to one of your own declared in data.custom_factors "
+                              f"({custom}); {factor!r} is neither")
         cols = [cols] if isinstance(cols, str) else list(cols)
         _columns_exist(df, cols, f"data.factors.{factor}", source)
         for c in cols:
@@ -93,7 +95,8 @@ def from_frame(df: pd.DataFrame, data_cfg: Mapping[str, Any], *, source: str, di
     features = [c for c in df.columns if c not in reserved]
     if not features:
         raise ConfigError("data", source, "a table with at least one feature column besides id/target/time")
-    feature_factors = _factor_map(data_cfg.get("factors") or {}, features, df, source)
+    feature_factors = _factor_map(data_cfg.get("factors") or {}, features, df, source,
+                                  [str(f) for f in (data_cfg.get("custom_factors") or [])])
 
     warnings: list[str] = []
     cat_cfg = data_cfg.get("categorical")
