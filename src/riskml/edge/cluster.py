@@ -136,8 +136,3 @@ def _check_versions(client: Any, key: str) -> None:
         raise ConfigError(f"{key}.address", str(client.scheduler.address),
                           f"workers running riskml {__version__}; found {other}")
 
-
-def worker_threads(client: Any) -> int:
-    """Threads of one worker (what LightGBM uses per worker), at least 1."""
-    info = client.scheduler_info(n_workers=-1)["workers"] if client is not None else {}
-    return max([int(w.get("nthreads", 1)) for w in info.values()] or [1])
