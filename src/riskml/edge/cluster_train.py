@@ -40,7 +40,7 @@ def snapshot_part(piece: Piece, options: Mapping[str, Any]) -> pd.DataFrame:
     frame = pd.concat([snaps.keys, snaps.X], axis=1)
     frame[LABEL] = np.asarray(snaps.y, dtype=np.int64)
     if snaps.cause is not None:
-        frame[_CAUSE] = snaps.cause.to_numpy()
+        frame[_CAUSE] = snaps.cause.array  # categorical, as in the single-machine Snapshots
     return frame
 
 
@@ -55,7 +55,9 @@ def distributed_snapshots(client: Any, path: Path, *, target: str, horizon: int,
     options = {"target": target, "horizon": horizon, "min_history": min_history, "every": every,
                "windows": tuple(windows)}
     # a folder of parts: one partition per part; one file: its runs of row groups of whole borrowers
-    pieces = [p for f in table_files(panel_path(path)) for p in file_pieces(f, target_rows=0)]
+    files = table_files(panel_path(path))
+    whole_files = len(files) > 1
+    pieces = [p for f in files for p in file_pieces(f, target_rows=2**62 if whole_files else 0)]
     futures = client.map(snapshot_part, pieces, options=options, pure=False)
     frames = client.gather(futures)
     offsets = np.r_[0, np.cumsum([len(f) for f in frames])].astype(np.int64)
