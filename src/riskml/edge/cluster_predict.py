@@ -71,8 +71,8 @@ def score_partition(rows: pd.DataFrame | tuple[Piece, int, list[str]], *, k: int
     scored, rejects = score_rows(rows[~missing], as_of=as_of, score=score, schema=schema)
     _, no_id = score_rows(rows[missing], as_of=as_of, score=score, schema=schema, no_id=True)
     write_bucket(scored, pd.concat([no_id, rejects], ignore_index=True), files=files,
-                 part=root / "parts" / f"scored-{k:05d}.parquet", rejects_part=root / "parts" / f"rejects-{k:05d}.parquet",
-                 schema=schema)
+                 part=root / "parts" / f"scored-{k:05d}.parquet",
+                 rejects_part=root / "parts" / f"rejects-{k:05d}.parquet", schema=schema)
     return len(rows)
 
 
