@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-GROUPS = {"train": {"data", "model", "target", "tracking"}, "generate": {"scenario", "engine"},
-          "tune": {"tracking"}, "compare": {"tracking"}, "predict": set()}
-ALL_GROUPS = {"data", "model", "target", "tracking", "scenario", "engine"}
+GROUPS = {"train": {"data", "model", "target", "tracking", "cluster"}, "generate": {"scenario", "engine", "cluster"},
+          "tune": {"tracking"}, "compare": {"tracking"}, "predict": {"cluster"}}
+ALL_GROUPS = {"data", "model", "target", "tracking", "scenario", "engine", "cluster"}
 
 
 def help_text(entry: str) -> str:

@@ -9,6 +9,7 @@ name only when complete.
 Examples:
     python -m riskml.generate n_borrowers=20000 seed=7 scenario=tightening
     python -m riskml.generate name=big n_borrowers=1000000 n_months=36 workers=2
+    python -m riskml.generate cluster=local cluster.workers=2   # parts simulated on a Dask cluster: panel/part-*.parquet
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from riskml.edge.cluster import check_cluster, connect
 from riskml.edge.datasets import write_dataset
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.simulate import SimConfig
@@ -35,7 +37,9 @@ def run(cfg: DictConfig) -> Path:
     if not isinstance(data_dir, str) or not data_dir:
         raise ConfigError("data_dir", data_dir, "a folder path (relative to the launch directory)")
     config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
-    out, summary = write_dataset(sim, Path(data_dir) / name, name=name, config=config)
+    cluster = check_cluster(config.get("cluster"))
+    with connect(cluster) as client:  # none: this process (and its own pool of `workers`)
+        out, summary = write_dataset(sim, Path(data_dir) / name, name=name, config=config, client=client)
     print(f"{summary.text()}\nwritten to {out}")
     return out
 

@@ -6,6 +6,9 @@ explained prediction per borrower, a rejects file and a summary JSON. Input
 borrowers = scored + rejected, always. Memory stays flat: the input is split
 into buckets of whole borrowers (see :mod:`riskml.edge.batch`); a killed job
 started again resumes from the finished buckets.
+
+With ``cluster=local|address`` the partitions of whole borrowers are scored
+on a Dask cluster by the same code (:mod:`riskml.edge.cluster_predict`).
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from riskml.edge.batch_job import BatchResult, check_outputs, input_plan, output_format, run_job
+from riskml.edge.cluster import check_cluster, connect
 from riskml.edge.files import read_json, read_table, table_files
 from riskml.edge.model_store import is_system_dir, load_model_dir, open_system, registered_version
 from riskml.edge.tracking_uri import check_uri
@@ -41,6 +45,7 @@ def _validate(cfg: DictConfig) -> str:
     if not cfg.get("output"):
         raise ConfigError("output", cfg.get("output"), "an output file path (output=PATH)")
     fmt = output_format(cfg.output, cfg.get("format"))
+    check_cluster(cfg.get("cluster"))
     check_top_k(cfg.top_k)
     check_uri(cfg.get("tracking_uri"), key="tracking_uri")
     if not (isinstance(cfg.bucket_rows, int) and cfg.bucket_rows >= 1000):
@@ -95,9 +100,21 @@ def run(cfg: DictConfig) -> PredictResult:
                     scale=PointsScale.from_config(cfg.points), bands=Bands.from_config(cfg.bands))
     extra = {"top_k": cfg.top_k, "model": {"uri": str(cfg.model), "name": system.name, "version": system.version,
                                            "checksums_sha256": system.checksums}}
-    return run_job(input=cfg.input, output=cfg.output, columns=columns, schema=prediction_schema(cfg.top_k),
-                   fmt=fmt, bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings,
-                   summary_extra=extra)
+    job = dict(input=cfg.input, output=cfg.output, columns=columns, schema=prediction_schema(cfg.top_k), fmt=fmt,
+               bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings, summary_extra=extra)
+    cluster = OmegaConf.to_container(cfg.cluster) if cfg.get("cluster") is not None else None
+    if check_cluster(cluster).kind == "none":
+        return run_job(**job)
+    # issue #14: partitions of whole borrowers scored on a Dask cluster, by the same code
+    from riskml.edge import cluster_predict  # imports dask: the cluster path only
+
+    with connect(cluster) as client:
+        plan, by_borrower = cluster_predict.job_plan(client, files, bucket_rows=cfg.bucket_rows)
+        settings["engine"] = "dask"  # in the fingerprint: a single-machine job's parts are never reused here
+        extra["engine"] = {"kind": "dask", "partitions": plan.n_buckets, "repartitioned": not by_borrower}
+        return run_job(**job, plan=plan, score_parts=partial(
+            cluster_predict.score_parts, client, by_borrower=by_borrower, columns=columns,
+            schema=job["schema"], as_of=cfg.as_of, score=score))
 
 
 def _run_table(cfg: DictConfig, model: ScoringModel, fmt: str) -> PredictResult:

@@ -26,6 +26,7 @@ Examples::
     python -m riskml.train target=adverse_3m model=logistic  # one baseline
     python -m riskml.train -m target=adverse_3m model=lightgbm,hist_gbm,logistic
     python -m riskml.train data=tabular data.path=tests/data/credit.csv data.target_column=default
+    python -m riskml.train cluster=local cluster.workers=2   # snapshots and lightgbm.dask on a Dask cluster
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ from sklearn.metrics import roc_auc_score
 
 from riskml import __version__
 from riskml.edge import registry, tracking
+from riskml.edge.cluster import check_cluster, connect
 from riskml.edge.model_store import ROLES
 from riskml.edge.ship import export_dir, ship_single, ship_system
 from riskml.edge.sources import example_histories, load_data, panel_record
@@ -114,6 +116,13 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise ConfigError("model.name", cfg["model"]["name"], "lightgbm for target=system (the scoring system "
                           "needs TreeSHAP on LightGBM models); train a baseline one target at a time, e.g. "
                           "target=adverse_3m model=logistic")
+    if check_cluster(cfg.get("cluster")).kind != "none":  # issue #14: what a cluster trains
+        if kind != "synthetic":
+            raise ConfigError("cluster.kind", cfg["cluster"]["kind"], "none for data=tabular (a cluster trains on a "
+                              "synthetic panel of parts; a table trains in this process)")
+        if cfg["model"]["name"] != "lightgbm":
+            raise ConfigError("cluster.kind", cfg["cluster"]["kind"], f"none for model={cfg['model']['name']} "
+                              "(a cluster trains LightGBM only, with lightgbm.dask)")
     thr = cfg["leakage"]["threshold"]
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:
         raise ConfigError("leakage.threshold", thr, "a number in (0.5, 1]")
@@ -140,6 +149,13 @@ def make_folds(ds: Dataset, cfg: dict[str, Any]) -> list[Fold]:
 
 
 def _fit(cfg: dict[str, Any], ds: Dataset, train: np.ndarray, valid: np.ndarray, label: str) -> FittedModel:
+    if "partitions" in ds.meta:  # issue #14: lightgbm.dask on the snapshot partitions held by the workers
+        from riskml.training.distributed import fit_dask  # imports dask: the cluster path only
+
+        return fit_dask(ds.meta["partitions"], cfg["model"], train=train, valid=valid, X_valid=ds.X.iloc[valid],
+                        y_valid=ds.y[valid], classes=ds.classes, features=list(ds.X.columns),
+                        feature_directions=ds.feature_directions, seed=int(cfg["seed"]),
+                        num_threads=int(cfg["num_threads"]))
     return fit(cfg["model"], ds.X.iloc[train], ds.y[train], classes=ds.classes, X_valid=ds.X.iloc[valid],
                y_valid=ds.y[valid], feature_directions=ds.feature_directions, seed=int(cfg["seed"]),
                num_threads=int(cfg["num_threads"]), progress=label)
@@ -178,16 +194,17 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult | SystemResult:
     cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg
     check_config(cfg)
     base = tracking.launch_dir()
-    # the data first: a bad input fails before a tracking store is created or a run started
-    if is_system(cfg):
-        data = {role: load_data(component_config(cfg, target), base) for role, target in ROLES.items()}
-    else:
-        data = load_data(cfg, base)
-    exp_id = tracking.setup(cfg["tracking"].get("uri"), cfg["tracking"]["experiment"])
-    tracking.end_dead_runs(exp_id)  # runs of trains killed before they could end them
-    if is_system(cfg):
-        return run_system(cfg, data, exp_id=exp_id, base=base)
-    return run_single(cfg, data, exp_id=exp_id, base=base)
+    with connect(cfg.get("cluster")) as client:  # none: None, this process
+        # the data first: a bad input fails before a tracking store is created or a run started
+        if is_system(cfg):
+            data = {role: load_data(component_config(cfg, target), base, client) for role, target in ROLES.items()}
+        else:
+            data = load_data(cfg, base, client)
+        exp_id = tracking.setup(cfg["tracking"].get("uri"), cfg["tracking"]["experiment"])
+        tracking.end_dead_runs(exp_id)  # runs of trains killed before they could end them
+        if is_system(cfg):
+            return run_system(cfg, data, exp_id=exp_id, base=base)
+        return run_single(cfg, data, exp_id=exp_id, base=base)
 
 
 def _target_label(cfg: dict[str, Any], ds: Dataset) -> str:

@@ -67,14 +67,17 @@ def input_plan(path: str | Path) -> tuple[list[Path], list[str]]:
 
 
 _REASON = "_reason"
-_MISSING_ID = "borrower_id is missing or not a whole number"
 #: Reasons of the batch path beyond the contract's row problems (codes after schema.PANEL_PROBLEMS).
+_MISSING_ID = "borrower_id is missing or not a whole number"
 _BATCH_PROBLEMS = (*PANEL_PROBLEMS, _MISSING_ID)
 
 
-def prepare(raw: pa.Table) -> pa.Table:
+def prepare(raw: pa.Table | pd.DataFrame) -> pa.Table:
     """Canonical columns for one raw batch (numbers coerced once, here; categories as codes), with a
-    ``_reason`` code per row whose numeric cell is not a number."""
+    ``_reason`` code per row whose numeric cell is not a number. A pandas frame (a Dask partition) is
+    read as the Arrow table it stands for."""
+    if isinstance(raw, pd.DataFrame):
+        raw = pa.Table.from_pandas(raw, preserve_index=False)
     cols, first = coerce_columns(raw, PANEL)
     cols.update({batch.FILE: raw.column(batch.FILE).to_numpy(), batch.ROW: raw.column(batch.ROW).to_numpy(),
                  _REASON: first})
@@ -177,7 +180,8 @@ def check_outputs(output: str | Path, inputs: list[Path]) -> Path:
 
 def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema: pa.Schema, fmt: str,
             bucket_rows: int, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
-            settings: dict[str, Any], summary_extra: dict[str, Any]) -> BatchResult:
+            settings: dict[str, Any], summary_extra: dict[str, Any], plan: batch.Plan | None = None,
+            score_parts: Callable[[batch.Plan, batch.WorkDir], int] | None = None) -> BatchResult:
     """Score ``input`` into ``output`` with ``score`` (validated panel rows -> prediction rows).
 
     ``settings`` (everything that changes the output: models and their
@@ -186,17 +190,25 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
     is merged into the summary. One job at a time writes an output (a lock),
     and an earlier job's summary and rejects are removed before any work, so
     a summary beside the output always speaks of the output there.
+
+    A cluster job (:mod:`riskml.edge.cluster_predict`) passes its own ``plan``
+    and ``score_parts(plan, work)`` (writes the parts not yet in ``work``,
+    returns how many it resumed); the lock, the fingerprint, conservation and
+    the atomic output are this function's, the same for both.
     """
     t0 = time.perf_counter()
-    plan = batch.plan(input, bucket_rows=bucket_rows)
+    plan = plan or batch.plan(input, bucket_rows=bucket_rows)
     output = check_outputs(output, [Path(input), *plan.files])
     rejects_path, summary_path = side_paths(output)
     with job_lock(output, what="riskml.predict job"):
         for stale in (summary_path, rejects_path):  # the summary first: it is what claims completion
             stale.unlink(missing_ok=True)
         work = batch.WorkDir(output, plan.fingerprint(settings))
-        resumed = _score_buckets(plan, work, columns=columns, schema=schema, as_of=as_of, score=score)
-        summary = _finish(plan, work, output, schema, fmt)
+        if score_parts is None:
+            resumed = _score_buckets(plan, work, columns=columns, schema=schema, as_of=as_of, score=score)
+        else:
+            resumed = score_parts(plan, work)
+        summary = finish(plan, work, output, schema, fmt)
         summary.update({"as_of": as_of, "resumed_buckets": resumed, **summary_extra,
                         "output": str(output), "rejects": str(rejects_path), "riskml_version": __version__})
         seconds = time.perf_counter() - t0
@@ -221,20 +233,37 @@ def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str],
             resumed += 1
             bar.update()
             continue
-        if k < 0:  # rows without a usable borrower_id
-            rejects = missing_id_rejects(rows)
-            scored = pd.DataFrame(columns=schema.names)
-        else:
-            good, rejects = split_rows(rows, as_of=as_of)
-            scored = score(good) if len(good) else pd.DataFrame(columns=schema.names)
-        batch.write_part(_reject_frame(rejects, plan.files), rej_part, REJECT_SCHEMA)
-        batch.write_part(scored[schema.names], part, schema)  # written last: marks the bucket done
+        scored, rejects = score_rows(rows, as_of=as_of, score=score, schema=schema, no_id=k < 0)
+        write_bucket(scored, rejects, files=plan.files, part=part, rejects_part=rej_part, schema=schema)
         bar.update()
     bar.close()
     return resumed
 
 
-def _finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schema, fmt: str) -> dict[str, Any]:
+
+
+def score_rows(rows: pa.Table | pd.DataFrame, *, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
+               schema: pa.Schema, no_id: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Prepared rows of whole borrowers -> ``(scored, rejects)``; ``no_id``: rows without a usable id, all rejected.
+
+    The one scoring step of a bucket, here or on a Dask worker (:mod:`riskml.edge.cluster_predict`).
+    """
+    if isinstance(rows, pd.DataFrame):  # a Dask partition of prepared rows
+        rows = pa.Table.from_pandas(rows, preserve_index=False)
+    if no_id:
+        return pd.DataFrame(columns=schema.names), missing_id_rejects(rows)
+    good, rejects = split_rows(rows, as_of=as_of)
+    return (score(good) if len(good) else pd.DataFrame(columns=schema.names)), rejects
+
+
+def write_bucket(scored: pd.DataFrame, rejects: pd.DataFrame, *, files: tuple[Path, ...], part: Path,
+                 rejects_part: Path, schema: pa.Schema) -> None:
+    """Write a bucket's rejects, then its scored part (written last: its presence marks the bucket done)."""
+    batch.write_part(_reject_frame(rejects, files), rejects_part, REJECT_SCHEMA)
+    batch.write_part(scored[schema.names], part, schema)
+
+
+def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schema, fmt: str) -> dict[str, Any]:
     """Check conservation on the parts, then write rejects and output (each atomically); the counts."""
     rejects_path, _ = side_paths(output)
     rej = pd.concat([pd.read_parquet(p) for p in work.parts("rejects")], ignore_index=True)

@@ -29,7 +29,7 @@ from riskml.edge import batch
 from riskml.edge.batch import iter_batches
 from riskml.edge import batch_job
 from riskml.edge.batch_job import input_plan, prepare
-from riskml.edge.datasets import MANIFEST_FILE, PANEL_FILE, load_dataset, panel_digest, write_dataset
+from riskml.edge.datasets import MANIFEST_FILE, PANEL_FILE, load_dataset, panel_digest, panel_path, verify_dataset, write_dataset
 from riskml.edge.files import read_table, sha256_file, table_files
 from riskml.exceptions import ConfigError
 from riskml.factors import CAUSES
@@ -69,18 +69,23 @@ def manifest_mismatch(manifest: Mapping[str, Any], data_cfg: Mapping[str, Any]) 
     return out
 
 
-def _generate(data_cfg: Mapping[str, Any], path: Path) -> Path:
+def _generate(data_cfg: Mapping[str, Any], path: Path, client: Any = None) -> Path:
     """Simulate the data set a ``data=synthetic`` config names (the simulator's defaults otherwise)."""
     settings = {k: data_cfg[k] for k in SYNTHETIC_SETTINGS}
     sim = SimConfig.from_dict(settings)
     log.info("generating synthetic data set %s (%s)", path.name, ", ".join(f"{k}={v}" for k, v in settings.items()))
     out, _ = write_dataset(sim, path, name=path.name, config={"name": path.name, "data_dir": str(path.parent),
-                                                                 **settings})
+                                                                 **settings}, client=client)
     return out
 
 
-def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path) -> Dataset:
+def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path, client: Any = None
+                   ) -> Dataset:
     """The snapshots of a synthetic panel (generated first when it is not there).
+
+    With a Dask ``client`` (issue #14) the data set is generated and its
+    snapshots built on the cluster, and the snapshot partitions stay on the
+    workers for ``lightgbm.dask`` (``Dataset.meta["partitions"]``).
 
     When the stored manifest's ``n_borrowers / n_months / seed`` differ from
     the config, ``data.on_mismatch`` says what happens: ``regenerate`` (write
@@ -88,8 +93,8 @@ def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, ba
     """
     path = synthetic_dir(data_cfg, base)
     if not (path / MANIFEST_FILE).is_file():
-        _generate(data_cfg, path)
-    panel, _, manifest = load_dataset(path)
+        _generate(data_cfg, path, client)
+    manifest = verify_dataset(path)
     diff = manifest_mismatch(manifest, data_cfg)
     try:
         SimConfig.from_manifest(manifest)
@@ -101,14 +106,24 @@ def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, ba
             raise ConfigError(f"data.{key}", want, f"{have!r} as in {path / MANIFEST_FILE} (or "
                               "data.on_mismatch=regenerate, or another data.name)")
         log.warning("data set %s was made with %s; regenerating", path, diff)
-        _generate(data_cfg, path)
-        panel, _, manifest = load_dataset(path)
-    snaps = build_snapshots(panel, target=target, horizon=horizon, min_history=int(data_cfg["min_history"]),
-                            every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]))
-    return from_snapshots(snaps, target=target, digest=panel_digest(path, manifest), source=str(path),
-                          sim=SimConfig.from_manifest(manifest),
-                          meta={"horizon": horizon, "windows": list(data_cfg["windows"]),
-                                "n_months": _manifest_setting(manifest, "n_months")})
+        _generate(data_cfg, path, client)
+        manifest = verify_dataset(path)
+    options = {"target": target, "horizon": horizon, "min_history": int(data_cfg["min_history"]),
+               "every": int(data_cfg["every"]), "windows": tuple(data_cfg["windows"])}
+    parts = None
+    if client is None:
+        snaps = build_snapshots(read_table(panel_path(path)), **options)
+    else:  # issue #14: built on the workers, one partition per panel part
+        from riskml.edge.cluster_train import distributed_snapshots  # imports dask: the cluster path only
+
+        snaps, parts = distributed_snapshots(client, path, **options)
+    ds = from_snapshots(snaps, target=target, digest=panel_digest(path, manifest), source=str(path),
+                        sim=SimConfig.from_manifest(manifest),
+                        meta={"horizon": horizon, "windows": list(data_cfg["windows"]),
+                              "n_months": _manifest_setting(manifest, "n_months")})
+    if parts is not None:
+        ds.meta["partitions"] = parts
+    return ds
 
 
 def _resolve(raw: Any, base: Path, what: str) -> Path:
@@ -244,12 +259,15 @@ def panel_record(ds: Dataset, *, fidelity_measured: bool) -> tuple[dict[str, flo
     return metrics, tags
 
 
-def load_data(cfg: Mapping[str, Any], base: Path) -> Dataset:
-    """The data set a training config names (synthetic snapshots, a lender's panel, or a table)."""
+def load_data(cfg: Mapping[str, Any], base: Path, client: Any = None) -> Dataset:
+    """The data set a training config names (synthetic snapshots, a lender's panel, or a table);
+    ``client``: build synthetic snapshots on a Dask cluster."""
     kind = cfg["data"]["kind"]
-    if kind in ("synthetic", "panel"):
-        load = load_synthetic if kind == "synthetic" else load_panel
-        return load(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]), base=base)
+    if kind == "synthetic":
+        return load_synthetic(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]),
+                              base=base, client=client)
+    if kind == "panel":
+        return load_panel(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]), base=base)
     return load_tabular(cfg["data"], base=base)
 
 
@@ -257,7 +275,7 @@ def example_histories(source: str | Path, *, n_borrowers: int = 3) -> pd.DataFra
     """The first ``n_borrowers`` borrowers' rows of a panel (a data-set folder or a panel file/folder):
     the input example logged with a scoring system."""
     path = Path(source)
-    path = path / PANEL_FILE if (path / PANEL_FILE).is_file() else path
+    path = panel_path(path) if (path / MANIFEST_FILE).is_file() else path
     first = next(iter_batches(table_files(path)[0], batch_rows=65_536))
     first = first.to_pandas() if hasattr(first, "to_pandas") else first
     ids = pd.unique(first["borrower_id"])[:n_borrowers]

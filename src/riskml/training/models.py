@@ -246,10 +246,8 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
                                       num_boost_round=int(model_cfg["num_boost_round"]), X_valid=X_valid,
                                       y_valid=y_valid, early_stopping_rounds=model_cfg.get("early_stopping_rounds"),
                                       progress=progress)
-        model = FittedModel(kind, booster, list(classes), features, booster.current_iteration(), params, num_threads,
-                            curve)
-        model.calibrator = _calibrate(model, model_cfg.get("calibration"), X_valid, y_valid)
-        return model
+        return finish_lightgbm(booster, curve, model_cfg=model_cfg, classes=classes, features=features, params=params,
+                               num_threads=num_threads, X_valid=X_valid, y_valid=y_valid)
 
     if X_valid is not None and y_valid is not None:
         X_fit, y_fit = pd.concat([X_train, X_valid], ignore_index=True), np.concatenate([y_train, y_valid])
@@ -265,6 +263,17 @@ def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray
     n_iter = getattr(est, "n_iter_", None)
     return FittedModel(kind, est, list(classes), features, int(n_iter) if n_iter is not None else None,
                        params, num_threads)
+
+
+def finish_lightgbm(booster: lgb.Booster, curve: list[float], *, model_cfg: Mapping[str, Any], classes: list[str],
+                    features: list[str], params: dict[str, Any], num_threads: int, X_valid: pd.DataFrame | None,
+                    y_valid: np.ndarray | None) -> FittedModel:
+    """A trained booster as a :class:`FittedModel`, calibrated on the validation split as ``model.calibration``
+    says (also what a cluster fit, :mod:`riskml.training.distributed`, returns)."""
+    model = FittedModel("lightgbm", booster, list(classes), features, booster.current_iteration(), params,
+                        num_threads, curve)
+    model.calibrator = _calibrate(model, model_cfg.get("calibration"), X_valid, y_valid)
+    return model
 
 
 def _calibrate(model: FittedModel, cal_cfg: Mapping[str, Any] | None, X_valid: pd.DataFrame | None,
