@@ -72,8 +72,8 @@ def iter_batches(path: Path, *, columns: list[str] | None = None, batch_rows: in
 
 
 def _ids(table: pa.Table) -> np.ndarray:
-    """borrower_id as float (NaN where missing or not a whole number); a pandas frame (a Dask partition) too."""
-    col = table.column("borrower_id") if isinstance(table, pa.Table) else pa.chunked_array([pa.array(table["borrower_id"])])
+    """borrower_id as float (NaN where missing or not a whole number)."""
+    col = table.column("borrower_id")
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
         ids = col.to_numpy(zero_copy_only=False).astype(np.float64)  # a copy: set to NaN below
     else:  # text (CSV cells)

@@ -72,12 +72,9 @@ _MISSING_ID = "borrower_id is missing or not a whole number"
 _BATCH_PROBLEMS = (*PANEL_PROBLEMS, _MISSING_ID)
 
 
-def prepare(raw: pa.Table | pd.DataFrame) -> pa.Table:
+def prepare(raw: pa.Table) -> pa.Table:
     """Canonical columns for one raw batch (numbers coerced once, here; categories as codes), with a
-    ``_reason`` code per row whose numeric cell is not a number. A pandas frame (a Dask partition) is
-    read as the Arrow table it stands for."""
-    if isinstance(raw, pd.DataFrame):
-        raw = pa.Table.from_pandas(raw, preserve_index=False)
+    ``_reason`` code per row whose numeric cell is not a number."""
     cols, first = coerce_columns(raw, PANEL)
     cols.update({batch.FILE: raw.column(batch.FILE).to_numpy(), batch.ROW: raw.column(batch.ROW).to_numpy(),
                  _REASON: first})
@@ -242,14 +239,12 @@ def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str],
 
 
 
-def score_rows(rows: pa.Table | pd.DataFrame, *, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
+def score_rows(rows: pa.Table, *, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
                schema: pa.Schema, no_id: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Prepared rows of whole borrowers -> ``(scored, rejects)``; ``no_id``: rows without a usable id, all rejected.
 
     The one scoring step of a bucket, here or on a Dask worker (:mod:`riskml.edge.cluster_predict`).
     """
-    if isinstance(rows, pd.DataFrame):  # a Dask partition of prepared rows
-        rows = pa.Table.from_pandas(rows, preserve_index=False)
     if no_id:
         return pd.DataFrame(columns=schema.names), missing_id_rejects(rows)
     good, rejects = split_rows(rows, as_of=as_of)

@@ -51,12 +51,17 @@ def input_plan(client: Any, files: list[Path], *, bucket_rows: int) -> tuple[bat
     return plan, by_borrower
 
 
+def _arrow(frame: pd.DataFrame) -> pa.Table:
+    """A pandas frame (what Dask reads and shuffles) as the Arrow table the batch job's steps take."""
+    return pa.Table.from_pandas(frame, preserve_index=False)
+
+
 def _numbered(piece: Piece, fi: int, columns: list[str]) -> pd.DataFrame:
     raw = read_piece(piece, columns=columns)
     raw = raw.to_pandas() if hasattr(raw, "to_pandas") else raw
-    return prepare(raw.assign(**{batch.FILE: np.int32(fi),
-                                 batch.ROW: np.arange(piece.first_row, piece.first_row + len(raw), dtype=np.int64)})
-                   ).to_pandas()  # pandas: the frames Dask shuffles
+    raw = raw.assign(**{batch.FILE: np.int32(fi),
+                        batch.ROW: np.arange(piece.first_row, piece.first_row + len(raw), dtype=np.int64)})
+    return prepare(_arrow(raw)).to_pandas()  # pandas: the frames Dask shuffles
 
 
 def score_partition(rows: pd.DataFrame | tuple[Piece, int, list[str]], *, k: int, work: str, files: tuple[Path, ...],
@@ -64,22 +69,22 @@ def score_partition(rows: pd.DataFrame | tuple[Piece, int, list[str]], *, k: int
     """On a worker: validate, score and write partition ``k`` (prepared rows, or a piece to read); its row count."""
     if isinstance(rows, tuple):
         rows = _numbered(*rows)
-    rows = rows.drop(columns=[_BUCKET], errors="ignore").reset_index(drop=True)
+    rows = _arrow(rows.drop(columns=[_BUCKET], errors="ignore").reset_index(drop=True))
     root = Path(work)
     ids = batch._ids(rows)
     missing = np.isnan(ids)
     # distinct borrowers of the partition, counted independently of scoring (conservation)
     (root / "counts" / f"{k:05d}").write_text(str(pd.unique(ids[~missing]).size))
-    scored, rejects = score_rows(rows[~missing], as_of=as_of, score=score, schema=schema)
-    _, no_id = score_rows(rows[missing], as_of=as_of, score=score, schema=schema, no_id=True)
+    scored, rejects = score_rows(rows.filter(pa.array(~missing)), as_of=as_of, score=score, schema=schema)
+    _, no_id = score_rows(rows.filter(pa.array(missing)), as_of=as_of, score=score, schema=schema, no_id=True)
     write_bucket(scored, pd.concat([no_id, rejects], ignore_index=True), files=files,
                  part=root / "parts" / f"scored-{k:05d}.parquet",
                  rejects_part=root / "parts" / f"rejects-{k:05d}.parquet", schema=schema)
-    return len(rows)
+    return rows.num_rows
 
 
 def _bucket(frame: pd.DataFrame, plan: batch.Plan) -> pd.DataFrame:
-    ids = batch._ids(frame)
+    ids = batch._ids(pa.table({"borrower_id": pa.array(frame["borrower_id"])}))
     # rows without an id go to bucket 0; score_partition rejects them wherever they are
     return frame.assign(**{_BUCKET: plan.bucket_of(np.nan_to_num(ids, nan=plan.lo)).astype(np.int64)})
 
@@ -93,8 +98,7 @@ def partitions(client: Any, plan: batch.Plan, *, by_borrower: bool, columns: lis
     import dask.dataframe as dd  # the cluster path only
 
     pieces = [(piece, fi, columns) for fi, f in enumerate(plan.files) for piece in row_group_pieces(f)]
-    empty = batch._empty(columns)
-    meta = _bucket(prepare(empty.to_pandas() if hasattr(empty, "to_pandas") else empty).to_pandas(), plan)
+    meta = _bucket(prepare(batch._empty(columns)).to_pandas(), plan)
     frame = dd.from_map(lambda p: _bucket(_numbered(*p), plan), pieces, meta=meta, enforce_metadata=False)
     # range partitions of borrower_id: partition k holds bucket k (whole borrowers, in id order)
     n = plan.n_buckets

@@ -200,14 +200,6 @@ def raise_on_leaks(hits: list[tuple[str, float]], *, threshold: float, allow: bo
                            "Fix the feature or set leakage.allow=true")
 
 
-def check_leakage(X: pd.DataFrame, y_binary, *, threshold: float, allow: bool = False,
-                  max_rows: int | None = 200_000, seed: int = 0) -> list[tuple[str, float]]:
-    """The leakage guard: :func:`leakage_scan`, then :func:`raise_on_leaks`; returns the hits."""
-    hits = leakage_scan(X, y_binary, threshold, max_rows=max_rows, seed=seed)
-    raise_on_leaks(hits, threshold=threshold, allow=allow)
-    return hits
-
-
 def plot_roc(y_true, proba, classes: Sequence[str]) -> Figure:
     """ROC curves: one-vs-rest per class and adverse, with their AUCs in the legend."""
     y = np.asarray(y_true).astype(np.int64)
