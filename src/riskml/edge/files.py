@@ -139,7 +139,10 @@ def job_lock(path: str | os.PathLike, *, what: str) -> Iterator[Path]:
         f.truncate()
         f.write(str(os.getpid()))
         f.flush()
-        yield lock
+        try:
+            yield lock
+        finally:
+            lock.unlink(missing_ok=True)  # still held: a job starting now fails on it, or opens a new one
 
 
 def write_json(obj: Any, path: str | os.PathLike) -> Path:
