@@ -3,13 +3,14 @@
 In one run, on one model:
 1. simulate a portfolio of N borrowers (``riskml.generate``, cached in the work
    folder) and a 100k-borrower slice of it;
-2. train the adverse model (``riskml.train target=adverse_3m``; ``--heavy``
-   trains 300 trees of 31 leaves, the size the issue quotes); cached in the
-   work folder unless ``--retrain``;
+2. train the scoring system (``riskml.train``: the adverse, status and
+   recovery models predict serves as one; ``--heavy`` trains each with 300
+   trees of 31 leaves, the size the issue quotes); cached in the work folder
+   unless ``--retrain``;
 3. end to end: ``riskml.predict`` in a fresh process on the 100k slice and on
    all N (read, validate, features, score, reasons, what-ifs, write), with the
    process's peak memory;
-4. references on the same model and the slice's feature matrix (one row per
+4. references on the system's adverse model and the slice's feature matrix (one row per
    borrower, float32, C order: LightGBM's fastest input), best of 3 runs each:
    LightGBM's plain ``predict``, riskml's scorer (``TreePredictor.predict``,
    checked equal to 1e-9), raw ``predict(pred_contrib=True)`` on a sample
@@ -92,28 +93,28 @@ def main() -> None:
         t = t.filter(pd.Series(t["borrower_id"].to_numpy() < args.small).to_numpy())
         pq.write_table(t, small_path)
 
-    size = ["model.num_leaves=31", "model.num_boost_round=300", "model.early_stopping_rounds=0",
+    size = ["model.num_leaves=31", "model.num_boost_round=300", "model.early_stopping_rounds=null",
             "model.min_data_in_leaf=100"] if args.heavy else []
     model_dir = work / "models" / ("heavy" if args.heavy else "default")
-    if args.retrain or not (model_dir / "manifest.json").exists():
+    if args.retrain or not (model_dir / "system.json").exists():
         with initialize_config_module("riskml.conf", version_base="1.3"):
             cfg = compose("train", overrides=[
-                "target=adverse_3m", f"data.data_dir={work}/data", "eval.oracle=false", "eval.fidelity=false",
+                f"data.data_dir={work}/data", "eval.oracle=false", "eval.fidelity=false", "eval.plots=false",
+                "report.enabled=false",
                 f"tracking.uri=sqlite:///{work}/mlflow.db", "register.enabled=false",
                 f"export.dir={model_dir.parent}", f"export.name={model_dir.name}", *size])
         _, s = timed(train.run, cfg)
         print(f"trained in {s:.1f} s")
-    from riskml.edge.files import load_model_dir
-    booster, manifest = load_model_dir(model_dir)
-    print(f"model: {booster.num_trees()} trees of at most {max(t['num_leaves'] for t in booster.dump_model()['tree_info'])}"
+    from riskml.edge.model_store import load_system_dir
+    booster, manifest = load_system_dir(model_dir)[1]["adverse"]
+    print(f"adverse model: {booster.num_trees()} trees of at most {max(t['num_leaves'] for t in booster.dump_model()['tree_info'])}"
           f" leaves, {len(manifest['features'])} features")
 
     # end to end, each in a fresh process so its peak memory is its own
     e2e = {}
     for label, inp in () if args.references_only else (("small", small_path), ("full", panel_path)):
         out = work / "pred" / f"{label}.parquet"
-        p = subprocess.run([sys.executable, "-c", CHILD, f"input={inp}", f"output={out}", f"model={model_dir}",
-                            "status_model=null", "recovery_model=null"], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-c", CHILD, f"input={inp}", f"output={out}", f"model={model_dir}"], capture_output=True, text=True,
                            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, check=False)
         if p.returncode:
             sys.exit(p.stderr[-3000:])
