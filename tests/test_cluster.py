@@ -28,8 +28,8 @@ from riskml.exceptions import ConfigError
 from riskml.features import build_snapshots
 from riskml.training.distributed import stop_at
 
-N = 3000
-GEN = [f"n_borrowers={N}", "block_size=256", "chunk_borrowers=512"]  # 6 parts of 512 borrowers
+N = 8000
+GEN = [f"n_borrowers={N}", "block_size=256", "chunk_borrowers=1024"]  # 8 parts of 1,024 borrowers (the last 832)
 TRAIN = [f"data.n_borrowers={N}", "model.num_boost_round=80", "model.min_data_in_leaf=50", "eval.oracle=false",
          "eval.plots=false", "report.enabled=false", "data.name=parts"]
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}
@@ -84,14 +84,14 @@ def test_generate_on_a_local_cluster_writes_parts_with_the_single_machine_rows(d
     tmp, single, parts = data
     assert not multiprocessing.active_children()  # the LocalCluster it started is stopped
     files = sorted(p.name for p in (parts / "panel").iterdir())
-    assert files == [f"part-{k:05d}.parquet" for k in range(6)] and (parts / "truth" / files[-1]).is_file()
+    assert files == [f"part-{k:05d}.parquet" for k in range(8)] and (parts / "truth" / files[-1]).is_file()
     one, many = pq.read_table(single / "panel.parquet"), pq.read_table(parts / "panel")
     assert one.combine_chunks().equals(many.combine_chunks())  # value for value, type for type
     p1, t1, m1 = load_dataset(single)
     p2, t2, m2 = load_dataset(parts)  # checks every part's sha256
     pd.testing.assert_frame_equal(t1, t2, check_exact=True)
     assert m2["layout"] == "parts" and m2["row_counts"] == {"panel": len(p1), "truth": N}
-    assert [p["borrower_lo"] for p in m2["partitions"]] == list(range(0, N, 512))
+    assert [p["borrower_lo"] for p in m2["partitions"]] == list(range(0, N, 1024))
     assert m1["status_counts"] == m2["status_counts"] and m1["adverse_events"] == m2["adverse_events"]
 
 
@@ -102,7 +102,7 @@ def test_snapshots_built_per_part_on_the_workers_equal_those_of_the_whole_panel(
     options = dict(target="status_3m", horizon=3, min_history=6, every=1, windows=(3, 6, 12))
     with connect({"kind": "address", "address": address.split("=", 1)[1]}) as client:
         snaps, held = distributed_snapshots(client, parts, **options)
-        assert len(held.futures) == 6 and held.offsets[-1] == len(snaps)
+        assert len(held.futures) == 8 and held.offsets[-1] == len(snaps)
     whole = build_snapshots(panel, **options)
     pd.testing.assert_frame_equal(snaps.keys, whole.keys)
     pd.testing.assert_frame_equal(snaps.X, whole.X, check_exact=True)
@@ -124,12 +124,13 @@ def trained(data, address):
 @pytest.mark.slow
 def test_train_on_the_cluster_exports_a_system_close_to_the_single_machine_fit(trained):
     tmp, one, many = trained
-    # The issue asks for 0.005; on this 3,000-borrower set it is not met every run (0.0009 once, 0.0079
-    # another): distributed LightGBM is not bit-reproducible (bins from each worker's rows) and runs every
-    # round before early stopping is applied. The bounds here are what holds; the gap is stated in the README.
-    for role, tolerance in (("adverse", 0.012), ("status", 0.015), ("recovery", 0.03)):
+    # Within 0.005 of the single-machine fit, every model. Not bit-equal: each LightGBM rank bins its share of
+    # the features from its own rows and bags its own rows, and which worker is rank 0 is not fixed
+    # (lightgbm.dask orders workers as a set of task keys comes out); on 3,000 borrowers that moved the AUC
+    # by up to 0.02, on these 8,000 by at most 0.003.
+    for role in ("adverse", "status", "recovery"):
         a, b = one.parts[role].metrics["roc_auc_adverse"], many.parts[role].metrics["roc_auc_adverse"]
-        assert abs(a - b) <= tolerance, (role, a, b)
+        assert abs(a - b) <= 0.005, (role, a, b)
         assert one.parts[role].metrics["n_test"] == many.parts[role].metrics["n_test"]  # the same test rows
     folder = tmp / "models" / "riskml_dask"
     assert model_store.is_system_dir(folder) and many.registration.version == 1
@@ -179,8 +180,8 @@ def test_predict_on_the_cluster_writes_the_single_machine_rows_parts_or_shuffled
 def test_a_killed_cluster_job_resumes_without_duplicates(trained, address):
     tmp, _, _ = trained
     model, inp = tmp / "models" / "riskml", tmp / "sorted.parquet"
-    # one file sorted by borrower, 50 borrowers a row group: 60 partitions of whole borrowers
-    pd.read_parquet(tmp / "data" / "parts" / "panel").to_parquet(inp, row_group_size=50 * 24)
+    # one file sorted by borrower, 125 borrowers a row group: 64 partitions of whole borrowers
+    pd.read_parquet(tmp / "data" / "parts" / "panel").to_parquet(inp, row_group_size=125 * 24)
     out = tmp / "killed" / "scores.parquet"
     args = [sys.executable, "-m", "riskml.predict", f"input={inp}", f"output={out}", f"model={model}",
             "bucket_rows=1000", "cluster=local", "cluster.workers=2"]

@@ -58,7 +58,11 @@ def distributed_snapshots(client: Any, path: Path, *, target: str, horizon: int,
     files = table_files(panel_path(path))
     whole_files = len(files) > 1
     pieces = [p for f in files for p in file_pieces(f, target_rows=2**62 if whole_files else 0)]
-    futures = client.map(snapshot_part, pieces, options=options, pure=False)
+    # partition i on worker i mod n, kept there: which rows each LightGBM rank holds (its bagging, its share
+    # of the bin boundaries) is then a function of the data and the number of workers, not of scheduling
+    workers = sorted(client.scheduler_info()["workers"])
+    futures = [client.submit(snapshot_part, piece, options=options, pure=False, workers=[workers[i % len(workers)]],
+                             allow_other_workers=False) for i, piece in enumerate(pieces)]
     frames = client.gather(futures)
     offsets = np.r_[0, np.cumsum([len(f) for f in frames])].astype(np.int64)
     whole = pd.concat(frames, ignore_index=True)

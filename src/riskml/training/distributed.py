@@ -1,7 +1,7 @@
 """LightGBM on a Dask cluster: ``lightgbm.dask`` on snapshot partitions that stay on the workers.
 
 The training rows of each partition are selected where the partition lives
-(only row numbers travel), and ``DaskLGBMClassifier`` trains with LightGBM's
+(only row numbers travel; one piece per worker), and ``DaskLGBMClassifier`` trains with LightGBM's
 data-parallel tree learner, each worker on its own partitions. The result
 is an ordinary ``lgb.Booster`` (LightGBM text), wrapped in the same
 :class:`~riskml.training.models.FittedModel` as a single-machine fit and
@@ -47,20 +47,32 @@ class Partitions:
     offsets: np.ndarray
 
 
-def _take(frame: pd.DataFrame, rows: np.ndarray, columns: list[str]) -> pd.DataFrame:
-    return frame.iloc[rows][columns].reset_index(drop=True)
+def _take(columns: list[str], *pairs: Any) -> pd.DataFrame:
+    """On a worker: the rows of each (partition, row numbers) pair, in that order, as one frame."""
+    frames, rows = pairs[0::2], pairs[1::2]
+    return pd.concat([f.iloc[r][columns] for f, r in zip(frames, rows)], ignore_index=True)
 
 
 def select(parts: Partitions, index: np.ndarray, columns: list[str]) -> list[Any]:
-    """Futures of the rows ``index`` (Dataset rows, ascending) of every partition, selected on its worker."""
+    """One future per worker: the rows ``index`` (Dataset rows, ascending) of the partitions it holds,
+    selected there, in partition order.
+
+    One piece per worker, made of the same partitions in the same order every
+    time (they were placed by partition number), because ``lightgbm.dask``
+    orders a worker's pieces as a set of task keys comes out: several pieces
+    would reach LightGBM in a different row order each run, and bagging,
+    which draws by row position, would draw other rows.
+    """
     index = np.sort(np.asarray(index, dtype=np.int64))
     cuts = np.searchsorted(index, parts.offsets)
-    out = []
+    where = parts.client.who_has(parts.futures)
+    held: dict[str, list[Any]] = {}
     for i, fut in enumerate(parts.futures):
         local = index[cuts[i]:cuts[i + 1]] - parts.offsets[i]
         if len(local):
-            out.append(parts.client.submit(_take, fut, local, columns, pure=False))
-    return out
+            held.setdefault(sorted(where[fut.key])[0], []).extend([fut, local])
+    return [parts.client.submit(_take, columns, *pairs, pure=False, workers=[w], allow_other_workers=False)
+            for w, pairs in held.items()]
 
 
 def validation_curve(booster: Booster, X: pd.DataFrame, y: np.ndarray, n_classes: int) -> list[float]:
