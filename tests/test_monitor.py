@@ -91,7 +91,7 @@ def test_fresh_baseline_portfolios_raise_no_feature_alarm(loaded):
     assert watch <= 0.01 * 3 * len(profile["features"])
 
 
-def test_tightening_portfolio_alarms_on_the_policy_index(loaded):
+def test_tightening_portfolio_alarms_on_the_policy_index_and_the_score(loaded):
     model, profile = loaded
     as_of = profile["months"][-1]
     panel = simulate(SimConfig(n_borrowers=N, seed=21, scenario="tightening", tighten_month=as_of - 4)).panel
@@ -99,9 +99,9 @@ def test_tightening_portfolio_alarms_on_the_policy_index(loaded):
     act = set(d.features.loc[d.features["level"] == "act", "feature"])
     assert "policy_index" in act and d.features.loc[d.features["level"] == "act", "factor"].eq(
         "policy_tightening").all(), d.features.head()
-    spec = profile["factors"].get("policy_tightening", {"edges": []})
-    if len(spec["edges"]) == 2 and spec["edges"][1] - spec["edges"][0] > 1e-5:  # the model uses the policy index at all (a small model may not): its factor moves too
-        assert d.factors.set_index("factor").loc["policy_tightening", "level"] == "act"
+    # the model reads the platform's policy (policy index, acceptance gap): its factor and the score move too
+    assert d.factors.set_index("factor").loc["policy_tightening", "level"] == "act"
+    assert d.levels["score"] == "act" and d.score_psi > 0.25, d.score_psi  # measured 0.67-0.75 (baseline 0.011-0.015)
     assert d.level == "act"
 
 
