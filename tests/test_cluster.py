@@ -152,7 +152,7 @@ def _predict(inp, out, model, *overrides):
 
 
 @pytest.mark.slow
-def test_predict_on_the_cluster_writes_the_single_machine_rows_parts_or_shuffled(trained, address):
+def test_predict_on_the_cluster_writes_the_single_machine_rows_to_a_file_or_parts(trained, address):
     tmp, _, _ = trained
     model = tmp / "models" / "riskml"
     panel = pd.read_parquet(tmp / "data" / "parts" / "panel")
@@ -174,6 +174,12 @@ def test_predict_on_the_cluster_writes_the_single_machine_rows_parts_or_shuffled
         r1, r2 = (pd.read_parquet(r.rejects).sort_values(["file", "row"]).reset_index(drop=True) for r in (one, many))
         pd.testing.assert_frame_equal(r1, r2)
     assert s["rejected_rows"] == 4 and s["rows_without_borrower_id"] == 3 and s["rejected_borrowers"] == 1
+    # written as parts (an output name without extension): the same part files from either engine
+    one = _predict(tmp / "messy.parquet", tmp / "one-parts" / "scores", model)
+    many = _predict(tmp / "messy.parquet", tmp / "many-parts" / "scores", model, "cluster=address", address)
+    assert sha256_file(many.output / "_manifest.json") == sha256_file(one.output / "_manifest.json")
+    assert pq.read_table(many.output).equals(pq.read_table(tmp / "many" / "scores.parquet"))
+    assert many.summary["output_sha256"] == one.summary["output_sha256"]
 
 
 @pytest.mark.slow

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 import pytest
 from conftest import kill_on_call
 from hydra import compose, initialize_config_module
@@ -19,6 +20,7 @@ from riskml import factors, predict, train
 from riskml.explain import scoring
 from riskml.features import build_features
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError
+from riskml.edge import batch
 from riskml.edge.datasets import load_dataset
 from riskml.edge.files import sha256_file
 from riskml.edge.model_store import load_model_dir, write_system_dir
@@ -193,6 +195,46 @@ def test_rows_in_any_order_give_the_same_output_as_sorted_ones(trained, panel, t
     b = predict.run(cfg_for(trained, shuffled, tmp_path / "b.parquet", "bucket_rows=10000"))
     assert b.summary["buckets"] > 1 and b.summary["scored_borrowers"] == a.summary["scored_borrowers"]
     assert sha256_file(a.output) == sha256_file(b.output)
+
+
+def test_an_output_folder_holds_the_file_outputs_rows_in_parts_and_is_replaced_whole(trained, tmp_path):
+    inp = trained / "data" / "default" / "panel.parquet"
+    one = predict.run(cfg_for(trained, inp, tmp_path / "one.parquet"))
+    folder = tmp_path / "scores"
+    parts = predict.run(cfg_for(trained, inp, folder, "bucket_rows=10000"))
+    assert parts.summary["buckets"] > 1
+    manifest = json.loads((folder / "_manifest.json").read_text())
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == ["_manifest.json", *[f["file"] for f in manifest["parts"]]]  # no rejects or summary inside
+    assert manifest["rows"] == len(pd.read_parquet(one.output))
+    for f in manifest["parts"]:
+        assert sha256_file(folder / f["file"]) == f["sha256"] and pq.read_metadata(folder / f["file"]).num_rows == f["rows"]
+    assert pq.read_table(folder).equals(pq.read_table(one.output))  # the same rows, types and order
+    assert parts.rejects == tmp_path / "scores.rejects.parquet" and parts.summary_path.parent == tmp_path
+    # the bytes do not depend on the buckets (the manifest holds every part's sha256)
+    other = predict.run(cfg_for(trained, inp, tmp_path / "again", "bucket_rows=50000"))
+    assert other.summary["buckets"] == 1
+    assert sha256_file(other.output / "_manifest.json") == sha256_file(folder / "_manifest.json")
+    # parts are cut at a fixed number of rows, whatever the buckets were
+    table = pq.read_table(one.output)
+    pieces = []
+    for i, lo in enumerate(range(0, table.num_rows, 700)):  # uneven buckets
+        pq.write_table(table.slice(lo, 700), tmp_path / f"piece-{i}.parquet")
+        pieces.append(tmp_path / f"piece-{i}.parquet")
+    rows = batch.assemble(pieces, tmp_path / "cut", table.schema, fmt="parts", row_group=256, part_rows=512)
+    cut = json.loads((tmp_path / "cut" / "_manifest.json").read_text())["parts"]
+    assert rows == table.num_rows and [f["rows"] for f in cut[:-1]] == [512] * (len(cut) - 1) and len(cut) > 2
+    assert pq.read_table(tmp_path / "cut").equals(table)
+    # a rerun replaces riskml's folder whole; a folder with other files is refused before any work
+    (folder / "part-00099.parquet").write_bytes(b"stale")
+    predict.run(cfg_for(trained, inp, folder))
+    assert not (folder / "part-00099.parquet").exists() and pq.read_table(folder).equals(pq.read_table(one.output))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep")
+    with pytest.raises(ConfigError, match=r"config key 'output'.*mine.*other files"):
+        predict.run(cfg_for(trained, inp, mine))
+    assert (mine / "notes.txt").read_text() == "keep" and not (tmp_path / "mine.summary.json").exists()
 
 
 def handmade_csv(panel: pd.DataFrame, path: Path) -> pd.DataFrame:

@@ -119,6 +119,8 @@ def run(cfg: DictConfig) -> PredictResult:
 
 def _run_table(cfg: DictConfig, model: ScoringModel, fmt: str) -> PredictResult:
     """Score a table with a ``data=tabular`` model."""
+    if fmt == "parts":
+        raise ConfigError("output", str(cfg.output), "a .parquet or .csv file: a table model writes one file")
     settings = {k: cfg.get(k) for k in ("model", "top_k", "include_other", "bands", "format")}
     settings["model_sha"] = model.manifest.get("model_sha256")
     extra = {"top_k": cfg.top_k, "model": {"uri": str(cfg.model), "name": model.name, "version": model.version,

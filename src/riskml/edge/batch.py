@@ -28,7 +28,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from riskml.exceptions import InputError
-from riskml.edge.files import PARQUET_OPTIONS, atomic_path, table_files
+from riskml.edge.files import (PARQUET_OPTIONS, PARTS_KIND, PARTS_MANIFEST, atomic_dir, atomic_path, sha256_file,
+                               table_files, write_json)
 
 ROW = "_row"    # 0-based row number within its source file
 FILE = "_file"  # index of the source file in the input's file list
@@ -294,32 +295,67 @@ def to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
-def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, row_group: int = 65_536) -> int:
+def _row_groups(parts: list[Path], schema: pa.Schema, row_group: int) -> Iterator[pa.Table]:
+    """The rows of the finished parts, in order, re-cut into tables of ``row_group`` rows (the last shorter)."""
+    pending: list[pa.Table] = []
+    held = 0
+    for part in parts:
+        t = pq.read_table(part, schema=schema)
+        pending.append(t)
+        held += t.num_rows
+        if held >= row_group:
+            t = _concat(pending)
+            cut = t.num_rows - t.num_rows % row_group
+            for i in range(0, cut, row_group):
+                yield t.slice(i, row_group)
+            pending, held = ([t.slice(cut)] if cut < t.num_rows else []), t.num_rows - cut
+    if held:
+        yield _concat(pending)
+
+
+def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, row_group: int = 65_536,
+             part_rows: int = 1_048_576) -> int:
     """Concatenate finished parts into ``output`` atomically; return the row count.
 
     Rows are re-cut into row groups of ``row_group`` rows, so the bytes do not
-    depend on how many buckets the job used.
+    depend on how many buckets (or cluster partitions) the job used. With
+    ``fmt="parts"`` the output is a folder of parquet files of ``part_rows``
+    rows each (``part-00000.parquet``...) and a ``_manifest.json`` with each
+    file's rows and sha256, which readers skip; it replaces an earlier
+    prediction folder whole.
     """
-    rows, pending = 0, []
-
-    def flush(w, final: bool) -> list[pa.Table]:
-        t = _concat(pending) if pending else schema.empty_table()
-        cut = t.num_rows if final else t.num_rows - t.num_rows % row_group
-        for i in range(0, cut, row_group):
-            w.write_table(t.slice(i, min(row_group, cut - i)))
-        return [t.slice(cut)] if cut < t.num_rows else []
-
-    with atomic_path(output) as tmp:
-        writer = (pq.ParquetWriter(tmp, schema, **_options(schema)) if fmt == "parquet"
-                  else pacsv.CSVWriter(tmp, schema))
-        with writer as w:
-            for part in parts:
-                t = pq.read_table(part, schema=schema)
-                rows += t.num_rows
-                pending.append(t)
-                if sum(p.num_rows for p in pending) >= row_group:
-                    pending = flush(w, final=False)
-            flush(w, final=True)
+    rows = 0
+    if fmt != "parts":
+        with atomic_path(output) as tmp:
+            writer = (pq.ParquetWriter(tmp, schema, **_options(schema)) if fmt == "parquet"
+                      else pacsv.CSVWriter(tmp, schema))
+            with writer as w:
+                for t in _row_groups(parts, schema, row_group):
+                    w.write_table(t)
+                    rows += t.num_rows
+        return rows
+    per_file = max(1, part_rows // row_group)
+    with atomic_dir(output) as folder:
+        files: list[dict] = []
+        writer = None
+        for i, t in enumerate(_row_groups(parts, schema, row_group)):
+            if i % per_file == 0:
+                if writer is not None:
+                    writer.close()
+                files.append({"file": f"part-{len(files):05d}.parquet", "rows": 0})
+                writer = pq.ParquetWriter(folder / files[-1]["file"], schema, **_options(schema))
+            writer.write_table(t)
+            files[-1]["rows"] += t.num_rows
+            rows += t.num_rows
+        if writer is None:  # no rows: one empty part, so the folder still reads with its schema
+            files.append({"file": "part-00000.parquet", "rows": 0})
+            pq.write_table(schema.empty_table(), folder / files[0]["file"], **_options(schema))
+        else:
+            writer.close()
+        for f in files:
+            f["sha256"] = sha256_file(folder / f["file"])
+        write_json({"kind": PARTS_KIND, "rows": rows, "columns": schema.names, "parts": files},
+                   folder / PARTS_MANIFEST)
     return rows
 
 

@@ -26,7 +26,8 @@ from tqdm import tqdm
 
 from riskml import __version__
 from riskml.edge import batch
-from riskml.edge.files import atomic_path, check_output_path, job_lock, sha256_file, write_json, write_parquet
+from riskml.edge.files import (PARTS_MANIFEST, atomic_path, check_output_dir, check_output_path, is_folder_output,
+                               job_lock, sha256_file, write_json, write_parquet)
 from riskml.exceptions import BatchError, ConfigError, SchemaError
 from riskml.factors import CAUSES
 from riskml.schema import PANEL, PANEL_PROBLEMS, STATUSES, coerce_columns, problem_codes
@@ -47,8 +48,9 @@ class BatchResult:
 
 
 def side_paths(output: Path) -> tuple[Path, Path]:
-    """The rejects file and the summary JSON beside ``output``."""
-    return (output.with_name(output.stem + ".rejects" + output.suffix),
+    """The rejects file and the summary JSON beside ``output`` (beside an output folder, not in it:
+    a reader of the folder would take them for prediction parts)."""
+    return (output.with_name(output.stem + ".rejects" + (output.suffix or ".parquet")),
             output.with_name(output.stem + ".summary.json"))
 
 
@@ -157,11 +159,18 @@ def _reject_frame(rejects: pd.DataFrame, files: tuple[Path, ...]) -> pd.DataFram
     })
 
 
-def output_format(output: str | Path, fmt: str | None, *, key: str = "format") -> str:
-    """The output's format from its extension (``.parquet`` or ``.csv``); ``fmt``, when given, must agree."""
+def output_format(output: str | Path, fmt: str | None, *, key: str = "format", parts: bool = True) -> str:
+    """The output's format from its extension (``.parquet`` or ``.csv``), or ``"parts"`` for a name
+    without one (a folder of parquet parts, with ``parts``); ``fmt``, when given, must agree."""
+    if parts and is_folder_output(output):
+        if fmt not in (None, "parquet", "parts"):
+            raise ConfigError(key, fmt, f"null or 'parquet': output {Path(output).name!r} is a folder of parquet parts")
+        return "parts"
     ext = Path(output).suffix.lower().lstrip(".")
     if ext not in ("parquet", "csv"):
-        raise ConfigError("output", str(output), "a file name ending in .parquet or .csv (the format follows it)")
+        folder = ", or a folder name without an extension (parquet parts)" if parts else ""
+        raise ConfigError("output", str(output), f"a file name ending in .parquet or .csv (the format follows it)"
+                          f"{folder}")
     if fmt not in (None, ext):
         raise ConfigError(key, fmt, f"null or {ext!r}, the format of output {Path(output).name!r}")
     return ext
@@ -169,7 +178,10 @@ def output_format(output: str | Path, fmt: str | None, *, key: str = "format") -
 
 def check_outputs(output: str | Path, inputs: list[Path]) -> Path:
     """Fail before any work when the output, its rejects or its summary cannot be written where asked."""
-    out = check_output_path(output, key="output", inputs=inputs)
+    if is_folder_output(output):
+        out = check_output_dir(output, key="output", inputs=inputs)
+    else:
+        out = check_output_path(output, key="output", inputs=inputs)
     for side in side_paths(out):
         check_output_path(side, key="output", inputs=inputs)
     return out
@@ -275,7 +287,7 @@ def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schem
                          f"({scored_ids['borrower_id'].nunique()} borrowers) and {len(rejected_ids)} rejected "
                          f"borrowers for {input_borrowers} input borrowers; expected each input borrower exactly "
                          "once. Nothing was written, and the work folder is cleared so that a rerun starts clean")
-    if fmt == "parquet":
+    if fmt in ("parquet", "parts"):
         write_parquet(rej, rejects_path)
     else:
         with atomic_path(rejects_path) as tmp:
@@ -289,5 +301,7 @@ def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schem
         "rejects_by_reason": {str(k): int(v) for k, v in rej["reason"].value_counts().sort_index().items()},
         "status": {s: int((scored_ids["status"] == s).sum()) for s in STATUSES},
         "risk_band": {str(k): int(v) for k, v in scored_ids["risk_band"].value_counts().sort_index().items()},
-        "buckets": plan.n_buckets, "output_sha256": sha256_file(output),
+        "buckets": plan.n_buckets,
+        # a folder's manifest holds every part's sha256: one hash for the whole output either way
+        "output_sha256": sha256_file(output / PARTS_MANIFEST if fmt == "parts" else output),
     }

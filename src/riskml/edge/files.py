@@ -91,6 +91,63 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+#: the manifest of a folder of prediction parts (``output=<folder>``): its presence names riskml's folder
+PARTS_MANIFEST = "_manifest.json"
+PARTS_KIND = "riskml.predictions"
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary sibling folder of ``path``; on success it takes ``path``'s place whole.
+
+    An earlier folder at ``path`` (checked by the caller to be one riskml
+    wrote) is moved aside first and removed only once the new one is in
+    place; on an exception the temporary folder is removed and ``path`` is
+    untouched. Temporaries of killed processes are removed first.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temps(path)
+    tmp, old = (path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.tmp-{os.getpid()}-old"))
+    tmp.mkdir()
+    try:
+        yield tmp
+        if path.exists():
+            os.replace(path, old)
+        os.replace(tmp, path)
+    finally:
+        for leftover in (tmp, old):
+            if leftover.exists():
+                shutil.rmtree(leftover)
+
+
+def is_folder_output(path: str | os.PathLike) -> bool:
+    """An output named without an extension is a folder of parquet parts."""
+    return Path(path).suffix == ""
+
+
+def check_output_dir(path: str | os.PathLike, *, key: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
+    """Fail before any work when ``path`` cannot be an output folder: it is a file, or a folder holding
+    anything but an earlier riskml prediction folder (which a new job replaces whole). Returns the absolute path."""
+    out = Path(os.path.abspath(path))
+    if out.is_file():
+        raise ConfigError(key, str(out), "a folder for the prediction parts; it is a file")
+    if out.is_dir() and any(out.iterdir()):
+        try:
+            kind = read_json(out / PARTS_MANIFEST).get("kind")
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind != PARTS_KIND:
+            raise ConfigError(key, str(out), f"a new folder or one riskml.predict wrote ({PARTS_MANIFEST}); this "
+                              "one holds other files, which riskml will not delete")
+    check_output_path(out.with_name(out.name + ".parquet"), key=key, inputs=inputs)  # writable, apart from inputs
+    for f in inputs:
+        src = Path(os.path.abspath(f))
+        if src == out or out in src.parents:
+            raise ConfigError(key, str(out), f"an output apart from the input {src} (it would overwrite it)")
+    return out
+
+
 def check_output_path(path: str | os.PathLike, *, key: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Fail before any work when ``path`` cannot be an output file: it is a folder,
     a folder on its way is a file, the nearest existing folder is not writable,
