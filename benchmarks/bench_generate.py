@@ -57,7 +57,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n-borrowers", type=int, default=1_000_000)
     ap.add_argument("--n-months", type=int, default=36)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--chunk-borrowers", type=int, default=32_768)
     ap.add_argument("--skip-write", action="store_true", help="skip the full run that writes parquet")
     args = ap.parse_args()

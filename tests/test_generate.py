@@ -71,6 +71,25 @@ def test_bytes_do_not_depend_on_chunks_or_workers_but_on_the_seed(compose, tmp_p
     assert not p1["income"].equals(p2["income"])
 
 
+def test_a_failure_while_writing_leaves_no_data_set_and_no_temp_folder(compose, tmp_path, monkeypatch):
+    """The writer thread's error stops the job at the next chunk; nothing that looks complete remains."""
+    from riskml.edge import datasets
+
+    calls = []
+
+    def failing(cols, schema):
+        calls.append(1)
+        if len(calls) == 3:
+            raise OSError("No space left on device")
+        return real(cols, schema)
+
+    real = datasets.panel_table
+    monkeypatch.setattr(datasets, "panel_table", failing)
+    with pytest.raises(OSError, match="No space left"):
+        generate(compose, tmp_path, "name=full", "chunk_borrowers=64")
+    assert len(calls) == 3 and list(tmp_path.iterdir()) == []
+
+
 def cli(tmp_path, *args):
     env = {**os.environ, "HYDRA_FULL_ERROR": "0"}
     return subprocess.run([sys.executable, "-m", "riskml.generate", f"data_dir={tmp_path}", *args],

@@ -18,9 +18,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -61,16 +63,29 @@ def write_dataset(sim: SimConfig, out: str | os.PathLike, *, name: str, config: 
                                "config": dict(config), "sim_config": sim.to_dict(), **summary.to_dict(), **entries})
             return out, summary
         panel_sink = truth_sink = None
-        for cols, truth in iter_chunk_columns(sim):
-            if panel_sink is None:  # the schema of the frames (pandas metadata included), then Arrow straight
-                schema = pa.Schema.from_pandas(panel_frame({c: v[:0] for c, v in cols.items()}), preserve_index=False)
-                panel_sink = ParquetSink(tmp / PANEL_FILE, schema, row_group_size=sim.block_size * sim.n_months,
-                                         use_dictionary=DICT_COLUMNS)
-                truth_sink = ParquetSink(tmp / TRUTH_FILE, pa.Schema.from_pandas(truth, preserve_index=False),
-                                         row_group_size=sim.block_size)
+
+        def write(cols: dict[str, np.ndarray], truth: pd.DataFrame) -> None:
             panel_sink.write(panel_table(cols, schema))
             truth_sink.write(truth)
-            summary.add(cols)
+
+        # one thread writes chunk i (parquet encoding and zstd release the GIL) while chunk i+1 is
+        # simulated: the two halves of the job overlap on two cores; one chunk waits at most
+        with ThreadPoolExecutor(1) as writer:
+            pending = None
+            for cols, truth in iter_chunk_columns(sim):
+                if panel_sink is None:  # the schema of the frames (pandas metadata included), then Arrow straight
+                    schema = pa.Schema.from_pandas(panel_frame({c: v[:0] for c, v in cols.items()}),
+                                                   preserve_index=False)
+                    panel_sink = ParquetSink(tmp / PANEL_FILE, schema, row_group_size=sim.block_size * sim.n_months,
+                                             use_dictionary=DICT_COLUMNS)
+                    truth_sink = ParquetSink(tmp / TRUTH_FILE, pa.Schema.from_pandas(truth, preserve_index=False),
+                                             row_group_size=sim.block_size)
+                summary.add(cols)
+                if pending is not None:
+                    pending.result()  # in order, and an error of the writer stops the job here
+                pending = writer.submit(write, cols, truth)
+            if pending is not None:
+                pending.result()
         panel_sink.close()
         truth_sink.close()
         manifest = {
