@@ -71,6 +71,7 @@ def job(work: Path, label: str, extra: list[str], n: int, months: int) -> dict:
     scored, t_pred = timed(predict.run, cfg("riskml.conf.predict", "predict", pr))
     return {"generate_s": t_gen, "train_s": t_train, "predict_s": t_pred,
             "auc": result.metrics["roc_auc_adverse"], "best_iteration": result.model.best_iteration,
+            "auc_by_model": {role: part.metrics["roc_auc_adverse"] for role, part in system.parts.items()},
             "rounds_trained": ROUNDS if extra else min(ROUNDS, result.model.best_iteration + 50),  # + the patience
             "snapshots": int(result.metrics["n_train"] + result.metrics["n_test"]),
             "predict_sha256": scored.summary["output_sha256"], "partitions": (scored.summary.get("engine") or {}).get(
@@ -103,6 +104,11 @@ def main() -> None:
     print("\nsingle-machine rates (borrowers per second per core; generate and predict use 1 core, train 2 threads):")
     print(f"  generate {n / one['generate_s']:,.0f}  train (3 models) {n / one['train_s'] / 2:,.0f} "
           f"({one['snapshots'] / one['train_s'] / 2:,.0f} adverse snapshots)  predict {n / one['predict_s']:,.0f}")
+    print("test AUC gap to the single-machine fit (issue #14: within 0.005), by model:")
+    for label, r in rows.items():
+        if label != "single machine":
+            gaps = {role: r["auc_by_model"][role] - one["auc_by_model"][role] for role in one["auc_by_model"]}
+            print(f"  {label}: " + ", ".join(f"{role} {g:+.4f}" for role, g in gaps.items()))
     same = len({r["predict_sha256"] for r in rows.values()}) == 1
     print(f"predictions identical across engines: {same}")
     print(json.dumps(rows, indent=1, default=str))
