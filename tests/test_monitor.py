@@ -15,14 +15,16 @@ from hydra import compose, initialize_config_module
 
 from riskml import monitor, train
 from riskml.exceptions import ConfigError, ModelError
-from riskml.explain.scoring import ScoringModel
+from riskml.explain.scoring import ScoringModel, score_histories
 from riskml.edge.files import read_json, write_parquet
 from riskml.edge.model_store import load_model_dir, write_system_dir
 from riskml.features.snapshots import build_features, build_snapshots
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import Thresholds, drift, psi
+from riskml.monitoring.migration import band_migration
 from riskml.monitoring.profile import batch_shares, numeric_bins, numeric_shares, score_rows
 from riskml.simulate import SimConfig, simulate
+from riskml.training.scorecard import Bands, PointsScale
 
 N = 3000
 
@@ -105,6 +107,28 @@ def test_tightening_portfolio_alarms_on_the_policy_index_and_the_score(loaded):
     assert d.level == "act"
 
 
+def test_band_migration_counts_the_bands_predict_serves_at_both_months(loaded):
+    model, profile = loaded
+    as_of = profile["months"][-1]
+    scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
+    panel = simulate(SimConfig(n_borrowers=N, seed=51)).panel
+    m = band_migration(panel, model, scale, bands, to_month=as_of, months=1)
+    # the independent path: riskml.predict's scoring, each month from its own histories
+    served = {t: score_histories(panel[panel["month"] <= t], model, as_of=t, scale=scale, bands=bands,
+                                 what_if=False).set_index("borrower_id")["risk_band"] for t in (as_of - 1, as_of)}
+    want = pd.crosstab(served[as_of - 1], served[as_of])
+    assert m.counts.loc[want.index, want.columns].equals(want.astype(np.int64).rename_axis(index=None, columns=None))
+    assert m.counts.to_numpy().sum() == want.to_numpy().sum() == N  # every borrower has both months
+    moves = m.moves()
+    assert moves["stayed"] + moves["worse"] + moves["better"] == moves["accounts"] == N
+    assert m.labels == [*bands.labels, "suspended", "closed"] and np.allclose(m.shares().sum(axis=1)[
+        m.counts.sum(axis=1) > 0], 1.0)
+    # the platform tightens at the later month: accounts move to riskier bands, far more than on the baseline
+    tight = simulate(SimConfig(n_borrowers=N, seed=51, scenario="tightening", tighten_month=as_of)).panel
+    worse = band_migration(tight, model, scale, bands, to_month=as_of, months=1).moves()["worse"]
+    assert worse > 1.3 * moves["worse"], (worse, moves)  # measured 464-508 against 280-289
+
+
 def test_backtest_agrees_with_the_simulators_outcomes(loaded):
     model, profile = loaded
     sim = simulate(SimConfig(n_borrowers=N, seed=31)).panel
@@ -142,6 +166,9 @@ def test_monitor_entry_point_writes_json_html_and_an_mlflow_run(model_dir, loade
     assert doc["backtest"]["n"] > 0 and 0.5 < doc["backtest"]["auc"] <= 1.0   # histories run past as_of
     html = result.html_path.read_text()
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html and "Back-test" in html
+    mig = doc["migration"]
+    assert (mig["from_month"], mig["to_month"]) == (as_of - 1, as_of) and f"Band migration, month {as_of - 1}" in html
+    assert sum(map(sum, mig["counts"])) == mig["accounts"] == 2000
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["riskml.monitor_level"] == "act" and run.data.tags["riskml.model_name"] == "riskml"
@@ -155,6 +182,8 @@ def test_monitor_entry_point_writes_json_html_and_an_mlflow_run(model_dir, loade
 def test_monitor_rejects_bad_config_and_a_model_without_profile(model_dir, tmp_path):
     with pytest.raises(ConfigError, match="fail_on"):
         monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "fail_on=sometimes"))
+    with pytest.raises(ConfigError, match=r"config key 'migration_months'.*-1"):
+        monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "migration_months=-1"))
     # a system exported before profiles were saved: the same models, no reference_profile.json
     parts = {r: load_model_dir(model_dir / r) for r in ("adverse", "status", "recovery")}
     bare = write_system_dir({r: (b.model_to_string(), m) for r, (b, m) in parts.items()}, {"name": "old"},

@@ -4,7 +4,8 @@ Compares a batch with the model's reference profile (binned distributions of
 every feature, factor contribution, the score, the bands and the top reasons
 on its training rows, saved beside ``model.txt`` when it was trained): PSI
 per feature, per factor and of the score, the band shares and the top-reason
-mix, with thresholds from config (0.1 watch, 0.25 act). When the histories
+mix, with thresholds from config (0.1 watch, 0.25 act); from histories, the
+band migration of the accounts since ``migration_months`` ago. When the histories
 run past the scored month by the model's horizon, it back-tests the realised
 outcomes against the predictions by band, with AUC.
 
@@ -36,6 +37,7 @@ from riskml.exceptions import ConfigError, ModelError, SchemaError, exit_on_erro
 from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import LEVELS, Thresholds, drift
+from riskml.monitoring.migration import band_migration
 from riskml.monitoring.profile import NO_REASON, Scored, batch_shares, score_rows
 from riskml.monitoring.report import monitor_document, monitor_html
 from riskml.predict import open_model  # an entry point using another's model loader (as tune uses train)
@@ -67,6 +69,9 @@ def _validate(cfg: dict[str, Any]) -> Thresholds:
         raise ConfigError("as_of", cfg["as_of"], "null or a month index >= 0")
     if cfg.get("fail_on") not in ("act", "watch", "never"):
         raise ConfigError("fail_on", cfg.get("fail_on"), "'act', 'watch' or 'never'")
+    back = cfg.get("migration_months", 1)
+    if isinstance(back, bool) or not isinstance(back, int) or back < 0:
+        raise ConfigError("migration_months", back, "a whole number of months >= 0 (0: no band migration)")
     tol = cfg.get("backtest_tolerance")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
         raise ConfigError("backtest_tolerance", tol, "a number strictly between 0 and 1")
@@ -141,10 +146,13 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
         shares["factors"] = {}
     result = drift(profile, shares, thresholds)
 
-    bt_table = bt_metrics = None
+    bt_table = bt_metrics = migration = None
+    scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
+    back = int(cfg.get("migration_months", 1))
+    if panel is not None and back and as_of - back >= int(panel["month"].min()):
+        migration = band_migration(panel, model, scale, bands, to_month=as_of, months=back)
     if panel is not None and int(panel["month"].max()) >= as_of + horizon:
         realised = realised_outcomes(panel, ids, as_of=as_of, horizon=horizon)
-        scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
         band = bands.assign(p_adverse=scored.p_adverse, points=scale.points(scored.p_adverse))
         bt_table, bt_metrics = backtest(scored.p_adverse, realised, band, bands.labels,
                                         tolerance=float(cfg["backtest_tolerance"]))
@@ -157,8 +165,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
                "reference_months": profile.get("months"), "mean_p_adverse": shares.get("mean_p_adverse"),
                "reference_mean_p_adverse": profile.get("mean_p_adverse")}
     doc = monitor_document(drift=result, backtest_table=bt_table, backtest_metrics=bt_metrics,
-                           thresholds=thresholds, context=context)
-    page = monitor_html(doc, result, bt_table, thresholds)
+                           thresholds=thresholds, context=context, migration=migration)
+    page = monitor_html(doc, result, bt_table, thresholds, migration=migration)
     out = Path(str(cfg["output"]))
     json_path = write_json(doc, out / "monitor.json")
     html_path = out / "monitor.html"

@@ -12,6 +12,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from riskml.monitoring.drift import Drift, Thresholds, worst
+from riskml.monitoring.migration import Migration
 from riskml.training import html
 
 
@@ -22,7 +23,8 @@ def _records(df: pd.DataFrame | None) -> list[dict[str, Any]] | None:
 
 
 def monitor_document(*, drift: Drift, backtest_table: pd.DataFrame | None, backtest_metrics: dict | None,
-                     thresholds: Thresholds, context: Mapping[str, Any]) -> dict[str, Any]:
+                     thresholds: Thresholds, context: Mapping[str, Any], migration: Migration | None = None
+                     ) -> dict[str, Any]:
     """Everything a scheduler or a person needs: the level, what alarmed, and every table."""
     levels = dict(drift.levels)
     if backtest_metrics is not None:
@@ -33,6 +35,7 @@ def monitor_document(*, drift: Drift, backtest_table: pd.DataFrame | None, backt
         "drift": drift.summary(), "features": _records(drift.features), "factors": _records(drift.factors),
         "bands": _records(drift.bands), "reasons": _records(drift.reasons),
         "backtest": None if backtest_metrics is None else {**backtest_metrics, "by_band": _records(backtest_table)},
+        "migration": None if migration is None else migration.summary(),
     }
 
 
@@ -79,7 +82,7 @@ def backtest_figure(t: pd.DataFrame, title: str = "back-test: predicted vs reali
 
 
 def monitor_html(doc: Mapping[str, Any], drift: Drift, backtest_table: pd.DataFrame | None,
-                 thresholds: Thresholds) -> str:
+                 thresholds: Thresholds, migration: Migration | None = None) -> str:
     """The monitoring page: verdict, PSI of score / features / factors, bands, reasons, back-test."""
     head = {"level": doc["level"], "model": f"{doc.get('model_name')} v{doc.get('model_version')}",
             "scored month": doc.get("as_of"), "accounts normal at that month": doc.get("n_scored"),
@@ -99,6 +102,17 @@ def monitor_html(doc: Mapping[str, Any], drift: Drift, backtest_table: pd.DataFr
             "Bands and top reasons", '<div class="grid">' + html.figure(_shares(drift.bands, "band shares"))
             + html.figure(_shares(drift.reasons, "top reason mix")) + "</div>",
             html.table(drift.bands), html.table(drift.reasons)))
+    if migration is not None:
+        m = migration.moves()
+        shares = migration.shares().mul(100).round(1).reset_index(names=f"band at {migration.from_month}")
+        counts = migration.counts.reset_index(names=f"band at {migration.from_month}")
+        parts.append(html.section(
+            f"Band migration, month {migration.from_month} to {migration.to_month}",
+            html.key_values({"accounts at both months": m["accounts"], "same band": m["stayed"],
+                             "to a riskier band (or down)": m["worse"], "to a safer band": m["better"]}),
+            html.table(shares, digits=1), html.table(counts),
+            note="Rows: the band at the earlier month; columns: the band now. First table: % of the row's "
+                 "accounts; second: accounts. Suspended and closed accounts have their status as band."))
     parts.append(html.section("Features", html.table(drift.features, max_rows=40)))
     parts.append(html.section("Factors", html.table(drift.factors)))
     if backtest_table is not None:
