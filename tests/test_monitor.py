@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 from hydra import compose, initialize_config_module
 
-from riskml import monitor, train
+from riskml import monitor, predict, train
 from riskml.exceptions import ConfigError, ModelError
 from riskml.explain.scoring import ScoringModel, score_histories
 from riskml.edge.files import read_json, write_parquet
@@ -169,6 +169,26 @@ def test_monitor_entry_point_writes_json_html_and_an_mlflow_run(model_dir, loade
     mig = doc["migration"]
     assert (mig["from_month"], mig["to_month"]) == (as_of - 1, as_of) and f"Band migration, month {as_of - 1}" in html
     assert sum(map(sum, mig["counts"])) == mig["accounts"] == 2000
+    # read bucket by bucket (whole borrowers), the report is the whole batch's: the same PSIs, counts, back-test
+    small = monitor.run(_monitor_cfg(tmp_path / "b", model_dir, f"input={tmp_path / 'panel.parquet'}",
+                                     f"as_of={as_of}", "bucket_rows=5000", "tracking.enabled=false"))
+    d2 = small.document
+    assert d2["migration"]["counts"] == mig["counts"] and d2["backtest"] == doc["backtest"]
+    assert d2["n_scored"] == doc["n_scored"] and d2["mean_p_adverse"] == pytest.approx(doc["mean_p_adverse"], abs=1e-12)
+    for key in ("score_psi", "bands_psi", "reasons_psi", "max_feature_psi"):
+        assert d2["drift"][key] == pytest.approx(doc["drift"][key], abs=1e-9), key
+    assert [f["psi"] for f in d2["features"]] == pytest.approx([f["psi"] for f in doc["features"]], abs=1e-9)
+    # predictions only (what riskml.predict served): the same score and reason drift, no features or back-test
+    with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+        pcfg = compose("predict", overrides=[f"input={tmp_path / 'panel.parquet'}", f"output={tmp_path / 'p.parquet'}",
+                                             f"model={model_dir}", f"as_of={as_of}"])
+    predict.run(pcfg)
+    served = monitor.run(_monitor_cfg(tmp_path / "p", model_dir, f"predictions={tmp_path / 'p.parquet'}",
+                                      "tracking.enabled=false")).document
+    assert served["as_of"] == as_of and served["n_scored"] == doc["n_scored"] and served["backtest"] is None
+    assert served["drift"]["score_psi"] == pytest.approx(doc["drift"]["score_psi"], abs=1e-9)
+    assert served["drift"]["reasons_psi"] == pytest.approx(doc["drift"]["reasons_psi"], abs=1e-9)
+    assert served["features"] == [] and served["migration"] is None
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     run = mlflow.get_run(result.run_id)
     assert run.data.tags["riskml.monitor_level"] == "act" and run.data.tags["riskml.model_name"] == "riskml"
@@ -182,6 +202,8 @@ def test_monitor_entry_point_writes_json_html_and_an_mlflow_run(model_dir, loade
 def test_monitor_rejects_bad_config_and_a_model_without_profile(model_dir, tmp_path):
     with pytest.raises(ConfigError, match="fail_on"):
         monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "fail_on=sometimes"))
+    with pytest.raises(ConfigError, match=r"config key 'bucket_rows'.*10"):
+        monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "bucket_rows=10"))
     with pytest.raises(ConfigError, match=r"config key 'migration_months'.*-1"):
         monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "migration_months=-1"))
     # a system exported before profiles were saved: the same models, no reference_profile.json

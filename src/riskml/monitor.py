@@ -22,22 +22,21 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import hydra
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 from omegaconf import DictConfig, OmegaConf
 
 from riskml.edge import batch
 from riskml.edge.batch_job import input_plan, prepare, split_rows
-from riskml.edge.files import atomic_path, read_json, read_table, write_json
+from riskml.edge.files import atomic_path, read_json, read_table, table_files, write_json
 from riskml.exceptions import ConfigError, ModelError, SchemaError, exit_on_error
 from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import LEVELS, Thresholds, drift
-from riskml.monitoring.migration import band_migration
+from riskml.monitoring.migration import Migration, band_migration
 from riskml.monitoring.profile import NO_REASON, Scored, batch_shares, score_rows
 from riskml.monitoring.report import monitor_document, monitor_html
 from riskml.predict import open_model  # an entry point using another's model loader (as tune uses train)
@@ -69,6 +68,9 @@ def _validate(cfg: dict[str, Any]) -> Thresholds:
         raise ConfigError("as_of", cfg["as_of"], "null or a month index >= 0")
     if cfg.get("fail_on") not in ("act", "watch", "never"):
         raise ConfigError("fail_on", cfg.get("fail_on"), "'act', 'watch' or 'never'")
+    rows = cfg.get("bucket_rows", 500_000)
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1000:
+        raise ConfigError("bucket_rows", rows, "an integer >= 1000 (input rows per bucket of whole borrowers)")
     back = cfg.get("migration_months", 1)
     if isinstance(back, bool) or not isinstance(back, int) or back < 0:
         raise ConfigError("migration_months", back, "a whole number of months >= 0 (0: no band migration)")
@@ -78,20 +80,94 @@ def _validate(cfg: dict[str, Any]) -> Thresholds:
     return Thresholds.from_config(cfg.get("thresholds") or {})
 
 
-def read_histories(path: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Good borrowers' panel rows and the reject rows (file, row, reason), as ``riskml.predict`` validates them."""
-    files, columns = input_plan(path)
-    frames = []
-    for i, f in enumerate(files):
-        start = 0
-        for raw in batch.iter_batches(f, columns=columns):  # Arrow tables, as the batch job reads them
-            n = raw.num_rows
-            raw = raw.append_column(batch.FILE, pa.array(np.full(n, i, dtype=np.int32))).append_column(
-                batch.ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
-            start += n
-            frames.append(prepare(raw))
-    good, rejects = split_rows(pa.concat_tables(frames), as_of=None)
-    return good, rejects
+def _months(files: list[Path]) -> tuple[int, int]:
+    """First and last month of the input, from its month column alone."""
+    lo, hi = np.inf, -np.inf
+    for f in files:
+        for b in batch.iter_batches(f, columns=["month"]):
+            m = pd.to_numeric(pd.Series(b.column("month").to_numpy(zero_copy_only=False)), errors="coerce")
+            if m.notna().any():
+                lo, hi = min(lo, m.min()), max(hi, m.max())
+    if not np.isfinite(lo):
+        raise SchemaError(f"{files[0]}: no readable month; expected month indices >= 0")
+    return int(lo), int(hi)
+
+
+def _add(total: Any, part: Any, w: float) -> Any:
+    """``total + w * part`` over nested dicts and lists of numbers (``total`` None: ``w * part``)."""
+    if isinstance(part, dict):
+        return {k: _add(None if total is None else total.get(k), v, w) for k, v in part.items()}
+    if isinstance(part, list):
+        return [_add(None if total is None else t, v, w) for t, v in zip(total or [None] * len(part), part)]
+    return w * float(part) if total is None else total + w * float(part)
+
+
+@dataclass
+class Histories:
+    """What the batch's histories say at ``as_of``, gathered bucket by bucket of whole borrowers."""
+
+    shares: dict[str, Any]            # on the profile's bins (batch_shares), weighted by each bucket's accounts
+    ids: np.ndarray                   # accounts normal at as_of
+    p_adverse: np.ndarray
+    realised: pd.Series | None        # by borrower_id; None when the input stops before as_of + horizon
+    migration: Migration | None
+    rejected_rows: int
+    rejected_borrowers: int
+
+
+def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], *, as_of: int, months: tuple[int, int],
+                   horizon: int, out: Path) -> Histories:
+    """Validate and score the histories bucket by bucket (``bucket_rows`` rows of whole borrowers, as
+    ``riskml.predict`` does), so memory stays flat however big the portfolio; every total is the
+    whole batch's (shares are summed weighted by rows)."""
+    files, columns = input_plan(cfg["input"])
+    plan = batch.plan(cfg["input"], bucket_rows=int(cfg["bucket_rows"]))
+    scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
+    back = int(cfg.get("migration_months", 1))
+    with_migration = back > 0 and as_of - back >= months[0]
+    with_outcomes = months[1] >= as_of + horizon
+    total, weight, empty = None, 0, None
+    ids, p_adv, realised, counts = [], [], [], None
+    rejected_rows = rejected_borrowers = history_rows = 0
+    work = batch.WorkDir(out, plan.fingerprint({"job": "riskml.monitor"}))
+    try:
+        for k, rows in batch.partition(plan, work, columns=columns, prepare=prepare):
+            if k < 0:  # rows without a usable borrower_id
+                rejected_rows += rows.num_rows
+                continue
+            good, rejects = split_rows(rows, as_of=None)
+            rejected_rows += len(rejects)
+            rejected_borrowers += int(rejects["borrower_id"].nunique())
+            hist = good[good["month"] <= as_of]
+            history_rows += len(hist)
+            if hist.empty:
+                continue
+            snaps = build_features(hist, as_of=as_of, windows=model.windows)
+            normal = (snaps.keys["status"] == "normal").to_numpy() & (snaps.keys["month"] == as_of).to_numpy()
+            X = snaps.X[normal].reset_index(drop=True)
+            scored = score_rows(model.proba, model.explainer, X)
+            shares = batch_shares(profile, X, scored)
+            if len(X):
+                total, weight = _add(total, shares, len(X)), weight + len(X)
+            empty = empty or shares
+            ids.append(snaps.keys["borrower_id"].to_numpy()[normal])
+            p_adv.append(scored.p_adverse)
+            if with_outcomes:
+                realised.append(realised_outcomes(good, ids[-1], as_of=as_of, horizon=horizon))
+            if with_migration:
+                m = band_migration(good, model, scale, bands, to_month=as_of, months=back)
+                counts = m.counts if counts is None else counts + m.counts
+    finally:
+        work.remove()
+    if not history_rows:
+        raise ConfigError("as_of", as_of, f"a month the input covers (from {months[0]})")
+    ids_all = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    return Histories(
+        shares=_add(None, total, 1.0 / weight) if weight else empty,
+        ids=ids_all, p_adverse=np.concatenate(p_adv) if p_adv else np.zeros(0),
+        realised=pd.Series(pd.concat(realised, ignore_index=True).array, index=ids_all) if with_outcomes else None,
+        migration=Migration(as_of - back, as_of, counts) if with_migration and counts is not None else None,
+        rejected_rows=rejected_rows, rejected_borrowers=rejected_borrowers)
 
 
 def _profile(model, system) -> dict[str, Any]:
@@ -121,53 +197,45 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
     model = system.adverse  # the model whose score, bands and reasons are served to normal accounts
     profile = _profile(model, system)
     preds = read_table(cfg["predictions"]) if cfg.get("predictions") else None
-    panel, rejects = read_histories(cfg["input"]) if cfg.get("input") else (None, None)
     as_of = cfg.get("as_of")
+    files = table_files(cfg["input"]) if cfg.get("input") else []
+    months = _months(files) if files else None
     if as_of is None:
-        as_of = int(preds["as_of_month"].max()) if preds is not None else int(panel["month"].max())
+        as_of = int(preds["as_of_month"].max()) if preds is not None else months[1]
     horizon = int(model.manifest.get("horizon") or 3)
+    out = Path(str(cfg["output"]))
+    hist = read_histories(cfg, model, profile, as_of=as_of, months=months, horizon=horizon,
+                          out=out) if files else None
 
-    X, scored = None, None
-    if panel is not None:
-        hist = panel[panel["month"] <= as_of]
-        if hist.empty:
-            raise ConfigError("as_of", as_of, f"a month the input covers (from {int(panel['month'].min())})")
-        snaps = build_features(hist, as_of=as_of, windows=model.windows)
-        normal = (snaps.keys["status"] == "normal").to_numpy() & (snaps.keys["month"] == as_of).to_numpy()
-        ids, X = snaps.keys["borrower_id"].to_numpy()[normal], snaps.X[normal].reset_index(drop=True)
-        scored = score_rows(model.proba, model.explainer, X)
-    if preds is not None:
+    if preds is not None:  # the score, bands and reasons as served; features and factors from the histories
         served, served_scored = _served(preds, as_of)
-        if scored is not None:  # factors from the histories, score and reasons as served
-            served_scored.factor_contrib = scored.factor_contrib
-        ids, scored = served["borrower_id"].to_numpy(), served_scored
-    shares = batch_shares(profile, X, scored)
-    if scored.factor_contrib.empty:
-        shares["factors"] = {}
+        ids, p_adverse = served["borrower_id"].to_numpy(), served_scored.p_adverse
+        shares = batch_shares(profile, None, served_scored)
+        shares["features"], shares["factors"] = ({}, {}) if hist is None else (hist.shares["features"],
+                                                                               hist.shares["factors"])
+    else:
+        ids, p_adverse, shares = hist.ids, hist.p_adverse, hist.shares
     result = drift(profile, shares, thresholds)
 
-    bt_table = bt_metrics = migration = None
-    scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
-    back = int(cfg.get("migration_months", 1))
-    if panel is not None and back and as_of - back >= int(panel["month"].min()):
-        migration = band_migration(panel, model, scale, bands, to_month=as_of, months=back)
-    if panel is not None and int(panel["month"].max()) >= as_of + horizon:
-        realised = realised_outcomes(panel, ids, as_of=as_of, horizon=horizon)
-        band = bands.assign(p_adverse=scored.p_adverse, points=scale.points(scored.p_adverse))
-        bt_table, bt_metrics = backtest(scored.p_adverse, realised, band, bands.labels,
+    bt_table = bt_metrics = None
+    migration = None if hist is None else hist.migration
+    if hist is not None and hist.realised is not None:
+        realised = hist.realised.reindex(ids).reset_index(drop=True)
+        scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
+        band = bands.assign(p_adverse=p_adverse, points=scale.points(p_adverse))
+        bt_table, bt_metrics = backtest(p_adverse, realised, band, bands.labels,
                                         tolerance=float(cfg["backtest_tolerance"]))
 
     context = {"model_name": system.name, "model_version": system.version, "model_uri": str(cfg["model"]),
                "training_run_id": model.manifest.get("run_id"), "input": cfg.get("input"),
                "predictions": cfg.get("predictions"), "as_of": as_of, "horizon": horizon, "n_scored": int(len(ids)),
-               "rejected_borrowers": 0 if rejects is None else int(rejects["borrower_id"].nunique()),
-               "rejected_rows": 0 if rejects is None else int(len(rejects)),
+               "rejected_borrowers": 0 if hist is None else hist.rejected_borrowers,
+               "rejected_rows": 0 if hist is None else hist.rejected_rows,
                "reference_months": profile.get("months"), "mean_p_adverse": shares.get("mean_p_adverse"),
                "reference_mean_p_adverse": profile.get("mean_p_adverse")}
     doc = monitor_document(drift=result, backtest_table=bt_table, backtest_metrics=bt_metrics,
                            thresholds=thresholds, context=context, migration=migration)
     page = monitor_html(doc, result, bt_table, thresholds, migration=migration)
-    out = Path(str(cfg["output"]))
     json_path = write_json(doc, out / "monitor.json")
     html_path = out / "monitor.html"
     with atomic_path(html_path) as tmp:
