@@ -36,7 +36,7 @@ def sha256_file(path: str | os.PathLike, *, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-_TMP_PID = re.compile(r"\.tmp-(\d+)$")
+_TMP_PID = re.compile(r"\.tmp-(\d+)(-old)?$")  # -old: the folder atomic_dir moves aside
 
 
 def pid_alive(pid: int) -> bool:
@@ -108,7 +108,8 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale_temps(path)
-    tmp, old = (path.with_name(f".{path.name}.tmp-{os.getpid()}"), path.with_name(f".{path.name}.tmp-{os.getpid()}-old"))
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    old = tmp.with_name(tmp.name + "-old")
     tmp.mkdir()
     try:
         yield tmp
@@ -128,7 +129,8 @@ def is_folder_output(path: str | os.PathLike) -> bool:
 
 def check_output_dir(path: str | os.PathLike, *, key: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
     """Fail before any work when ``path`` cannot be an output folder: it is a file, or a folder holding
-    anything but an earlier riskml prediction folder (which a new job replaces whole). Returns the absolute path."""
+    anything but an earlier riskml prediction folder (which a new job replaces whole), or its place is
+    not writable or not apart from ``inputs``. Returns the absolute path."""
     out = Path(os.path.abspath(path))
     if out.is_file():
         raise ConfigError(key, str(out), "a folder for the prediction parts; it is a file")
@@ -140,12 +142,7 @@ def check_output_dir(path: str | os.PathLike, *, key: str, inputs: Iterable[str 
         if kind != PARTS_KIND:
             raise ConfigError(key, str(out), f"a new folder or one riskml.predict wrote ({PARTS_MANIFEST}); this "
                               "one holds other files, which riskml will not delete")
-    check_output_path(out.with_name(out.name + ".parquet"), key=key, inputs=inputs)  # writable, apart from inputs
-    for f in inputs:
-        src = Path(os.path.abspath(f))
-        if src == out or out in src.parents:
-            raise ConfigError(key, str(out), f"an output apart from the input {src} (it would overwrite it)")
-    return out
+    return _check_place(out, key, inputs)
 
 
 def check_output_path(path: str | os.PathLike, *, key: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
@@ -155,6 +152,11 @@ def check_output_path(path: str | os.PathLike, *, key: str, inputs: Iterable[str
     out = Path(os.path.abspath(path))
     if out.is_dir():
         raise ConfigError(key, str(out), "a file path; it is a folder")
+    return _check_place(out, key, inputs)
+
+
+def _check_place(out: Path, key: str, inputs: Iterable[str | os.PathLike]) -> Path:
+    """``out`` (a file or a folder) lies under folders riskml may write, apart from every input."""
     anc = out.parent
     while not anc.exists():
         anc = anc.parent
@@ -164,7 +166,7 @@ def check_output_path(path: str | os.PathLike, *, key: str, inputs: Iterable[str
         raise ConfigError(key, str(out), f"a path riskml may write; folder {anc} is not writable")
     for f in inputs:
         src = Path(os.path.abspath(f))
-        if out == src or (src.is_dir() and src in out.parents):
+        if out == src or (src.is_dir() and src in out.parents) or out in src.parents:
             raise ConfigError(key, str(out), f"an output apart from the input {src} (it would overwrite it "
                               "or be read as input next time)")
     return out
