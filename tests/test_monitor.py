@@ -202,6 +202,13 @@ def test_monitor_entry_point_writes_json_html_and_an_mlflow_run(model_dir, loade
 def test_monitor_rejects_bad_config_and_a_model_without_profile(model_dir, tmp_path):
     with pytest.raises(ConfigError, match="fail_on"):
         monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "fail_on=sometimes"))
+    # a second job on the same output fails at once instead of mixing into (or deleting) the first's work
+    from riskml.edge.files import job_lock
+    from riskml.exceptions import InputError
+    write_parquet(simulate(SimConfig(n_borrowers=50, seed=1)).panel, tmp_path / "busy.parquet")
+    with job_lock(tmp_path / "report" / "monitor.json", what="riskml.monitor job"):
+        with pytest.raises(InputError, match=r"another riskml.monitor job .* is writing it now"):
+            monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'busy.parquet'}"))
     with pytest.raises(ConfigError, match=r"config key 'bucket_rows'.*10"):
         monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "bucket_rows=10"))
     with pytest.raises(ConfigError, match=r"config key 'migration_months'.*-1"):

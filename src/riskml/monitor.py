@@ -31,12 +31,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from riskml.edge import batch
 from riskml.edge.batch_job import input_plan, prepare, split_rows
-from riskml.edge.files import atomic_path, read_json, read_table, table_files, write_json
+from riskml.edge.files import atomic_path, job_lock, read_json, read_table, table_files, write_json
 from riskml.exceptions import ConfigError, ModelError, SchemaError, exit_on_error
 from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import LEVELS, Thresholds, drift
-from riskml.monitoring.migration import Migration, band_migration
+from riskml.monitoring.migration import Migration, band_labels, band_migration
 from riskml.monitoring.profile import NO_REASON, Scored, batch_shares, score_rows
 from riskml.monitoring.report import monitor_document, monitor_html
 from riskml.predict import open_model  # an entry point using another's model loader (as tune uses train)
@@ -143,7 +143,8 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
             if hist.empty:
                 continue
             snaps = build_features(hist, as_of=as_of, windows=model.windows)
-            normal = (snaps.keys["status"] == "normal").to_numpy() & (snaps.keys["month"] == as_of).to_numpy()
+            at = (snaps.keys["month"] == as_of).to_numpy()
+            normal = (snaps.keys["status"] == "normal").to_numpy() & at
             X = snaps.X[normal].reset_index(drop=True)
             scored = score_rows(model.proba, model.explainer, X)
             shares = batch_shares(profile, X, scored)
@@ -154,8 +155,11 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
             p_adv.append(scored.p_adverse)
             if with_outcomes:
                 realised.append(realised_outcomes(good, ids[-1], as_of=as_of, horizon=horizon))
-            if with_migration:
-                m = band_migration(good, model, scale, bands, to_month=as_of, months=back)
+            if with_migration:  # the bands now are the ones just scored; only the earlier month is built again
+                status = snaps.keys["status"].astype(str).to_numpy(dtype=object)[at]
+                now = pd.Series(band_labels(status, scored.p_adverse, scale, bands),
+                                index=snaps.keys["borrower_id"].to_numpy()[at])
+                m = band_migration(good, model, scale, bands, to_month=as_of, months=back, now=now)
                 counts = m.counts if counts is None else counts + m.counts
     finally:
         work.remove()
@@ -204,42 +208,44 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
         as_of = int(preds["as_of_month"].max()) if preds is not None else months[1]
     horizon = int(model.manifest.get("horizon") or 3)
     out = Path(str(cfg["output"]))
-    hist = read_histories(cfg, model, profile, as_of=as_of, months=months, horizon=horizon,
-                          out=out) if files else None
+    # one job at a time per output: its work folder and its report are its own
+    with job_lock(out / "monitor.json", what="riskml.monitor job"):
+        hist = read_histories(cfg, model, profile, as_of=as_of, months=months, horizon=horizon,
+                              out=out) if files else None
 
-    if preds is not None:  # the score, bands and reasons as served; features and factors from the histories
-        served, served_scored = _served(preds, as_of)
-        ids, p_adverse = served["borrower_id"].to_numpy(), served_scored.p_adverse
-        shares = batch_shares(profile, None, served_scored)
-        shares["features"], shares["factors"] = ({}, {}) if hist is None else (hist.shares["features"],
-                                                                               hist.shares["factors"])
-    else:
-        ids, p_adverse, shares = hist.ids, hist.p_adverse, hist.shares
-    result = drift(profile, shares, thresholds)
+        if preds is not None:  # the score, bands and reasons as served; features and factors from the histories
+            served, served_scored = _served(preds, as_of)
+            ids, p_adverse = served["borrower_id"].to_numpy(), served_scored.p_adverse
+            shares = batch_shares(profile, None, served_scored)
+            shares["features"], shares["factors"] = ({}, {}) if hist is None else (hist.shares["features"],
+                                                                                   hist.shares["factors"])
+        else:
+            ids, p_adverse, shares = hist.ids, hist.p_adverse, hist.shares
+        result = drift(profile, shares, thresholds)
 
-    bt_table = bt_metrics = None
-    migration = None if hist is None else hist.migration
-    if hist is not None and hist.realised is not None:
-        realised = hist.realised.reindex(ids).reset_index(drop=True)
-        scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
-        band = bands.assign(p_adverse=p_adverse, points=scale.points(p_adverse))
-        bt_table, bt_metrics = backtest(p_adverse, realised, band, bands.labels,
-                                        tolerance=float(cfg["backtest_tolerance"]))
+        bt_table = bt_metrics = None
+        migration = None if hist is None else hist.migration
+        if hist is not None and hist.realised is not None:
+            realised = hist.realised.reindex(ids).reset_index(drop=True)
+            scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
+            band = bands.assign(p_adverse=p_adverse, points=scale.points(p_adverse))
+            bt_table, bt_metrics = backtest(p_adverse, realised, band, bands.labels,
+                                            tolerance=float(cfg["backtest_tolerance"]))
 
-    context = {"model_name": system.name, "model_version": system.version, "model_uri": str(cfg["model"]),
-               "training_run_id": model.manifest.get("run_id"), "input": cfg.get("input"),
-               "predictions": cfg.get("predictions"), "as_of": as_of, "horizon": horizon, "n_scored": int(len(ids)),
-               "rejected_borrowers": 0 if hist is None else hist.rejected_borrowers,
-               "rejected_rows": 0 if hist is None else hist.rejected_rows,
-               "reference_months": profile.get("months"), "mean_p_adverse": shares.get("mean_p_adverse"),
-               "reference_mean_p_adverse": profile.get("mean_p_adverse")}
-    doc = monitor_document(drift=result, backtest_table=bt_table, backtest_metrics=bt_metrics,
-                           thresholds=thresholds, context=context, migration=migration)
-    page = monitor_html(doc, result, bt_table, thresholds, migration=migration)
-    json_path = write_json(doc, out / "monitor.json")
-    html_path = out / "monitor.html"
-    with atomic_path(html_path) as tmp:
-        tmp.write_text(page)
+        context = {"model_name": system.name, "model_version": system.version, "model_uri": str(cfg["model"]),
+                   "training_run_id": model.manifest.get("run_id"), "input": cfg.get("input"),
+                   "predictions": cfg.get("predictions"), "as_of": as_of, "horizon": horizon, "n_scored": int(len(ids)),
+                   "rejected_borrowers": 0 if hist is None else hist.rejected_borrowers,
+                   "rejected_rows": 0 if hist is None else hist.rejected_rows,
+                   "reference_months": profile.get("months"), "mean_p_adverse": shares.get("mean_p_adverse"),
+                   "reference_mean_p_adverse": profile.get("mean_p_adverse")}
+        doc = monitor_document(drift=result, backtest_table=bt_table, backtest_metrics=bt_metrics,
+                               thresholds=thresholds, context=context, migration=migration)
+        page = monitor_html(doc, result, bt_table, thresholds, migration=migration)
+        json_path = write_json(doc, out / "monitor.json")
+        html_path = out / "monitor.html"
+        with atomic_path(html_path) as tmp:
+            tmp.write_text(page)
     fail = cfg["fail_on"]
     code = EXIT_ALARM if fail != "never" and LEVELS.index(doc["level"]) >= LEVELS.index(fail) else 0
     run_id = _track(cfg, doc, page, result, bt_table) if cfg["tracking"].get("enabled", True) else None

@@ -21,17 +21,25 @@ from riskml.schema import STATUSES
 from riskml.training.scorecard import Bands, PointsScale
 
 
+def band_labels(status: np.ndarray, p_adverse: np.ndarray, scale: PointsScale, bands: Bands) -> np.ndarray:
+    """The band of each account: its risk band when normal (``p_adverse`` of the normal ones, in order),
+    its status when suspended or closed."""
+    label = np.asarray(status, dtype=object).copy()
+    normal = label == STATUSES[0]
+    if normal.any():
+        label[normal] = bands.assign(p_adverse=p_adverse, points=scale.points(p_adverse))
+    return label
+
+
 def bands_at(panel: pd.DataFrame, model: Any, scale: PointsScale, bands: Bands, month: int) -> pd.Series:
     """The band of every borrower with a row at ``month``, from the months up to it (index: borrower_id)."""
     snaps = build_features(panel[panel["month"] <= month], as_of=month, windows=model.windows)
     at = (snaps.keys["month"] == month).to_numpy()
     status = snaps.keys["status"].astype(str).to_numpy(dtype=object)[at]
-    label = status.copy()
     normal = status == STATUSES[0]
-    if normal.any():
-        p = model.positive(model.proba(snaps.X[at][normal]))
-        label[normal] = bands.assign(p_adverse=p, points=scale.points(p))
-    return pd.Series(label, index=snaps.keys["borrower_id"].to_numpy()[at], name=f"band_{month}")
+    p = model.positive(model.proba(snaps.X[at][normal])) if normal.any() else np.zeros(0)
+    return pd.Series(band_labels(status, p, scale, bands), index=snaps.keys["borrower_id"].to_numpy()[at],
+                     name=f"band_{month}")
 
 
 @dataclass
@@ -65,11 +73,12 @@ class Migration:
 
 
 def band_migration(panel: pd.DataFrame, model: Any, scale: PointsScale, bands: Bands, *, to_month: int,
-                   months: int = 1) -> Migration:
-    """The migration of the accounts present at both ``to_month - months`` and ``to_month``."""
+                   months: int = 1, now: pd.Series | None = None) -> Migration:
+    """The migration of the accounts present at both ``to_month - months`` and ``to_month``; ``now``:
+    the bands at ``to_month`` when the caller has scored them already (as :func:`bands_at` gives them)."""
     order = list(dict.fromkeys([*bands.labels, *STATUSES[1:]]))
     before = bands_at(panel, model, scale, bands, to_month - months)
-    after = bands_at(panel, model, scale, bands, to_month)
+    after = bands_at(panel, model, scale, bands, to_month) if now is None else now
     both = before.index.intersection(after.index)
     counts = pd.crosstab(pd.Categorical(before.loc[both].to_numpy(), categories=order),
                          pd.Categorical(after.loc[both].to_numpy(), categories=order), dropna=False)
