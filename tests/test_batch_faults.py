@@ -83,15 +83,20 @@ def test_a_second_job_on_the_same_output_is_refused_while_the_first_runs(models,
     assert summary["model"]["uri"].endswith("riskml") and summary["top_k"] == 3 and not errors
 
 
+def killed_at_bucket(monkeypatch, n: int, job_cfg) -> None:
+    """Run ``job_cfg`` killed (KeyboardInterrupt) at its ``n``-th bucket; the real scorer is back afterwards."""
+    real = predict.score_histories
+    kill_on_call(monkeypatch, predict, "score_histories", n)
+    with pytest.raises(KeyboardInterrupt):
+        predict.run(job_cfg)
+    monkeypatch.setattr(predict, "score_histories", real)
+
+
 def test_a_resume_with_another_bucket_size_starts_clean_and_never_duplicates(models, panel_file, tmp_path,
                                                                               monkeypatch):
     clean = predict.run(cfg(models, panel_file, tmp_path / "clean.parquet", "bucket_rows=5000"))
     out = tmp_path / "p.parquet"
-    real = predict.score_histories
-    kill_on_call(monkeypatch, predict, "score_histories", 3)
-    with pytest.raises(KeyboardInterrupt):
-        predict.run(cfg(models, panel_file, out, "bucket_rows=8000"))
-    monkeypatch.setattr(predict, "score_histories", real)
+    killed_at_bucket(monkeypatch, 3, cfg(models, panel_file, out, "bucket_rows=8000"))
     again = predict.run(cfg(models, panel_file, out, "bucket_rows=5000"))  # the natural reaction to an OOM kill
     assert again.summary["resumed_buckets"] == 0  # another plan: nothing reused
     df = pd.read_parquet(out)
@@ -108,11 +113,7 @@ def test_a_resume_with_another_model_starts_clean(models, panel_file, tmp_path, 
     (other / "system.json").write_text(json.dumps({**manifest, "note": "retrained"}))
     _rewrite_checksums(other)
     out = tmp_path / "p.parquet"
-    real = predict.score_histories
-    kill_on_call(monkeypatch, predict, "score_histories", 2)
-    with pytest.raises(KeyboardInterrupt):
-        predict.run(cfg(models, panel_file, out, "bucket_rows=5000"))
-    monkeypatch.setattr(predict, "score_histories", real)
+    killed_at_bucket(monkeypatch, 2, cfg(models, panel_file, out, "bucket_rows=5000"))
     again = predict.run(cfg(models, panel_file, out, "bucket_rows=5000", f"model={other}"))
     assert again.summary["resumed_buckets"] == 0
 

@@ -208,7 +208,8 @@ def test_an_output_folder_holds_the_file_outputs_rows_in_parts_and_is_replaced_w
     assert names == ["_manifest.json", *[f["file"] for f in manifest["parts"]]]  # no rejects or summary inside
     assert manifest["rows"] == len(pd.read_parquet(one.output))
     for f in manifest["parts"]:
-        assert sha256_file(folder / f["file"]) == f["sha256"] and pq.read_metadata(folder / f["file"]).num_rows == f["rows"]
+        assert sha256_file(folder / f["file"]) == f["sha256"]
+        assert pq.read_metadata(folder / f["file"]).num_rows == f["rows"]
     assert pq.read_table(folder).equals(pq.read_table(one.output))  # the same rows, types and order
     assert parts.rejects == tmp_path / "scores.rejects.parquet" and parts.summary_path.parent == tmp_path
     # the bytes do not depend on the buckets (the manifest holds every part's sha256)
@@ -235,6 +236,9 @@ def test_an_output_folder_holds_the_file_outputs_rows_in_parts_and_is_replaced_w
     with pytest.raises(ConfigError, match=r"config key 'output'.*mine.*other files"):
         predict.run(cfg_for(trained, inp, mine))
     assert (mine / "notes.txt").read_text() == "keep" and not (tmp_path / "mine.summary.json").exists()
+    # riskml's own folder, but the input is one of its parts: refused before it is replaced
+    with pytest.raises(ConfigError, match=r"config key 'output'.*apart from the input"):
+        predict.run(cfg_for(trained, folder / "part-00000.parquet", folder))
 
 
 def handmade_csv(panel: pd.DataFrame, path: Path) -> pd.DataFrame:
