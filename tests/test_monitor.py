@@ -123,6 +123,9 @@ def test_band_migration_counts_the_bands_predict_serves_at_both_months(loaded):
     assert moves["stayed"] + moves["worse"] + moves["better"] == moves["accounts"] == N
     assert m.labels == [*bands.labels, "suspended", "closed"] and np.allclose(m.shares().sum(axis=1)[
         m.counts.sum(axis=1) > 0], 1.0)
+    # no account at both months: an empty matrix of the same labels, not an error
+    empty = band_migration(panel, model, scale, bands, to_month=as_of, months=1, now=pd.Series([], dtype=object))
+    assert empty.labels == m.labels and empty.counts.to_numpy().sum() == 0 and empty.moves()["accounts"] == 0
     # the platform tightens at the later month: accounts move to riskier bands, far more than on the baseline
     tight = simulate(SimConfig(n_borrowers=N, seed=51, scenario="tightening", tighten_month=as_of)).panel
     worse = band_migration(tight, model, scale, bands, to_month=as_of, months=1).moves()["worse"]
@@ -209,6 +212,8 @@ def test_monitor_rejects_bad_config_and_a_model_without_profile(model_dir, tmp_p
     with job_lock(tmp_path / "report" / "monitor.json", what="riskml.monitor job"):
         with pytest.raises(InputError, match=r"another riskml.monitor job .* is writing it now"):
             monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'busy.parquet'}"))
+    with pytest.raises(ConfigError, match=r"config key 'as_of'.*99.*0\.\.23"):  # past the input's months
+        monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'busy.parquet'}", "as_of=99"))
     with pytest.raises(ConfigError, match=r"config key 'bucket_rows'.*10"):
         monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "bucket_rows=10"))
     with pytest.raises(ConfigError, match=r"config key 'migration_months'.*-1"):

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from riskml.edge import batch
 from riskml.edge.batch_job import input_plan, prepare, split_rows
 from riskml.edge.files import atomic_path, job_lock, read_json, read_table, table_files, write_json
-from riskml.exceptions import ConfigError, ModelError, SchemaError, exit_on_error
+from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError, exit_on_error
 from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import LEVELS, Thresholds, drift
@@ -164,7 +164,8 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
     finally:
         work.remove()
     if not history_rows:
-        raise ConfigError("as_of", as_of, f"a month the input covers (from {months[0]})")
+        raise InputError(f"{cfg['input']}: no valid row at or before month {as_of} ({rejected_rows} rows rejected); "
+                         "nothing to monitor")
     ids_all = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
     return Histories(
         shares=_add(None, total, 1.0 / weight) if weight else empty,
@@ -206,6 +207,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
     months = _months(files) if files else None
     if as_of is None:
         as_of = int(preds["as_of_month"].max()) if preds is not None else months[1]
+    if months is not None and not months[0] <= as_of <= months[1]:
+        raise ConfigError("as_of", as_of, f"a month the input covers ({months[0]}..{months[1]})")
     horizon = int(model.manifest.get("horizon") or 3)
     out = Path(str(cfg["output"]))
     # one job at a time per output: its work folder and its report are its own

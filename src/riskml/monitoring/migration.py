@@ -80,7 +80,8 @@ def band_migration(panel: pd.DataFrame, model: Any, scale: PointsScale, bands: B
     before = bands_at(panel, model, scale, bands, to_month - months)
     after = bands_at(panel, model, scale, bands, to_month) if now is None else now
     both = before.index.intersection(after.index)
-    counts = pd.crosstab(pd.Categorical(before.loc[both].to_numpy(), categories=order),
-                         pd.Categorical(after.loc[both].to_numpy(), categories=order), dropna=False)
-    counts.index, counts.columns = list(order), list(order)
-    return Migration(to_month - months, to_month, counts.astype(np.int64))
+    rows = pd.Categorical(before.loc[both].to_numpy(), categories=order).codes
+    cols = pd.Categorical(after.loc[both].to_numpy(), categories=order).codes
+    counts = np.zeros((len(order), len(order)), dtype=np.int64)
+    np.add.at(counts, (rows, cols), 1)  # every label is one of ``order``: no code is -1
+    return Migration(to_month - months, to_month, pd.DataFrame(counts, index=order, columns=order))
