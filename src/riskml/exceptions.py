@@ -21,6 +21,9 @@ class ConfigError(RiskmlError, ValueError):
         self.key, self.value, self.expected = key, value, expected
         super().__init__(f"config key {key!r}: got {value!r}; expected {expected}")
 
+    def __reduce__(self):  # pickles whole, so an error raised in a worker process reaches the job intact
+        return type(self), (self.key, self.value, self.expected)
+
 
 class SchemaError(RiskmlError, ValueError):
     """Input data does not follow a column contract (missing column, wrong type)."""
