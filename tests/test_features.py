@@ -337,3 +337,18 @@ def test_the_engine_closes_for_policy_exactly_the_accounts_the_features_find_pas
     assert closed_next.sum() > 30
     x = s.X[closed_next]
     assert (x["acceptance_gap"] > 0).all() and (x["reviews_past_acceptance_line"] >= acceptance.REVIEWS).all()
+
+
+def test_the_review_grid_equals_the_review_of_shifted_grids_bit_for_bit():
+    from riskml.features import acceptance
+
+    rng = np.random.default_rng(5)
+    g = rng.normal(0, 3, (20, 300)).astype(np.float32)
+    g[rng.random(g.shape) < 0.3] = np.nan
+    g[:4, :50] = np.nan  # a history that starts late
+    shifted = [np.concatenate([np.full((k, 300), np.nan, np.float32), g[:len(g) - k]]) for k in range(acceptance.MONTHS)]
+    want = acceptance.review(*shifted)
+    got = acceptance.review_grid(g)
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.int32), want.view(np.int32))
+    short = acceptance.review_grid(g[:3])  # fewer months than a review reads
+    assert np.array_equal(short, acceptance.review(*[s[:3] for s in shifted]), equal_nan=True)

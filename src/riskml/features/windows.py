@@ -341,9 +341,12 @@ def compute(spec: FeatureSpec, b: Block) -> np.ndarray:
 def _acceptance_gap(b: Block) -> np.ndarray:
     """The grid of ``acceptance.gap``: the platform's month-end review of each month against that month's line."""
     def build():
-        g = acceptance.grade(days_past_due=b.g("days_past_due"), other_lenders=b.g("other_lenders"),
-                             debt_to_income=b.g("debt_to_income"), external_score=b.g("external_score"))
-        return acceptance.gap(acceptance.review_grid(g), b.g("policy_index"))
+        real = slice(b.first_real, None)  # the pad rows before are NaN: no grade, no review, no gap
+        g = acceptance.grade(days_past_due=b.g("days_past_due")[real], other_lenders=b.g("other_lenders")[real],
+                             debt_to_income=b.g("debt_to_income")[real], external_score=b.g("external_score")[real])
+        out = np.full(b.status.shape, np.nan, dtype=np.float32)
+        out[real] = acceptance.gap(acceptance.review_grid(g), b.g("policy_index")[real])
+        return out
     return b._cached(("gap",), build)
 
 
