@@ -402,3 +402,17 @@ def test_down_accounts_without_a_recovery_model_keep_the_contract(trained, panel
     from riskml.schema import prediction_schema
     assert set(prediction_schema(3).names) <= set(out.columns)
     assert out[[f"reason_{i}" for i in (1, 2, 3)]].isna().all().all()
+
+
+def test_the_cause_on_record_is_read_at_each_key_month_sorted_or_not():
+    from riskml.explain.scoring import _cause_at
+
+    panel = pd.DataFrame({"borrower_id": [1, 1, 1, 2, 2, 3], "month": [0, 1, 2, 0, 1, 0],
+                          "cause": pd.Categorical(["overdue", None, "maintenance", "fraud_x", "overdue", None])})
+    keys = pd.DataFrame({"borrower_id": [1, 2, 3], "month": [2, 3, 0]})  # borrower 2: no row at month 3
+    sorted_fast = _cause_at(panel, keys)
+    shuffled = _cause_at(panel.iloc[[5, 2, 0, 4, 1, 3]].reset_index(drop=True), keys)  # the merge path
+    later = _cause_at(panel, keys.assign(month=[1, 1, 0]))  # rows after the key month: read at the key month
+    assert list(sorted_fast) == ["maintenance", None, None]
+    assert [c if isinstance(c, str) else None for c in shuffled] == ["maintenance", None, None]
+    assert [c if isinstance(c, str) else None for c in later] == [None, "overdue", None]

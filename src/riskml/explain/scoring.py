@@ -238,6 +238,17 @@ def _cause_at(panel: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
     """The cause on record at each key's month (NA without a ``cause`` column)."""
     if "cause" not in panel.columns:
         return np.full(len(keys), None, dtype=object)
+    bid, month = panel["borrower_id"].to_numpy(), panel["month"].to_numpy()
+    step = bid[1:] != bid[:-1]
+    last = np.flatnonzero(np.r_[step, True]) if len(bid) else np.zeros(0, dtype=np.int64)
+    at_key = keys["month"].to_numpy()
+    if (len(last) == len(keys) and (bid[last] == keys["borrower_id"].to_numpy()).all()
+            and (month[last] <= at_key).all() and ((bid[1:] > bid[:-1]) | (~step & (month[1:] > month[:-1]))).all()):
+        # rows sorted by (borrower, month), none after its key month (a validated batch bucket): the last
+        # row of each borrower is its key month's, or the borrower has no row that month
+        at = month[last] == at_key
+        cause = np.asarray(panel["cause"].to_numpy()[last], dtype=object)
+        return np.where(at & pd.notna(cause), cause, None)
     got = keys[["borrower_id", "month"]].merge(panel[["borrower_id", "month", "cause"]], how="left",
                                                on=["borrower_id", "month"])
     return got["cause"].astype(object).to_numpy()
@@ -281,9 +292,17 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
     codes = np.array([band_names.index(s) for s in STATUSES])[st]  # down accounts: their status as band
     reasons = _Reasons(n, top_k, reason_ids(model, recovery))
 
+    matrices: dict[tuple[str, ...], np.ndarray] = {}
+
+    def matrix(m: ScoringModel) -> np.ndarray:  # one array per feature order: the models share theirs
+        key = tuple(m.features)
+        if key not in matrices:
+            matrices[key] = m.matrix(X)
+        return matrices[key]
+
     normal = np.flatnonzero(st == 0)
     if normal.size:
-        Xn = model.matrix(X)[normal]
+        Xn = matrix(model)[normal]
         raw, proba = model.score(Xn)
         p_adv = model.positive(proba)
         if proba.shape[1] == len(STATUSES):
@@ -291,7 +310,7 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         else:
             p["p_normal"][normal] = proba[:, 0]
             if status is not None:  # split P(adverse) by the status model's odds of closure vs suspension
-                sp = status.proba(status.matrix(X)[normal])
+                sp = status.proba(matrix(status)[normal])
                 closed = np.divide(sp[:, 2], sp[:, 1] + sp[:, 2], out=np.full(len(sp), 0.5),
                                    where=sp[:, 1] + sp[:, 2] > 0)
                 p["p_suspended"][normal] = p_adv * (1 - closed)
@@ -305,7 +324,7 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
 
     blocked = np.flatnonzero(st != 0)
     if blocked.size and recovery is not None:
-        Xb = recovery.matrix(X)[blocked]
+        Xb = matrix(recovery)[blocked]
         raw, proba = recovery.score(Xb)
         p["p_recovery_6m"][blocked] = recovery.positive(proba)
         reasons.fill(blocked, recovery, Xb, raw, proba, sign=-1.0, what_if=what_if, include_other=include_other)
