@@ -21,6 +21,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from riskml.edge.batch_pool import check_workers
 from riskml.edge.batch_job import BatchResult, check_outputs, input_plan, output_format, run_job
 from riskml.edge.cluster import check_cluster, connect
 from riskml.edge.files import read_json, read_table, table_files
@@ -50,6 +51,7 @@ def _validate(cfg: DictConfig) -> str:
     check_uri(cfg.get("tracking_uri"), key="tracking_uri")
     if not (isinstance(cfg.bucket_rows, int) and cfg.bucket_rows >= 1000):
         raise ConfigError("bucket_rows", cfg.bucket_rows, "an integer >= 1000")
+    check_workers(cfg.get("workers", 1))
     if cfg.as_of is not None and not (isinstance(cfg.as_of, int) and cfg.as_of >= 0):
         raise ConfigError("as_of", cfg.as_of, "null (each borrower's last month) or a month index >= 0")
     return fmt
@@ -104,7 +106,7 @@ def run(cfg: DictConfig) -> PredictResult:
                bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings, summary_extra=extra)
     cluster = OmegaConf.to_container(cfg.cluster) if cfg.get("cluster") is not None else None
     if check_cluster(cluster).kind == "none":
-        return run_job(**job)
+        return run_job(**job, workers=cfg.get("workers", 1))
     # issue #14: partitions of whole borrowers scored on a Dask cluster, by the same code
     from riskml.edge import cluster_predict  # imports dask: the cluster path only
 

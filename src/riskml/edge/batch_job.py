@@ -14,8 +14,10 @@ otherwise.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
@@ -190,7 +192,8 @@ def check_outputs(output: str | Path, inputs: list[Path]) -> Path:
 def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema: pa.Schema, fmt: str,
             bucket_rows: int, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
             settings: dict[str, Any], summary_extra: dict[str, Any], plan: batch.Plan | None = None,
-            score_parts: Callable[[batch.Plan, batch.WorkDir], int] | None = None) -> BatchResult:
+            score_parts: Callable[[batch.Plan, batch.WorkDir], int] | None = None,
+            workers: int | str = 1) -> BatchResult:
     """Score ``input`` into ``output`` with ``score`` (validated panel rows -> prediction rows).
 
     ``settings`` (everything that changes the output: models and their
@@ -204,10 +207,23 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
     and ``score_parts(plan, work)`` (writes the parts not yet in ``work``,
     returns how many it resumed); the lock, the fingerprint, conservation and
     the atomic output are this function's, the same for both.
+
+    ``workers`` (``auto`` or a number) scores the buckets in worker processes
+    (:mod:`riskml.edge.batch_pool`): the same parts, the same output bytes.
     """
     t0 = time.perf_counter()
     plan = plan or batch.plan(input, bucket_rows=bucket_rows)
     output = check_outputs(output, [Path(input), *plan.files])
+    if score_parts is None:
+        from riskml.edge import batch_pool  # the pool's imports, only where a job may use one
+
+        n = batch_pool.resolve_workers(workers, rows=plan.rows, buckets=plan.n_buckets)
+        pieces = batch_pool.pieces(plan) if n > 1 else None
+        if pieces:  # pieces of whole borrowers, each read and scored by a worker process
+            plan = dataclasses.replace(plan, n_buckets=len(pieces))
+            settings = {**settings, "cut": "row groups"}  # never reuse parts cut another way
+            score_parts = partial(batch_pool.score_pieces, pieces=pieces, workers=n, columns=columns,
+                                  schema=schema, as_of=as_of, score=score)
     rejects_path, summary_path = side_paths(output)
     with job_lock(output, what="riskml.predict job"):
         for stale in (summary_path, rejects_path):  # the summary first: it is what claims completion
@@ -240,15 +256,19 @@ def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str],
             (counts / f"{k:05d}").write_text(str(borrower_count(rows)))
         if part.exists():
             resumed += 1
-            bar.update()
-            continue
-        scored, rejects = score_rows(rows, as_of=as_of, score=score, schema=schema, no_id=k < 0)
-        write_bucket(scored, rejects, files=plan.files, part=part, rejects_part=rej_part, schema=schema)
+        else:
+            score_bucket(rows, part=part, rejects_part=rej_part, no_id=k < 0, as_of=as_of, score=score,
+                         schema=schema, files=plan.files)
         bar.update()
     bar.close()
     return resumed
 
 
+def score_bucket(rows: pa.Table, *, part: Path, rejects_part: Path, no_id: bool, as_of: int | None,
+                 score: Callable[[pd.DataFrame], pd.DataFrame], schema: pa.Schema, files: tuple[Path, ...]) -> None:
+    """Validate, score and write one bucket's parts (in the job process or a worker)."""
+    scored, rejects = score_rows(rows, as_of=as_of, score=score, schema=schema, no_id=no_id)
+    write_bucket(scored, rejects, files=files, part=part, rejects_part=rejects_part, schema=schema)
 
 
 def score_rows(rows: pa.Table, *, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
@@ -274,14 +294,17 @@ def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schem
     """Check conservation on the parts, then write rejects and output (each atomically); the counts."""
     rejects_path, _ = side_paths(output)
     rej = pd.concat([pd.read_parquet(p) for p in work.parts("rejects")], ignore_index=True)
+    # in input order (file, row): the order a user mends the input in, and the same for every engine
+    file_code = pd.Categorical(rej["file"], categories=[str(f) for f in plan.files]).codes
+    rej = rej.iloc[np.lexsort((rej["row"].to_numpy(), file_code))].reset_index(drop=True)
     scored_ids = pd.concat([pd.read_parquet(p, columns=["borrower_id", "status", "risk_band"])
                             for p in work.parts("scored")], ignore_index=True)
     rejected_ids = rej["borrower_id"].dropna().unique()
     input_borrowers = sum(int(f.read_text()) for f in (work.root / "counts").iterdir())
     n_scored = len(scored_ids)
     # conservation, checked before anything is renamed into place: never drop or double a borrower silently
-    if not scored_ids["borrower_id"].is_unique or input_borrowers != n_scored + len(rejected_ids) or (
-            set(scored_ids["borrower_id"]) & set(rejected_ids.astype(np.int64))):
+    if not scored_ids["borrower_id"].is_unique or input_borrowers != n_scored + len(rejected_ids) or np.isin(
+            rejected_ids.astype(np.int64), scored_ids["borrower_id"].to_numpy()).any():
         work.remove()
         raise BatchError(f"{output}: the finished parts hold {n_scored} scored rows "
                          f"({scored_ids['borrower_id'].nunique()} borrowers) and {len(rejected_ids)} rejected "
