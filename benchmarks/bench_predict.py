@@ -21,7 +21,7 @@ model); end to end >= 10x pred_contrib (--heavy); scorer >= 2x plain predict;
 peak memory flat from 100k to N.
 
 Usage:
-    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_predict.py [--heavy] [--borrowers 1000000]
+    OMP_WAIT_POLICY=PASSIVE .venv/bin/python benchmarks/bench_predict.py [--heavy] [--borrowers 1000000] [--workers 1]
 """
 
 from __future__ import annotations
@@ -51,8 +51,11 @@ t = time.perf_counter()
 r = predict.run(cfg)
 # VmHWM, not ru_maxrss: on Linux ru_maxrss survives exec and would report the parent's peak
 hwm = int(re.search(r"VmHWM:\s+(\d+) kB", open("/proc/self/status").read()).group(1))
+# worker processes (workers > 1): the largest one's peak (ru_maxrss of the children, in kB on Linux)
+import resource
+worker = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
 print(json.dumps({"seconds": time.perf_counter() - t, "scored": r.summary["scored_borrowers"],
-                  "buckets": r.summary["buckets"], "peak_mib": hwm / 1024}))
+                  "buckets": r.summary["buckets"], "peak_mib": hwm / 1024, "worker_peak_mib": worker / 1024}))
 """
 
 
@@ -71,13 +74,16 @@ def main() -> None:
     ap.add_argument("--contrib-rows", type=int, default=2000)
     ap.add_argument("--retrain", action="store_true", help="train the model again even if the work folder has it")
     ap.add_argument("--references-only", action="store_true", help="skip the end-to-end runs")
+    ap.add_argument("--workers", default="auto", help="riskml.predict workers= (auto: one process per core "
+                                                       "from 2,000,000 input rows; 1: the job's own process)")
     ap.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "predict"))
     args = ap.parse_args()
     work = Path(args.workdir)
     work.mkdir(parents=True, exist_ok=True)
     from riskml import generate, train
 
-    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}")
+    print(f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; "
+          f"predict workers={args.workers}")
     name = f"bench_{args.borrowers}"
     if not (work / "data" / name / "manifest.json").exists():
         with initialize_config_module("riskml.conf", version_base="1.3"):
@@ -114,14 +120,16 @@ def main() -> None:
     e2e = {}
     for label, inp in () if args.references_only else (("small", small_path), ("full", panel_path)):
         out = work / "pred" / f"{label}.parquet"
-        p = subprocess.run([sys.executable, "-c", CHILD, f"input={inp}", f"output={out}", f"model={model_dir}"], capture_output=True, text=True,
+        p = subprocess.run([sys.executable, "-c", CHILD, f"input={inp}", f"output={out}", f"model={model_dir}",
+                            f"workers={args.workers}"], capture_output=True, text=True,
                            env={**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}, check=False)
         if p.returncode:
             sys.exit(p.stderr[-3000:])
         e2e[label] = json.loads(p.stdout.strip().splitlines()[-1])
         r = e2e[label]
+        workers = f" (largest worker {r['worker_peak_mib']:,.0f} MiB)" if r["worker_peak_mib"] else ""
         print(f"end to end {label}: {r['scored']:,} borrowers ({r['buckets']} buckets) in {r['seconds']:.1f} s = "
-              f"{r['scored'] / r['seconds']:,.0f} borrowers/s; peak RSS {r['peak_mib']:,.0f} MiB; "
+              f"{r['scored'] / r['seconds']:,.0f} borrowers/s; peak RSS {r['peak_mib']:,.0f} MiB{workers}; "
               f"load {os.getloadavg()[0]:.1f}")
 
     # references on the same model and feature matrix

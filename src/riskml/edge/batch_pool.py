@@ -44,24 +44,28 @@ from riskml.edge import batch
 from riskml.edge.parts import Piece, file_pieces
 from riskml.exceptions import ConfigError
 
-#: ``workers=auto`` uses one process per core from this many input rows on; a smaller job is
-#: done before worker processes would have started (about 2 s each to import and receive the models).
+#: ``workers=auto`` uses worker processes from this many input rows on; a smaller job is done
+#: before they would have started (about 2 s each to import and receive the models).
 AUTO_MIN_ROWS = 2_000_000
+#: Cores one job process keeps busy (its reader thread beside the scoring; the kernels' threads):
+#: ``auto`` starts one worker per this many cores. On 2 cores that is the job's own process, which
+#: measured as fast as 2 workers there (benchmarks/README.md) with less memory and CPU time.
+CORES_PER_WORKER = 2
 
 
 def check_workers(value: object) -> int | str:
     """``workers`` as the config gives it: ``auto`` or a whole number >= 1."""
     if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and value >= 1):
         return value
-    raise ConfigError("workers", value, "'auto' (one process per core for inputs of at least "
-                      f"{AUTO_MIN_ROWS:,} rows) or a whole number >= 1 (1: score in this process)")
+    raise ConfigError("workers", value, f"'auto' (a process per {CORES_PER_WORKER} cores for inputs of at "
+                      f"least {AUTO_MIN_ROWS:,} rows) or a whole number >= 1 (1: score in this process)")
 
 
 def resolve_workers(value: object, *, rows: int, buckets: int) -> int:
     """How many worker processes a job of ``rows`` input rows in ``buckets`` buckets uses (1: none)."""
     value = check_workers(value)
     if value == "auto":
-        value = _cores() if rows >= AUTO_MIN_ROWS else 1
+        value = max(1, _cores() // CORES_PER_WORKER) if rows >= AUTO_MIN_ROWS else 1
     return max(1, min(int(value), buckets))
 
 
