@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shutil
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,7 @@ Prepare = Callable[[pa.Table], pa.Table]
 
 
 def _numbered(p: Plan, columns: list[str], prepare: Prepare) -> Iterator[pa.Table]:
-    """The input's prepared batches with ``_file`` and ``_row``, read one batch ahead."""
+    """The input's prepared batches with ``_file`` and ``_row``, read about a bucket ahead."""
     def batches() -> Iterator[pa.Table]:
         for fi, f in enumerate(p.files):
             start = 0
@@ -174,17 +175,24 @@ def _numbered(p: Plan, columns: list[str], prepare: Prepare) -> Iterator[pa.Tabl
                     ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
                 start += n
                 yield prepare(b)
-    return _ahead(batches())
+    return _ahead(batches(), rows=p.bucket_rows)
 
 
-def _ahead(items: Iterator[pa.Table]) -> Iterator[pa.Table]:
-    """``items`` made one ahead in a thread: reading and decoding parquet (Arrow releases the GIL)
-    overlaps with the caller's work on the batch before."""
+def _ahead(items: Iterator[pa.Table], *, rows: int = 0) -> Iterator[pa.Table]:
+    """``items`` made ahead in a thread, about ``rows`` rows ahead (at least one item): reading and
+    decoding parquet (Arrow releases the GIL) overlaps with the caller's work on the bucket before.
+
+    One item ahead was not enough: a bucket takes several batches, and the caller waited for all
+    but the first of them (1.9 s of a 13 s job at 1M borrowers).
+    """
     end = object()
-    with ThreadPoolExecutor(1) as pool:
-        pending = pool.submit(next, items, end)
-        while (item := pending.result()) is not end:
-            pending = pool.submit(next, items, end)
+    with ThreadPoolExecutor(1) as pool:  # one thread: the generator is only ever advanced by it
+        pending = deque([pool.submit(next, items, end)])
+        seen = count = 0
+        while (item := pending.popleft().result()) is not end:
+            seen, count = seen + item.num_rows, count + 1
+            while not pending or len(pending) * seen < rows * count:  # pending x mean rows per item < rows
+                pending.append(pool.submit(next, items, end))
             yield item
 
 
