@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -246,20 +247,32 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
 
 def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str], schema: pa.Schema,
                    as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame]) -> int:
-    """Score every bucket not already done into its part files; returns how many were resumed."""
+    """Score every bucket not already done into its part files; returns how many were resumed.
+
+    A thread writes each bucket's parts while the next bucket is scored (Arrow releases the GIL
+    while it encodes); at most one bucket waits to be written, and every write has finished (or
+    failed, which stops the job) before this returns.
+    """
     resumed, counts = 0, work.root / "counts"
     counts.mkdir(exist_ok=True)
     bar = tqdm(total=plan.n_buckets + 1, desc="scoring", unit="bucket", disable=None)
-    for k, rows in batch.partition(plan, work, columns=columns, prepare=prepare):
-        part, rej_part = work.part("scored", k), work.part("rejects", k)
-        if k >= 0:  # distinct borrowers of the bucket, counted independently of scoring
-            (counts / f"{k:05d}").write_text(str(borrower_count(rows)))
-        if part.exists():
-            resumed += 1
-        else:
-            score_bucket(rows, part=part, rejects_part=rej_part, no_id=k < 0, as_of=as_of, score=score,
-                         schema=schema, files=plan.files)
-        bar.update()
+    writing: Future | None = None
+    with ThreadPoolExecutor(1) as writer:
+        for k, rows in batch.partition(plan, work, columns=columns, prepare=prepare):
+            part, rej_part = work.part("scored", k), work.part("rejects", k)
+            if k >= 0:  # distinct borrowers of the bucket, counted independently of scoring
+                (counts / f"{k:05d}").write_text(str(borrower_count(rows)))
+            if part.exists():
+                resumed += 1
+            else:
+                scored, rejects = score_rows(rows, as_of=as_of, score=score, schema=schema, no_id=k < 0)
+                if writing is not None:
+                    writing.result()
+                writing = writer.submit(write_bucket, scored, rejects, files=plan.files, part=part,
+                                        rejects_part=rej_part, schema=schema)
+            bar.update()
+        if writing is not None:
+            writing.result()
     bar.close()
     return resumed
 
