@@ -223,7 +223,7 @@ def _round_down_f32(t: np.ndarray) -> np.ndarray:
     return t32
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)  # nogil: the reader and writer threads go on meanwhile
 def _raw_kernel(X, used, trees, tree_start, tree_output, kind, feature, thr, cat_start, cat_len, cat_words, left,
                 right, subtree_end, value, max_nodes, zero, out):  # pragma: no cover - numba
     """Rows in chunks (a thread each); per chunk, trees outer and rows inner: every split of a

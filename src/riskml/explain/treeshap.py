@@ -253,7 +253,7 @@ def _add_unit(cols: dict, *, src: int, k: int, pair_bit: int, n_tab: int, bits: 
 _CHUNK = 256
 
 
-@nb.njit(parallel=True, cache=True)
+@nb.njit(parallel=True, cache=True, nogil=True)  # nogil: the reader and writer threads go on meanwhile
 def _kernel(X, tree_start, tree_output, feature, threshold, default_left, missing, cat_start, cat_len, cat_words,
             left, right, bit, unit, unit_src, unit_k, unit_slot, unit_pair_bit, unit_table, slot_bit, slot_factor,
             table, out):  # pragma: no cover - numba
