@@ -247,7 +247,7 @@ def _cause_at(panel: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
         # rows sorted by (borrower, month), none after its key month (a validated batch bucket): the last
         # row of each borrower is its key month's, or the borrower has no row that month
         at = month[last] == at_key
-        cause = np.asarray(panel["cause"].to_numpy()[last], dtype=object)
+        cause = panel["cause"].iloc[last].to_numpy(dtype=object)  # pick, then convert: few rows
         return np.where(at & pd.notna(cause), cause, None)
     got = keys[["borrower_id", "month"]].merge(panel[["borrower_id", "month", "cause"]], how="left",
                                                on=["borrower_id", "month"])

@@ -269,7 +269,11 @@ class Block:
         return self._cached(key, build)
 
     def window(self, key: tuple, make: Callable[[], np.ndarray], w: int, dtype=np.int32) -> np.ndarray:
-        """Sum over the trailing window ``w`` at every snapshot row."""
+        """Sum over the trailing window ``w`` at every snapshot row (whole numbers: exact either way)."""
+        if self._n == 1:  # one snapshot row (prediction): add the window's rows, not the whole history's
+            p = self._first
+            rows = self._cached(("w1",) + key, make)[max(p - w + 1, 0):p + 1]
+            return rows.sum(axis=0, dtype=dtype)[None, :]
         cs = self.csum(key, make, dtype)
         return self.at(cs, -1) - self.at(cs, w - 1)
 
