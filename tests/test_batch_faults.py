@@ -90,6 +90,9 @@ def killed_at_bucket(monkeypatch, n: int, job_cfg) -> None:
     with pytest.raises(KeyboardInterrupt):
         predict.run(job_cfg)
     monkeypatch.setattr(predict, "score_histories", real)
+    out = Path(job_cfg.output)
+    # the output assembled beside the scoring is removed, not left half-written under any name
+    assert not out.exists() and not list(out.parent.glob(f".{out.name}.tmp-*"))
 
 
 def test_a_resume_with_another_bucket_size_starts_clean_and_never_duplicates(models, panel_file, tmp_path,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -29,8 +30,8 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from riskml.exceptions import InputError
-from riskml.edge.files import (PARQUET_OPTIONS, PARTS_KIND, PARTS_MANIFEST, atomic_dir, atomic_path, sha256_file,
-                               table_files, write_json)
+from riskml.edge.files import (PARQUET_OPTIONS, PARTS_KIND, PARTS_MANIFEST, atomic_dir, atomic_path, clean_stale_temps,
+                               sha256_file, table_files, write_json)
 
 ROW = "_row"    # 0-based row number within its source file
 FILE = "_file"  # index of the source file in the input's file list
@@ -319,6 +320,48 @@ def _row_groups(parts: list[Path], schema: pa.Schema, row_group: int) -> Iterato
             pending, held = ([t.slice(cut)] if cut < t.num_rows else []), t.num_rows - cut
     if held:
         yield _concat(pending)
+
+
+class Assembly:
+    """A parquet output assembled while the job runs: :meth:`add_part` takes the finished parts in
+    order (in a writer thread, beside the scoring), :meth:`commit` renames the whole file into place
+    (after conservation is checked) and :meth:`abort` removes it. The bytes are
+    :func:`assemble`'s of the same parts: the same row groups of ``row_group`` rows, the same options.
+    Until the commit the file has a temporary name (``.<name>.tmp-<pid>``, which riskml cleans up
+    after a kill), so nothing half-written ever carries the output's name.
+    """
+
+    def __init__(self, output: Path, schema: pa.Schema, *, row_group: int = 65_536):
+        self.output, self.schema, self.row_group = Path(output), schema, row_group
+        clean_stale_temps(self.output)
+        self.tmp = self.output.with_name(f".{self.output.name}.tmp-{os.getpid()}")
+        self.writer = pq.ParquetWriter(self.tmp, schema, **_options(schema))
+        self.pending: list[pa.Table] = []
+        self.held = 0
+
+    def add_part(self, part: Path) -> None:
+        """Append a finished part (read back as :func:`assemble` reads it); full row groups are written."""
+        t = pq.read_table(part, schema=self.schema)
+        self.pending.append(t)
+        self.held += t.num_rows
+        if self.held >= self.row_group:
+            t = _concat(self.pending)
+            cut = t.num_rows - t.num_rows % self.row_group
+            for i in range(0, cut, self.row_group):
+                self.writer.write_table(t.slice(i, self.row_group))
+            self.pending, self.held = ([t.slice(cut)] if cut < t.num_rows else []), t.num_rows - cut
+
+    def commit(self) -> None:
+        if self.held:
+            self.writer.write_table(_concat(self.pending))
+        self.writer.close()
+        os.replace(self.tmp, self.output)
+
+    def abort(self) -> None:
+        try:
+            self.writer.close()
+        finally:
+            self.tmp.unlink(missing_ok=True)
 
 
 def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, row_group: int = 65_536,

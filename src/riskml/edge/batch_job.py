@@ -230,11 +230,19 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
         for stale in (summary_path, rejects_path):  # the summary first: it is what claims completion
             stale.unlink(missing_ok=True)
         work = batch.WorkDir(output, plan.fingerprint(settings))
-        if score_parts is None:
-            resumed = _score_buckets(plan, work, columns=columns, schema=schema, as_of=as_of, score=score)
-        else:
-            resumed = score_parts(plan, work)
-        summary = finish(plan, work, output, schema, fmt)
+        # one parquet file from this process: assembled beside the scoring, renamed in by finish
+        assembly = batch.Assembly(output, schema) if score_parts is None and fmt == "parquet" else None
+        try:
+            if score_parts is None:
+                resumed = _score_buckets(plan, work, columns=columns, schema=schema, as_of=as_of, score=score,
+                                         assembly=assembly)
+            else:
+                resumed = score_parts(plan, work)
+            summary = finish(plan, work, output, schema, fmt, assembly=assembly)
+        except BaseException:
+            if assembly is not None:
+                assembly.abort()
+            raise
         summary.update({"as_of": as_of, "resumed_buckets": resumed, **summary_extra,
                         "output": str(output), "rejects": str(rejects_path), "riskml_version": __version__})
         seconds = time.perf_counter() - t0
@@ -246,12 +254,14 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
 
 
 def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str], schema: pa.Schema,
-                   as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame]) -> int:
+                   as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
+                   assembly: batch.Assembly | None = None) -> int:
     """Score every bucket not already done into its part files; returns how many were resumed.
 
     A thread writes each bucket's parts while the next bucket is scored (Arrow releases the GIL
-    while it encodes); at most one bucket waits to be written, and every write has finished (or
-    failed, which stops the job) before this returns.
+    while it encodes) and adds them, finished or resumed, to ``assembly`` in bucket order; at most
+    one bucket waits to be written, and every write has finished (or failed, which stops the job)
+    before this returns.
     """
     resumed, counts = 0, work.root / "counts"
     counts.mkdir(exist_ok=True)
@@ -264,12 +274,15 @@ def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str],
                 (counts / f"{k:05d}").write_text(str(borrower_count(rows)))
             if part.exists():
                 resumed += 1
+                task = partial(assembly.add_part, part) if assembly is not None else None
             else:
                 scored, rejects = score_rows(rows, as_of=as_of, score=score, schema=schema, no_id=k < 0)
+                task = partial(_write_and_add, scored, rejects, files=plan.files, part=part, rejects_part=rej_part,
+                               schema=schema, assembly=assembly)
+            if task is not None:
                 if writing is not None:
                     writing.result()
-                writing = writer.submit(write_bucket, scored, rejects, files=plan.files, part=part,
-                                        rejects_part=rej_part, schema=schema)
+                writing = writer.submit(task)
             bar.update()
         if writing is not None:
             writing.result()
@@ -277,11 +290,11 @@ def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str],
     return resumed
 
 
-def score_bucket(rows: pa.Table, *, part: Path, rejects_part: Path, no_id: bool, as_of: int | None,
-                 score: Callable[[pd.DataFrame], pd.DataFrame], schema: pa.Schema, files: tuple[Path, ...]) -> None:
-    """Validate, score and write one bucket's parts (in the job process or a worker)."""
-    scored, rejects = score_rows(rows, as_of=as_of, score=score, schema=schema, no_id=no_id)
-    write_bucket(scored, rejects, files=files, part=part, rejects_part=rejects_part, schema=schema)
+def _write_and_add(scored: pd.DataFrame, rejects: pd.DataFrame, *, assembly: batch.Assembly | None,
+                   part: Path, **kw: Any) -> None:
+    write_bucket(scored, rejects, part=part, **kw)
+    if assembly is not None:
+        assembly.add_part(part)
 
 
 def score_rows(rows: pa.Table, *, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
@@ -303,8 +316,10 @@ def write_bucket(scored: pd.DataFrame, rejects: pd.DataFrame, *, files: tuple[Pa
     batch.write_part(scored[schema.names], part, schema)
 
 
-def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schema, fmt: str) -> dict[str, Any]:
-    """Check conservation on the parts, then write rejects and output (each atomically); the counts."""
+def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schema, fmt: str,
+           assembly: batch.Assembly | None = None) -> dict[str, Any]:
+    """Check conservation on the parts, then write rejects and output (each atomically; the output
+    is ``assembly`` committed when one was built beside the scoring); the counts."""
     rejects_path, _ = side_paths(output)
     rej = pd.concat([pd.read_parquet(p) for p in work.parts("rejects")], ignore_index=True)
     # in input order (file, row): the order a user mends the input in, and the same for every engine
@@ -328,7 +343,10 @@ def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schem
     else:
         with atomic_path(rejects_path) as tmp:
             rej.to_csv(tmp, index=False)
-    batch.assemble(work.parts("scored"), output, schema, fmt=fmt)
+    if assembly is not None:
+        assembly.commit()
+    else:
+        batch.assemble(work.parts("scored"), output, schema, fmt=fmt)
     return {
         "input": [str(f) for f in plan.files], "input_rows": plan.rows,
         "input_borrowers": input_borrowers,
