@@ -30,6 +30,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from riskml.exceptions import InputError
+from riskml.schema import to_numpy
 from riskml.edge.files import (PARQUET_OPTIONS, PARTS_KIND, PARTS_MANIFEST, atomic_dir, atomic_path, clean_stale_temps,
                                sha256_file, table_files, write_json)
 
@@ -78,7 +79,7 @@ def _ids(table: pa.Table) -> np.ndarray:
     """borrower_id as float (NaN where missing or not a whole number)."""
     col = table.column("borrower_id")
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        ids = col.to_numpy(zero_copy_only=False).astype(np.float64)  # a copy: set to NaN below
+        ids = to_numpy(col).astype(np.float64)  # a copy: set to NaN below
     else:  # text (CSV cells)
         ids = np.array(pd.to_numeric(col.to_pandas(), errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
     with np.errstate(invalid="ignore"):

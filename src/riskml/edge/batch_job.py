@@ -33,7 +33,7 @@ from riskml.edge.files import (PARTS_MANIFEST, atomic_path, check_output_dir, ch
                                job_lock, sha256_file, write_json, write_parquet)
 from riskml.exceptions import BatchError, ConfigError, SchemaError
 from riskml.factors import CAUSES
-from riskml.schema import PANEL, PANEL_PROBLEMS, STATUSES, coerce_columns, problem_codes
+from riskml.schema import PANEL, PANEL_PROBLEMS, STATUSES, coerce_columns, problem_codes, to_numpy
 
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
                            ("reason", pa.string())])
@@ -87,12 +87,12 @@ def prepare(raw: pa.Table) -> pa.Table:
 
 
 def _arrays(rows: pa.Table) -> dict[str, np.ndarray]:
-    return {c: rows.column(c).to_numpy(zero_copy_only=False) for c in rows.column_names}
+    return {c: to_numpy(rows.column(c)) for c in rows.column_names}
 
 
 def borrower_count(rows: pa.Table) -> int:
     """Distinct borrowers of a bucket."""
-    bid = rows.column("borrower_id").to_numpy(zero_copy_only=False)
+    bid = to_numpy(rows.column("borrower_id"))
     if len(bid) > 1 and (bid[1:] >= bid[:-1]).all():  # sorted (the common case): count the changes
         return int(1 + (bid[1:] != bid[:-1]).sum())
     return int(np.unique(bid).size)

@@ -34,7 +34,7 @@ from riskml.edge.files import read_table, sha256_file, table_files
 from riskml.exceptions import ConfigError
 from riskml.factors import CAUSES
 from riskml.features import build_snapshots
-from riskml.schema import PANEL, cast, row_problems
+from riskml.schema import PANEL, cast, row_problems, to_numpy
 from riskml.simulate import SimConfig
 from riskml.simulate.config import check_name
 from riskml.training.datasets import Dataset, from_snapshots
@@ -172,7 +172,7 @@ def check_panel_rows(rows: pa.Table, files: list[Path]) -> PanelInput:
     sorted). A borrower with one bad row is left out whole: its history would
     have a hole.
     """
-    bid = rows.column("borrower_id").to_numpy(zero_copy_only=False).astype(np.float64)
+    bid = to_numpy(rows.column("borrower_id")).astype(np.float64)
     no_id = ~np.isfinite(bid) | (bid != np.floor(bid))
     has_cause = "cause" in rows.column_names
     if has_cause:  # a cause the catalogue does not know reads as none in scoring; a training label must not
@@ -182,7 +182,7 @@ def check_panel_rows(rows: pa.Table, files: list[Path]) -> PanelInput:
         unknown = np.zeros(len(bid), dtype=bool)
     good, rej = batch_job.split_rows(rows.filter(pa.array(~no_id)), as_of=None)
     names = np.array([str(f) for f in files], dtype=object)
-    a = {c: rows.column(c).to_numpy(zero_copy_only=False) for c in (batch.FILE, batch.ROW)}
+    a = {c: to_numpy(rows.column(c)) for c in (batch.FILE, batch.ROW)}
     missing = pd.DataFrame({"borrower_id": pd.array([pd.NA] * int(no_id.sum()), dtype="Int64"),
                             "file": names[a[batch.FILE][no_id].astype(int)] if no_id.any() else [],
                             "row": a[batch.ROW][no_id].astype("int64"),
