@@ -265,7 +265,8 @@ def problem_codes(cols: dict[str, np.ndarray], contract: Contract = PANEL,
     code = np.zeros(n, dtype=np.int16) if first is None else first.copy()
 
     def flag(mask: np.ndarray, text: str) -> None:
-        code[mask & (code == 0)] = texts.index(text)
+        if mask.any():  # the common case, a clean column, costs one pass
+            code[mask & (code == 0)] = texts.index(text)
 
     with np.errstate(invalid="ignore"):
         for col in contract.columns:
