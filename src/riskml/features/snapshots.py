@@ -32,6 +32,9 @@ from riskml.features.windows import DEFAULT_WINDOWS, Block, FeatureSpec, check_w
 __all__ = ["Snapshots", "build_snapshots", "iter_snapshots", "build_features"]
 
 CHUNK_BORROWERS = 8_192
+#: Borrowers per chunk of :func:`build_features` (one snapshot row each): its grids then stay in the
+#: cache (a 21k-borrower bucket: 38-43 ms at 4,096 against 53-62 ms at 8,192, same values).
+PREDICT_CHUNK_BORROWERS = 4_096
 
 
 @dataclass
@@ -222,7 +225,7 @@ def iter_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: i
 
 
 def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tuple[int, ...] = DEFAULT_WINDOWS,
-                   chunk_borrowers: int = CHUNK_BORROWERS) -> Snapshots:
+                   chunk_borrowers: int = PREDICT_CHUNK_BORROWERS) -> Snapshots:
     """Features of each borrower at its last month, or at month ``as_of`` (prediction input).
 
     Histories may be ragged or short: each is right-aligned on its anchor month
