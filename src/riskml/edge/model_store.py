@@ -217,7 +217,7 @@ def registered_version(folder: str | os.PathLike) -> dict:
 def open_system(path: str | os.PathLike, *, name: str | None = None, version: str | None = None):
     """A :class:`~riskml.explain.scoring.ScoringSystem` from a verified system folder."""
     system, models = load_system_dir(path)
-    parts = {role: ScoringModel(booster, manifest, folder=Path(path) / role)
+    parts = {role: ScoringModel(booster, manifest, folder=Path(path) / role, explain_now=role != "status")
              for role, (booster, manifest) in models.items()}
     return ScoringSystem(parts["adverse"], parts.get("status"), parts.get("recovery"),
                          name=str(name or system.get("name") or "riskml"),

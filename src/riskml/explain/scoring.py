@@ -14,7 +14,7 @@ probability after rescoring with that factor rectified.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any, Sequence
 
 import lightgbm as lgb
@@ -40,11 +40,21 @@ class ScoringModel:
 
     booster: lgb.Booster
     manifest: dict[str, Any]
-    explainer: FactorExplainer = field(init=False)
     predictor: TreePredictor = field(init=False)
     folder: Any = None  # where the model's files are (its reference profile lies beside model.txt)
+    #: False: the explainer's tables are built on first use (a status model that only splits
+    #: P(adverse) into suspended and closed never needs them: a third of opening a system)
+    explain_now: InitVar[bool] = True
+    _explainer: FactorExplainer | None = field(init=False, default=None, repr=False)
 
-    def __post_init__(self) -> None:
+    @property
+    def explainer(self) -> FactorExplainer:
+        """The factor explainer (TreeSHAP tables with the factors as players)."""
+        if self._explainer is None:
+            self._explainer = FactorExplainer(self.booster, self.feature_factors)
+        return self._explainer
+
+    def __post_init__(self, explain_now: bool) -> None:
         self.features: list[str] = list(self.manifest["features"])
         self.feature_factors: dict[str, str] = dict(self.manifest["feature_factors"])
         self.classes: list[str] = [str(c) for c in self.manifest["classes"]]
@@ -54,7 +64,8 @@ class ScoringModel:
         if booster_features != self.features:
             raise ModelError(f"model.txt features {booster_features[:5]}... differ from the manifest's "
                              f"{self.features[:5]}...; the model folder is inconsistent")
-        self.explainer = FactorExplainer(self.booster, self.feature_factors)
+        if explain_now:
+            self._explainer = FactorExplainer(self.booster, self.feature_factors)
         self.predictor = TreePredictor(self.booster)
         self.calibrator = Calibrator.from_dict(self.manifest.get("calibration"))
 
