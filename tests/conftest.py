@@ -9,6 +9,7 @@ import socket
 import subprocess
 import time
 import urllib.request
+from pathlib import Path
 from typing import Callable, Iterator
 from typing import Any
 
@@ -27,6 +28,23 @@ def compose() -> Callable:
             return _compose(config_name=config_name, overrides=list(overrides or []))
 
     return make
+
+
+#: A small scoring system: 1,500 borrowers, 40 rounds, no oracle, plots or fidelity.
+SMALL_SYSTEM = ["data.n_borrowers=1500", "model.num_boost_round=40", "model.min_data_in_leaf=50",
+                "eval.oracle=false", "eval.plots=false", "eval.fidelity=false"]
+
+
+def train_small_system(tmp: Path) -> Path:
+    """Train and export a small scoring system under ``tmp`` (its store, data and ``models/riskml``); returns ``tmp``."""
+    from hydra import compose as _compose, initialize_config_module
+
+    from riskml import train
+
+    store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data"]
+    with initialize_config_module("riskml.conf", version_base="1.3"):
+        train.run(_compose("train", overrides=[*store, *SMALL_SYSTEM]))
+    return tmp
 
 
 def killed_on_call(fn: Callable, n: int) -> Callable:

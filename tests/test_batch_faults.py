@@ -12,26 +12,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import kill_on_call
+from conftest import kill_on_call, train_small_system
 from hydra import compose, initialize_config_module
 
-from riskml import predict, train
+from riskml import predict
 from riskml.edge import batch_job, files
 from riskml.edge.datasets import load_dataset
 from riskml.edge.files import sha256_file
 from riskml.exceptions import ConfigError, InputError, ModelError
 
-SMALL = ["data.n_borrowers=1500", "model.num_boost_round=40", "model.min_data_in_leaf=50", "eval.oracle=false",
-         "eval.plots=false", "eval.fidelity=false"]
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("faults")
-    store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data"]
-    with initialize_config_module("riskml.conf", version_base="1.3"):
-        train.run(compose("train", overrides=[*store, *SMALL]))
-    return tmp
+    return train_small_system(tmp_path_factory.mktemp("faults"))
 
 
 def cfg(models: Path, inp, out, *overrides):

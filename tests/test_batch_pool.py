@@ -16,24 +16,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from conftest import train_small_system
 from hydra import compose, initialize_config_module
 
-from riskml import predict, train
+from riskml import predict
 from riskml.edge import batch, batch_pool
 from riskml.edge.files import sha256_file
 from riskml.exceptions import ConfigError
 
-SMALL = ["data.n_borrowers=1500", "model.num_boost_round=40", "model.min_data_in_leaf=50", "eval.oracle=false",
-         "eval.plots=false", "eval.fidelity=false"]
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> Path:
-    tmp = tmp_path_factory.mktemp("pool")
-    store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data"]
-    with initialize_config_module("riskml.conf", version_base="1.3"):
-        train.run(compose("train", overrides=[*store, *SMALL]))
-    return tmp
+    return train_small_system(tmp_path_factory.mktemp("pool"))
 
 
 @pytest.fixture(scope="module")
