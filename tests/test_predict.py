@@ -20,7 +20,7 @@ from riskml import factors, predict, train
 from riskml.explain import scoring
 from riskml.features import build_features
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError
-from riskml.edge import batch
+from riskml.edge import results
 from riskml.edge.datasets import load_dataset
 from riskml.edge.files import sha256_file
 from riskml.edge.model_store import load_model_dir, write_system_dir
@@ -222,7 +222,7 @@ def test_an_output_folder_holds_the_file_outputs_rows_in_parts_and_is_replaced_w
     for i, lo in enumerate(range(0, table.num_rows, 700)):  # uneven buckets
         pq.write_table(table.slice(lo, 700), tmp_path / f"piece-{i}.parquet")
         pieces.append(tmp_path / f"piece-{i}.parquet")
-    rows = batch.assemble(pieces, tmp_path / "cut", table.schema, fmt="parts", row_group=256, part_rows=512)
+    rows = results.assemble(pieces, tmp_path / "cut", table.schema, fmt="parts", row_group=256, part_rows=512)
     cut = json.loads((tmp_path / "cut" / "_manifest.json").read_text())["parts"]
     assert rows == table.num_rows and [f["rows"] for f in cut[:-1]] == [512] * (len(cut) - 1) and len(cut) > 2
     assert pq.read_table(tmp_path / "cut").equals(table)

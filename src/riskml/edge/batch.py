@@ -8,14 +8,13 @@ streams; any other order is first partitioned to disk by ranges of
 ``borrower_id``. Both give the same output bytes. Each bucket's result is written as an atomic part file in
 a work folder beside the output; a job killed half-way and started again
 skips the parts already complete, and the final output is assembled from the
-parts and renamed into place only when whole.
+parts and renamed into place only when whole (:mod:`riskml.edge.output`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -31,8 +30,7 @@ import pyarrow.parquet as pq
 
 from riskml.exceptions import InputError
 from riskml.schema import to_numpy
-from riskml.edge.files import (PARQUET_OPTIONS, PARTS_KIND, PARTS_MANIFEST, atomic_dir, atomic_path, clean_stale_temps,
-                               sha256_file, table_files, write_json)
+from riskml.edge.files import PARQUET_OPTIONS, table_files
 
 ROW = "_row"    # 0-based row number within its source file
 FILE = "_file"  # index of the source file in the input's file list
@@ -226,7 +224,7 @@ def partition(p: Plan, work: WorkDir, *, columns: list[str], prepare: Prepare) -
         done.write_text("ok")
     if p.n_buckets == 1:
         frames = list(_numbered(p, columns, prepare))
-        whole = _concat(frames) if frames else prepare(_empty(columns))
+        whole = concat(frames) if frames else prepare(_empty(columns))
         missing = np.isnan(_ids(whole))
         yield -1, whole.filter(pa.array(missing))
         yield 0, whole.filter(pa.array(~missing))
@@ -234,7 +232,7 @@ def partition(p: Plan, work: WorkDir, *, columns: list[str], prepare: Prepare) -
     for k in range(-1, p.n_buckets):
         folder = root / f"b{k:05d}"
         pieces = sorted(folder.glob("*.parquet")) if folder.exists() else []
-        yield k, (_concat([pq.read_table(f) for f in pieces]) if pieces else prepare(_empty(columns)))
+        yield k, (concat([pq.read_table(f) for f in pieces]) if pieces else prepare(_empty(columns)))
 
 
 def _stream_grouped(p: Plan, columns: list[str], prepare: Prepare) -> Iterator[tuple[int, pa.Table]]:
@@ -249,7 +247,7 @@ def _stream_grouped(p: Plan, columns: list[str], prepare: Prepare) -> Iterator[t
         pending.append(b)
         n += b.num_rows
         if n >= p.bucket_rows:
-            rows = _concat(pending)
+            rows = concat(pending)
             ids = _ids(rows)
             while rows.num_rows >= p.bucket_rows:
                 # cut after the borrower at bucket_rows; the last borrower may go on in the next batch
@@ -260,11 +258,11 @@ def _stream_grouped(p: Plan, columns: list[str], prepare: Prepare) -> Iterator[t
                 k, rows, ids = k + 1, rows.slice(end), ids[end:]
             pending, n = [rows], rows.num_rows
     if n:
-        yield k, _concat(pending)
-    yield -1, _concat(missing) if missing else prepare(_empty(columns))
+        yield k, concat(pending)
+    yield -1, concat(missing) if missing else prepare(_empty(columns))
 
 
-def _concat(tables: list[pa.Table]) -> pa.Table:
+def concat(tables: list[pa.Table]) -> pa.Table:
     """Tables of one input, whose files may type a column differently (int16 here, float64 there)."""
     return pa.concat_tables(tables, promote_options="permissive")
 
@@ -272,151 +270,3 @@ def _concat(tables: list[pa.Table]) -> pa.Table:
 def _empty(columns: list[str]) -> pa.Table:
     return pa.table({**{c: pa.array([], pa.string()) for c in columns},
                      FILE: pa.array([], pa.int32()), ROW: pa.array([], pa.int64())})
-
-
-def write_part(df: pd.DataFrame, path: Path, schema: pa.Schema) -> None:
-    with atomic_path(path) as tmp:
-        pq.write_table(to_table(df, schema), tmp, **_options(schema, part=True))
-
-
-def _options(schema: pa.Schema, *, part: bool = False) -> dict:
-    """Parquet options: dictionary encoding for text columns only (on noisy floats the writer hashed
-    every value in vain: 1.5x the time and a 25% larger file); parts, which only :func:`assemble`
-    reads back once, uncompressed and without statistics."""
-    text = [f.name for f in schema if pa.types.is_string(f.type) or pa.types.is_dictionary(f.type)]
-    if part:
-        return {"compression": "none", "write_statistics": False, "use_dictionary": text}
-    return {**PARQUET_OPTIONS, "use_dictionary": text}
-
-
-def to_table(df: pd.DataFrame, schema: pa.Schema) -> pa.Table:
-    """``df`` as an Arrow table of ``schema``; categorical columns go through their codes
-    (``from_pandas`` with a string type made a Python string per row: 1 s per 500k rows)."""
-    arrays = []
-    for f in schema:
-        col = df[f.name]
-        if isinstance(col.dtype, pd.CategoricalDtype):
-            codes = np.asarray(col.cat.codes)
-            values = pa.array(np.asarray(col.cat.categories, dtype=object), pa.string())
-            arr = pa.DictionaryArray.from_arrays(pa.array(codes, mask=codes < 0), values).cast(f.type)
-        else:
-            arr = pa.array(col, type=f.type, from_pandas=True)
-        arrays.append(arr)
-    return pa.Table.from_arrays(arrays, schema=schema)
-
-
-def _row_groups(parts: list[Path], schema: pa.Schema, row_group: int) -> Iterator[pa.Table]:
-    """The rows of the finished parts, in order, re-cut into tables of ``row_group`` rows (the last shorter)."""
-    pending: list[pa.Table] = []
-    held = 0
-    for part in parts:
-        t = pq.read_table(part, schema=schema)
-        pending.append(t)
-        held += t.num_rows
-        if held >= row_group:
-            t = _concat(pending)
-            cut = t.num_rows - t.num_rows % row_group
-            for i in range(0, cut, row_group):
-                yield t.slice(i, row_group)
-            pending, held = ([t.slice(cut)] if cut < t.num_rows else []), t.num_rows - cut
-    if held:
-        yield _concat(pending)
-
-
-class Assembly:
-    """A parquet output assembled while the job runs: :meth:`add_part` takes the finished parts in
-    order (in a writer thread, beside the scoring), :meth:`commit` renames the whole file into place
-    (after conservation is checked) and :meth:`abort` removes it. The bytes are
-    :func:`assemble`'s of the same parts: the same row groups of ``row_group`` rows, the same options.
-    Until the commit the file has a temporary name (``.<name>.tmp-<pid>``, which riskml cleans up
-    after a kill), so nothing half-written ever carries the output's name.
-    """
-
-    def __init__(self, output: Path, schema: pa.Schema, *, row_group: int = 65_536):
-        self.output, self.schema, self.row_group = Path(output), schema, row_group
-        clean_stale_temps(self.output)
-        self.tmp = self.output.with_name(f".{self.output.name}.tmp-{os.getpid()}")
-        self.writer = pq.ParquetWriter(self.tmp, schema, **_options(schema))
-        self.pending: list[pa.Table] = []
-        self.held = 0
-
-    def add_part(self, part: Path) -> None:
-        """Append a finished part (read back as :func:`assemble` reads it); full row groups are written."""
-        t = pq.read_table(part, schema=self.schema)
-        self.pending.append(t)
-        self.held += t.num_rows
-        if self.held >= self.row_group:
-            t = _concat(self.pending)
-            cut = t.num_rows - t.num_rows % self.row_group
-            for i in range(0, cut, self.row_group):
-                self.writer.write_table(t.slice(i, self.row_group))
-            self.pending, self.held = ([t.slice(cut)] if cut < t.num_rows else []), t.num_rows - cut
-
-    def commit(self) -> None:
-        if self.held:
-            self.writer.write_table(_concat(self.pending))
-        self.writer.close()
-        os.replace(self.tmp, self.output)
-
-    def abort(self) -> None:
-        try:
-            self.writer.close()
-        finally:
-            self.tmp.unlink(missing_ok=True)
-
-
-def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, row_group: int = 65_536,
-             part_rows: int = 1_048_576) -> int:
-    """Concatenate finished parts into ``output`` atomically; return the row count.
-
-    Rows are re-cut into row groups of ``row_group`` rows, so the bytes do not
-    depend on how many buckets (or cluster partitions) the job used. With
-    ``fmt="parts"`` the output is a folder of parquet files of ``part_rows``
-    rows each (``part-00000.parquet``...) and a ``_manifest.json`` with each
-    file's rows and sha256, which readers skip; it replaces an earlier
-    prediction folder whole.
-    """
-    rows = 0
-    if fmt != "parts":
-        with atomic_path(output) as tmp:
-            writer = (pq.ParquetWriter(tmp, schema, **_options(schema)) if fmt == "parquet"
-                      else pacsv.CSVWriter(tmp, schema))
-            with writer as w:
-                for t in _row_groups(parts, schema, row_group):
-                    w.write_table(t)
-                    rows += t.num_rows
-        return rows
-    per_file = max(1, part_rows // row_group)
-    with atomic_dir(output) as folder:
-        files: list[dict] = []
-        writer = None
-        for i, t in enumerate(_row_groups(parts, schema, row_group)):
-            if i % per_file == 0:
-                if writer is not None:
-                    writer.close()
-                files.append({"file": f"part-{len(files):05d}.parquet", "rows": 0})
-                writer = pq.ParquetWriter(folder / files[-1]["file"], schema, **_options(schema))
-            writer.write_table(t)
-            files[-1]["rows"] += t.num_rows
-            rows += t.num_rows
-        if writer is None:  # no rows: one empty part, so the folder still reads with its schema
-            files.append({"file": "part-00000.parquet", "rows": 0})
-            pq.write_table(schema.empty_table(), folder / files[0]["file"], **_options(schema))
-        else:
-            writer.close()
-        for f in files:
-            f["sha256"] = sha256_file(folder / f["file"])
-        write_json({"kind": PARTS_KIND, "rows": rows, "columns": schema.names, "parts": files},
-                   folder / PARTS_MANIFEST)
-    return rows
-
-
-def assemble_rejects(parts: list[Path], path: Path, *, fmt: str) -> pd.DataFrame:
-    """Concatenate the finished reject parts into ``path`` (parquet or CSV, atomically); return them."""
-    rej = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
-    with atomic_path(path) as tmp:
-        if fmt == "parquet":
-            rej.to_parquet(tmp, index=False, **PARQUET_OPTIONS)
-        else:
-            rej.to_csv(tmp, index=False)
-    return rej

@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from riskml import __version__
 from riskml.edge import batch
+from riskml.edge import results
 from riskml.edge.batch_job import BatchResult, side_paths
 from riskml.edge.files import read_table, write_json
 from riskml.exceptions import ModelError
@@ -107,11 +108,11 @@ def run_table_job(*, input: str | Path, output: str | Path, model: ScoringModel,
                                 "file": names[rows.loc[bad, batch.FILE].astype(int).to_numpy()],
                                 "row": rows.loc[bad, batch.ROW].astype("int64").to_numpy(),
                                 "reason": reason[bad].astype("string").array})
-        batch.write_part(rejects, rej_part, reject_schema)
-        batch.write_part(scored[schema.names], part, schema)  # written last: marks the bucket done
+        results.write_part(rejects, rej_part, reject_schema)
+        results.write_part(scored[schema.names], part, schema)  # written last: marks the bucket done
 
-    n_scored = batch.assemble(work.parts("scored"), output, schema, fmt=fmt)
-    rej = batch.assemble_rejects(work.parts("rejects"), rejects_path, fmt=fmt)
+    n_scored = results.assemble(work.parts("scored"), output, schema, fmt=fmt)
+    rej = results.assemble_rejects(work.parts("rejects"), rejects_path, fmt=fmt)
     scored = pd.concat([pd.read_parquet(p, columns=["risk_band", UNSEEN]) for p in work.parts("scored")],
                        ignore_index=True)
     input_rows = sum(int(f.read_text()) for f in counts.iterdir())

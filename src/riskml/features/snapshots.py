@@ -27,7 +27,8 @@ from riskml.exceptions import ConfigError
 from riskml.factors import CAUSES
 from riskml.features.labels import check_horizon, eligible_codes, get_target, make_labels
 from riskml.schema import PANEL, STATUSES, require_columns
-from riskml.features.windows import DEFAULT_WINDOWS, Block, FeatureSpec, check_windows, compute, feature_specs
+from riskml.features.block import Block
+from riskml.features.windows import DEFAULT_WINDOWS, FeatureSpec, check_windows, compute, feature_specs
 
 __all__ = ["Snapshots", "build_snapshots", "iter_snapshots", "build_features"]
 
