@@ -29,6 +29,7 @@ from tqdm import tqdm
 
 from riskml import __version__
 from riskml.edge import batch
+from riskml.edge import results
 from riskml.edge.files import (PARTS_MANIFEST, atomic_path, check_output_dir, check_output_path, is_folder_output,
                                job_lock, sha256_file, write_json, write_parquet)
 from riskml.exceptions import BatchError, ConfigError, SchemaError
@@ -231,7 +232,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
             stale.unlink(missing_ok=True)
         work = batch.WorkDir(output, plan.fingerprint(settings))
         # one parquet file from this process: assembled beside the scoring, renamed in by finish
-        assembly = batch.Assembly(output, schema) if score_parts is None and fmt == "parquet" else None
+        assembly = results.Assembly(output, schema) if score_parts is None and fmt == "parquet" else None
         try:
             if score_parts is None:
                 resumed = _score_buckets(plan, work, columns=columns, schema=schema, as_of=as_of, score=score,
@@ -255,7 +256,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
 
 def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str], schema: pa.Schema,
                    as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
-                   assembly: batch.Assembly | None = None) -> int:
+                   assembly: results.Assembly | None = None) -> int:
     """Score every bucket not already done into its part files; returns how many were resumed.
 
     A thread writes each bucket's parts while the next bucket is scored (Arrow releases the GIL
@@ -290,11 +291,11 @@ def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str],
     return resumed
 
 
-def _write_and_add(scored: pd.DataFrame, rejects: pd.DataFrame, *, assembly: batch.Assembly | None,
-                   part: Path, **kw: Any) -> None:
-    write_bucket(scored, rejects, part=part, **kw)
+def _write_and_add(scored: pd.DataFrame, rejects: pd.DataFrame, *, assembly: results.Assembly | None,
+                   **kw: Any) -> None:
+    table = write_bucket(scored, rejects, **kw)
     if assembly is not None:
-        assembly.add_part(part)
+        assembly.add(table)  # the rows just written, not read back
 
 
 def score_rows(rows: pa.Table, *, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
@@ -310,14 +311,15 @@ def score_rows(rows: pa.Table, *, as_of: int | None, score: Callable[[pd.DataFra
 
 
 def write_bucket(scored: pd.DataFrame, rejects: pd.DataFrame, *, files: tuple[Path, ...], part: Path,
-                 rejects_part: Path, schema: pa.Schema) -> None:
-    """Write a bucket's rejects, then its scored part (written last: its presence marks the bucket done)."""
-    batch.write_part(_reject_frame(rejects, files), rejects_part, REJECT_SCHEMA)
-    batch.write_part(scored[schema.names], part, schema)
+                 rejects_part: Path, schema: pa.Schema) -> pa.Table:
+    """Write a bucket's rejects, then its scored part (written last: its presence marks the bucket done);
+    returns the scored table written."""
+    results.write_part(_reject_frame(rejects, files), rejects_part, REJECT_SCHEMA)
+    return results.write_part(scored[schema.names], part, schema)
 
 
 def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schema, fmt: str,
-           assembly: batch.Assembly | None = None) -> dict[str, Any]:
+           assembly: results.Assembly | None = None) -> dict[str, Any]:
     """Check conservation on the parts, then write rejects and output (each atomically; the output
     is ``assembly`` committed when one was built beside the scoring); the counts."""
     rejects_path, _ = side_paths(output)
@@ -346,7 +348,7 @@ def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schem
     if assembly is not None:
         assembly.commit()
     else:
-        batch.assemble(work.parts("scored"), output, schema, fmt=fmt)
+        results.assemble(work.parts("scored"), output, schema, fmt=fmt)
     return {
         "input": [str(f) for f in plan.files], "input_rows": plan.rows,
         "input_borrowers": input_borrowers,
