@@ -170,12 +170,16 @@ def _numbered(p: Plan, columns: list[str], prepare: Prepare) -> Iterator[pa.Tabl
         for fi, f in enumerate(p.files):
             start = 0
             for b in iter_batches(f, columns=columns):
-                n = b.num_rows
-                b = b.append_column(FILE, pa.array(np.full(n, fi, dtype=np.int32))).append_column(
-                    ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
-                start += n
-                yield prepare(b)
+                yield prepare(numbered(b, fi, start))
+                start += b.num_rows
     return _ahead(batches(), rows=p.bucket_rows)
+
+
+def numbered(raw: pa.Table, fi: int, first_row: int) -> pa.Table:
+    """``raw`` with ``_file`` (its file's index in the input) and ``_row`` (file rows from ``first_row``)."""
+    n = raw.num_rows
+    return raw.append_column(FILE, pa.array(np.full(n, fi, dtype=np.int32))).append_column(
+        ROW, pa.array(np.arange(first_row, first_row + n, dtype=np.int64)))
 
 
 def _ahead(items: Iterator[pa.Table], *, rows: int = 0) -> Iterator[pa.Table]:

@@ -310,6 +310,21 @@ def score_rows(rows: pa.Table, *, as_of: int | None, score: Callable[[pd.DataFra
     return (score(good) if len(good) else pd.DataFrame(columns=schema.names)), rejects
 
 
+def score_piece(rows: pa.Table, *, k: int, root: Path, as_of: int | None,
+                score: Callable[[pd.DataFrame], pd.DataFrame], schema: pa.Schema, files: tuple[Path, ...]) -> None:
+    """Piece ``k`` of a worker (a pool process or a Dask worker), prepared rows of whole borrowers:
+    count its borrowers (conservation), reject the rows without an id with the rest, score, write its
+    parts into the work folder ``root``."""
+    missing = np.isnan(batch._ids(rows))
+    good = rows.filter(pa.array(~missing)) if missing.any() else rows
+    (root / "counts" / f"{k:05d}").write_text(str(borrower_count(good)))
+    scored, rejects = score_rows(good, as_of=as_of, score=score, schema=schema)
+    if missing.any():
+        rejects = pd.concat([missing_id_rejects(rows.filter(pa.array(missing))), rejects], ignore_index=True)
+    write_bucket(scored, rejects, files=files, part=root / "parts" / f"scored-{k:05d}.parquet",
+                 rejects_part=root / "parts" / f"rejects-{k:05d}.parquet", schema=schema)
+
+
 def write_bucket(scored: pd.DataFrame, rejects: pd.DataFrame, *, files: tuple[Path, ...], part: Path,
                  rejects_part: Path, schema: pa.Schema) -> pa.Table:
     """Write a bucket's rejects, then its scored part (written last: its presence marks the bucket done);

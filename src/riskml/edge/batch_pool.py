@@ -5,7 +5,7 @@ Input sorted by borrower in parquet files (as panels are written) is cut into
 found from the files' footers alone (:func:`riskml.edge.parts.file_pieces`).
 Each of ``N`` worker processes reads its pieces itself and runs the one-process
 job's steps on them (:func:`~riskml.edge.batch_job.prepare`,
-:func:`~riskml.edge.batch_job.score_rows`, :func:`~riskml.edge.batch_job.write_bucket`),
+:func:`~riskml.edge.batch_job.score_piece`),
 so nothing but a piece's name crosses between processes (handing buckets
 over, even as memory-mapped Arrow files, left the job process busier than
 a worker). The job process keeps the lock, the fingerprint, conservation and
@@ -29,19 +29,17 @@ import multiprocessing as mp
 import os
 import signal
 import sys
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, as_completed, wait
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from riskml.edge import batch
-from riskml.edge.parts import Piece, file_pieces
+from riskml.edge.parts import Piece, file_pieces, read_piece
 from riskml.exceptions import ConfigError
 
 #: ``workers=auto`` uses worker processes from this many input rows on; a smaller job is done
@@ -119,26 +117,11 @@ def _start(score: Callable[[pd.DataFrame], pd.DataFrame], threads: int) -> None:
 
 def _score_piece(piece: Piece, *, fi: int, k: int, root: str, columns: list[str], schema: pa.Schema,
                  as_of: int | None, files: tuple[Path, ...]) -> None:
-    """In a worker: read, validate, count, score and write piece ``k`` (its parts last)."""
-    from riskml.edge.batch_job import borrower_count, missing_id_rejects, prepare, score_rows, write_bucket
+    """In a worker: read piece ``k`` and score it as the one-process job does."""
+    from riskml.edge.batch_job import prepare, score_piece
 
-    if piece.groups is None:
-        raw = pa.concat_tables(list(batch.iter_batches(Path(piece.file), columns=columns)))
-    else:
-        raw = pq.ParquetFile(piece.file).read_row_groups(list(piece.groups), columns=columns)
-    n = raw.num_rows
-    rows = prepare(raw.append_column(batch.FILE, pa.array(np.full(n, fi, dtype=np.int32))).append_column(
-        batch.ROW, pa.array(np.arange(piece.first_row, piece.first_row + n, dtype=np.int64))))
-    missing = np.isnan(batch._ids(rows))
-    good = rows.filter(pa.array(~missing)) if missing.any() else rows
-    work = Path(root)
-    # distinct borrowers of the piece, counted independently of scoring (conservation)
-    (work / "counts" / f"{k:05d}").write_text(str(borrower_count(good)))
-    scored, rejects = score_rows(good, as_of=as_of, score=_STATE["score"], schema=schema)
-    if missing.any():
-        rejects = pd.concat([missing_id_rejects(rows.filter(pa.array(missing))), rejects], ignore_index=True)
-    write_bucket(scored, rejects, files=files, part=work / "parts" / f"scored-{k:05d}.parquet",
-                 rejects_part=work / "parts" / f"rejects-{k:05d}.parquet", schema=schema)
+    rows = prepare(batch.numbered(read_piece(piece, columns=columns), fi, piece.first_row))
+    score_piece(rows, k=k, root=Path(root), as_of=as_of, score=_STATE["score"], schema=schema, files=files)
 
 
 def score_pieces(plan: batch.Plan, work: batch.WorkDir, *, pieces: list[Piece], workers: int, columns: list[str],
@@ -149,22 +132,20 @@ def score_pieces(plan: batch.Plan, work: batch.WorkDir, *, pieces: list[Piece], 
     index = {str(f): i for i, f in enumerate(plan.files)}
     todo = [k for k in range(len(pieces)) if not work.part("scored", k).exists()]
     bar = tqdm(total=len(todo), desc="scoring", unit="piece", disable=None)
-    pending: deque[Future] | set[Future] = deque()
+    pending: set[Future] = set()
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_start,
                              initargs=(score, max(1, _cores() // workers))) as pool:
         try:
             for k in todo:
-                while len(pending) >= 2 * workers:  # the first to finish, not the oldest: a late worker holds no queue
-                    done, rest = wait(pending, return_when=FIRST_COMPLETED)
+                if len(pending) >= 2 * workers:  # wait for the first to finish: a late worker holds no queue
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     for f in done:
                         f.result()
                     bar.update(len(done))
-                    pending = deque(rest)
-                pending.append(pool.submit(_score_piece, pieces[k], fi=index[pieces[k].file], k=k,
-                                           root=str(work.root), columns=columns, schema=schema, as_of=as_of,
-                                           files=plan.files))
-            while pending:
-                pending.popleft().result()
+                pending.add(pool.submit(_score_piece, pieces[k], fi=index[pieces[k].file], k=k, root=str(work.root),
+                                        columns=columns, schema=schema, as_of=as_of, files=plan.files))
+            for f in as_completed(pending):
+                f.result()
                 bar.update()
         finally:
             for f in pending:

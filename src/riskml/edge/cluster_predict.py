@@ -9,7 +9,7 @@ a Dask dataframe and repartitioned by ranges of ``borrower_id`` (the same
 range buckets as the single-machine path), one shuffle.
 
 Each partition is validated and scored on a worker by the single-machine
-code (:func:`~riskml.edge.batch_job.prepare`, :func:`~riskml.edge.batch_job.score_rows`
+code (:func:`~riskml.edge.batch_job.prepare`, :func:`~riskml.edge.batch_job.score_piece`
 with :func:`riskml.explain.scoring.score_histories`) and written as its part
 files; :func:`~riskml.edge.batch_job.run_job` holds the lock, the
 fingerprint (which names this engine, so a single-machine job's parts are
@@ -30,7 +30,7 @@ import pandas as pd
 import pyarrow as pa
 
 from riskml.edge import batch
-from riskml.edge.batch_job import prepare, score_rows, write_bucket
+from riskml.edge.batch_job import prepare, score_piece
 from riskml.edge.parts import Piece, file_pieces, read_piece, row_group_pieces
 
 _BUCKET = "_bucket"
@@ -56,30 +56,20 @@ def _arrow(frame: pd.DataFrame) -> pa.Table:
     return pa.Table.from_pandas(frame, preserve_index=False)
 
 
-def _numbered(piece: Piece, fi: int, columns: list[str]) -> pd.DataFrame:
-    raw = read_piece(piece, columns=columns)
-    raw = raw.to_pandas() if hasattr(raw, "to_pandas") else raw
-    raw = raw.assign(**{batch.FILE: np.int32(fi),
-                        batch.ROW: np.arange(piece.first_row, piece.first_row + len(raw), dtype=np.int64)})
-    return prepare(_arrow(raw)).to_pandas()  # pandas: the frames Dask shuffles
+def _numbered(piece: Piece, fi: int, columns: list[str]) -> pa.Table:
+    """A piece's prepared rows, read as the single-machine job reads its input."""
+    return prepare(batch.numbered(read_piece(piece, columns=columns), fi, piece.first_row))
 
 
 def score_partition(rows: pd.DataFrame | tuple[Piece, int, list[str]], *, k: int, work: str, files: tuple[Path, ...],
                     schema: pa.Schema, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame]) -> int:
-    """On a worker: validate, score and write partition ``k`` (prepared rows, or a piece to read); its row count."""
+    """On a worker: validate, score and write partition ``k`` (shuffled prepared rows, or a piece to
+    read); its row count."""
     if isinstance(rows, tuple):
         rows = _numbered(*rows)
-    rows = _arrow(rows.drop(columns=[_BUCKET], errors="ignore").reset_index(drop=True))
-    root = Path(work)
-    ids = batch._ids(rows)
-    missing = np.isnan(ids)
-    # distinct borrowers of the partition, counted independently of scoring (conservation)
-    (root / "counts" / f"{k:05d}").write_text(str(pd.unique(ids[~missing]).size))
-    scored, rejects = score_rows(rows.filter(pa.array(~missing)), as_of=as_of, score=score, schema=schema)
-    _, no_id = score_rows(rows.filter(pa.array(missing)), as_of=as_of, score=score, schema=schema, no_id=True)
-    write_bucket(scored, pd.concat([no_id, rejects], ignore_index=True), files=files,
-                 part=root / "parts" / f"scored-{k:05d}.parquet",
-                 rejects_part=root / "parts" / f"rejects-{k:05d}.parquet", schema=schema)
+    else:
+        rows = _arrow(rows.drop(columns=[_BUCKET], errors="ignore").reset_index(drop=True))
+    score_piece(rows, k=k, root=Path(work), as_of=as_of, score=score, schema=schema, files=files)
     return rows.num_rows
 
 
@@ -99,7 +89,7 @@ def partitions(client: Any, plan: batch.Plan, *, by_borrower: bool, columns: lis
 
     pieces = [(piece, fi, columns) for fi, f in enumerate(plan.files) for piece in row_group_pieces(f)]
     meta = _bucket(prepare(batch._empty(columns)).to_pandas(), plan)
-    frame = dd.from_map(lambda p: _bucket(_numbered(*p), plan), pieces, meta=meta, enforce_metadata=False)
+    frame = dd.from_map(lambda p: _bucket(_numbered(*p).to_pandas(), plan), pieces, meta=meta, enforce_metadata=False)
     # range partitions of borrower_id: partition k holds bucket k (whole borrowers, in id order)
     n = plan.n_buckets
     shuffled = frame.set_index(_BUCKET, divisions=list(range(n)) + [n], sorted=False, drop=True)

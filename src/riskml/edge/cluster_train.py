@@ -32,7 +32,7 @@ _CAUSE = "_cause"
 def snapshot_part(piece: Piece, options: Mapping[str, Any]) -> pd.DataFrame:
     """On a worker: one piece of the panel -> its snapshots (keys, features, ``_y``, ``_cause``)."""
     try:
-        panel = read_piece(piece)
+        panel = read_piece(piece).to_pandas()
     except (OSError, InputError) as e:  # e.g. a worker that does not see the client's file system
         raise InputError(f"{piece.file}: cannot read on a Dask worker ({e}); workers must see the data set's "
                          "folder") from None

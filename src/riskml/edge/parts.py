@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from riskml.edge.batch import iter_batches
@@ -53,12 +53,11 @@ def file_pieces(file: str | Path, *, target_rows: int) -> list[Piece]:
     return pieces
 
 
-def read_piece(piece: Piece, *, columns: list[str] | None = None) -> pd.DataFrame:
+def read_piece(piece: Piece, *, columns: list[str] | None = None) -> pa.Table:
     """The raw rows of one piece (CSV cells stay strings, as :func:`riskml.edge.batch.iter_batches` reads them)."""
     if piece.groups is None:
-        frames = list(iter_batches(Path(piece.file), columns=columns))
-        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
-    return pq.ParquetFile(piece.file).read_row_groups(list(piece.groups), columns=columns).to_pandas()
+        return pa.concat_tables(list(iter_batches(Path(piece.file), columns=columns)))
+    return pq.ParquetFile(piece.file).read_row_groups(list(piece.groups), columns=columns)
 
 
 def row_group_pieces(file: str | Path) -> list[Piece]:
