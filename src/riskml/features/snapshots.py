@@ -22,7 +22,7 @@ from typing import Iterator
 import numpy as np
 import pandas as pd
 
-from riskml.features import grid as _grid
+from riskml.features import at_month, grid as _grid
 from riskml.exceptions import ConfigError
 from riskml.factors import CAUSES
 from riskml.features.labels import check_horizon, eligible_codes, get_target, make_labels
@@ -226,7 +226,7 @@ def iter_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: i
 
 
 def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tuple[int, ...] = DEFAULT_WINDOWS,
-                   chunk_borrowers: int = PREDICT_CHUNK_BORROWERS) -> Snapshots:
+                   engine: str = "compiled", chunk_borrowers: int = PREDICT_CHUNK_BORROWERS) -> Snapshots:
     """Features of each borrower at its last month, or at month ``as_of`` (prediction input).
 
     Histories may be ragged or short: each is right-aligned on its anchor month
@@ -235,8 +235,15 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
     ignored; borrowers with no month ``<= as_of`` get no row. ``y`` and
     ``cause`` are ``None``; without a ``cause`` column the ``past_cause_*``
     features are NaN.
+
+    ``engine="compiled"`` computes every feature in one compiled pass over each
+    borrower's rows (:mod:`riskml.features.at_month`); ``"grids"`` computes them
+    on month grids as training does, ``chunk_borrowers`` at a time. The two give
+    the same bits; the grids are the reference the compiled pass is tested against.
     """
     source = "build_features"
+    if engine not in ("compiled", "grids"):
+        raise ConfigError("engine", engine, "'compiled' or 'grids'")
     require_columns(panel, PANEL, source=source)
     if as_of is not None:
         as_of = _int_param("as_of", as_of, 0)
@@ -247,12 +254,27 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
         # a sorted regular panel: every borrower's anchor is the same grid row; later rows are never read
         anchor = layout.months - 1 if as_of is None else as_of
         layout.anchor = np.full(layout.n_borrowers, anchor, dtype=np.int64)
-        pos = np.array([pad + anchor])
+        row = pad + anchor
     else:
         layout = _grid.right_layout(panel, pad=pad, as_of=as_of, source=source)
-        pos = np.array([layout.n_rows - 1])
-    values, status, cause = _grids(panel, layout, source)
+        row = layout.n_rows - 1
     take = np.ones((layout.n_borrowers, 1), dtype=bool)
-    plan = _finish(layout, values, status, cause, pos, take, layout.anchor[:, None], None, None, specs)
-    plan.dense = _dense(layout, values)
-    return _build(plan, _int_param("chunk_borrowers", chunk_borrowers, 1))
+    if engine == "grids":
+        values, status, cause = _grids(panel, layout, source)
+        plan = _finish(layout, values, status, cause, np.array([row]), take, layout.anchor[:, None], None, None,
+                       specs)
+        plan.dense = _dense(layout, values)
+        return _build(plan, _int_param("chunk_borrowers", chunk_borrowers, 1))
+    values = _grid.behaviour_arrays(panel, source)
+    st, cc = _grid.status_codes(panel, source), _grid.cause_codes(panel, source)
+    plan = _finish(layout, values, _status_at(layout, st, row)[None, :], None, np.array([0]), take,
+                   layout.anchor[:, None], None, None, specs)
+    return _snapshots(plan, at_month.features_at(layout, values, st, cc, row, specs), slice(None))
+
+
+def _status_at(layout: _grid.Layout, st: np.ndarray, row: int) -> np.ndarray:
+    """Each borrower's status code at grid row ``row`` (-1: no month there), from panel-order codes."""
+    if layout.months is not None:
+        return st.reshape(-1, layout.months)[:, row - layout.pad]
+    last = layout.starts[1:] - 1  # a borrower's entries are sorted by month: its latest is last
+    return np.where(layout.grid_rows[last] == row, st[layout.rows[last]], -1).astype(np.int8)
