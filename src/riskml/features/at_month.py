@@ -63,7 +63,7 @@ def program(specs: list[FeatureSpec]) -> tuple[np.ndarray, ...]:
 
 def features_at(layout: Layout, values: dict[str, np.ndarray], status: np.ndarray, cause: np.ndarray | None,
                 row: int, specs: list[FeatureSpec]) -> np.ndarray:
-    """The ``(n_borrowers, len(specs))`` float32 features (column-ordered) at grid row ``row``.
+    """The ``(n_borrowers, len(specs))`` float32 features (row-ordered) at grid row ``row``.
 
     ``values`` are the panel's behaviour columns and ``status`` / ``cause``
     their int8 codes, in panel order; ``layout`` says where each row sits on
@@ -72,7 +72,7 @@ def features_at(layout: Layout, values: dict[str, np.ndarray], status: np.ndarra
     """
     cols = tuple(_readonly(values[c]) for c in _COLUMNS)
     n = layout.n_borrowers
-    out = np.empty((n, len(specs)), dtype=np.float32, order="F")
+    out = np.empty((n, len(specs)), dtype=np.float32)  # row-ordered: each borrower writes one row
     if layout.months is not None:
         rows = grid_rows = np.zeros(0, dtype=np.int64)
         starts = np.zeros(n + 1, dtype=np.int64)
