@@ -161,3 +161,23 @@ def test_a_worker_busy_when_its_job_is_killed_dies_with_it(tmp_path):
     if alive:
         os.kill(worker, signal.SIGKILL)
     assert not alive  # nothing of a killed job goes on writing into its work folder
+
+
+def test_two_scoring_threads_write_the_bytes_of_one(models, panel, tmp_path, monkeypatch):
+    """One process scores two buckets at once (``batch_threads``); parts are handed on in bucket order."""
+    from riskml.edge import batch_threads
+
+    assert batch_threads.scoring_threads() == 2  # numba's omp layer here: kernels from two threads at once
+    two = predict.run(cfg(models, panel, tmp_path / "two.parquet", "workers=1", "bucket_rows=1000"))
+    monkeypatch.setattr(batch_threads, "SCORING_THREADS", 1)
+    one = predict.run(cfg(models, panel, tmp_path / "one.parquet", "workers=1", "bucket_rows=1000"))
+    assert one.summary["buckets"] == two.summary["buckets"] > 10
+    assert sha256_file(one.output) == sha256_file(two.output) and sha256_file(one.rejects) == sha256_file(two.rejects)
+
+
+def test_one_scoring_thread_where_numba_cannot_take_kernels_from_two():
+    """numba's ``workqueue`` layer aborts the process when two threads launch parallel kernels at once."""
+    code = "from riskml.edge.batch_threads import scoring_threads; print(scoring_threads())"
+    env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
+    got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert got.returncode == 0 and got.stdout.strip() == "1", got.stderr[-2000:]

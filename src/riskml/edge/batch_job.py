@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -25,7 +24,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from tqdm import tqdm
 
 from riskml import __version__
 from riskml.edge import batch
@@ -235,8 +233,10 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
         assembly = results.Assembly(output, schema) if score_parts is None and fmt == "parquet" else None
         try:
             if score_parts is None:
-                resumed = _score_buckets(plan, work, columns=columns, schema=schema, as_of=as_of, score=score,
-                                         assembly=assembly)
+                from riskml.edge import batch_threads  # the bucket loop of one process
+
+                resumed = batch_threads.score_buckets(plan, work, columns=columns, schema=schema, as_of=as_of,
+                                                      score=score, assembly=assembly)
             else:
                 resumed = score_parts(plan, work)
             summary = finish(plan, work, output, schema, fmt, assembly=assembly)
@@ -252,50 +252,6 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
         write_json(summary, summary_path)  # last: its presence says the job finished
         work.remove()
     return BatchResult(output, rejects_path, summary_path, summary)
-
-
-def _score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str], schema: pa.Schema,
-                   as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
-                   assembly: results.Assembly | None = None) -> int:
-    """Score every bucket not already done into its part files; returns how many were resumed.
-
-    A thread writes each bucket's parts while the next bucket is scored (Arrow releases the GIL
-    while it encodes) and adds them, finished or resumed, to ``assembly`` in bucket order; at most
-    one bucket waits to be written, and every write has finished (or failed, which stops the job)
-    before this returns.
-    """
-    resumed, counts = 0, work.root / "counts"
-    counts.mkdir(exist_ok=True)
-    bar = tqdm(total=plan.n_buckets + 1, desc="scoring", unit="bucket", disable=None)
-    writing: Future | None = None
-    with ThreadPoolExecutor(1) as writer:
-        for k, rows in batch.partition(plan, work, columns=columns, prepare=prepare):
-            part, rej_part = work.part("scored", k), work.part("rejects", k)
-            if k >= 0:  # distinct borrowers of the bucket, counted independently of scoring
-                (counts / f"{k:05d}").write_text(str(borrower_count(rows)))
-            if part.exists():
-                resumed += 1
-                task = partial(assembly.add_part, part) if assembly is not None else None
-            else:
-                scored, rejects = score_rows(rows, as_of=as_of, score=score, schema=schema, no_id=k < 0)
-                task = partial(_write_and_add, scored, rejects, files=plan.files, part=part, rejects_part=rej_part,
-                               schema=schema, assembly=assembly)
-            if task is not None:
-                if writing is not None:
-                    writing.result()
-                writing = writer.submit(task)
-            bar.update()
-        if writing is not None:
-            writing.result()
-    bar.close()
-    return resumed
-
-
-def _write_and_add(scored: pd.DataFrame, rejects: pd.DataFrame, *, assembly: results.Assembly | None,
-                   **kw: Any) -> None:
-    table = write_bucket(scored, rejects, **kw)
-    if assembly is not None:
-        assembly.add(table)  # the rows just written, not read back
 
 
 def score_rows(rows: pa.Table, *, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
