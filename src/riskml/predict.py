@@ -14,6 +14,7 @@ on a Dask cluster by the same code (:mod:`riskml.edge.cluster_predict`).
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
+from riskml.edge import batch
 from riskml.edge.batch_pool import check_workers
 from riskml.edge.batch_job import BatchResult, check_outputs, input_plan, output_format, run_job
 from riskml.edge.cluster import check_cluster, connect
@@ -90,9 +92,17 @@ def run(cfg: DictConfig) -> PredictResult:
     fmt = _validate(cfg)
     files = table_files(cfg.input)
     check_outputs(cfg.output, [Path(cfg.input), *files])
+    one_machine = check_cluster(OmegaConf.to_container(cfg.cluster) if cfg.get("cluster") is not None
+                                else None).kind == "none"
+    # a one-machine job's plan (one read of borrower_id) is made while the model opens: it only reads,
+    # and a model error still comes first (the read then ends by itself)
+    reader = ThreadPoolExecutor(1)
+    planned = reader.submit(batch.plan, cfg.input, bucket_rows=cfg.bucket_rows) if one_machine else None
+    reader.shutdown(wait=False)
     system = open_model(cfg.model, tracking_uri=cfg.get("tracking_uri"))
-    if isinstance(system, ScoringModel):
+    if isinstance(system, ScoringModel):  # a table: its plan is not this job's (it may have no borrower_id)
         return _run_table(cfg, system, fmt)
+    plan = planned.result() if planned is not None else None
     _, columns = input_plan(cfg.input)
     settings = {k: cfg.get(k) for k in ("as_of", "top_k", "what_if", "include_other", "points", "bands")}
     settings.update(format=fmt, model=system.checksums)
@@ -104,9 +114,9 @@ def run(cfg: DictConfig) -> PredictResult:
                                            "checksums_sha256": system.checksums}}
     job = dict(input=cfg.input, output=cfg.output, columns=columns, schema=prediction_schema(cfg.top_k), fmt=fmt,
                bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings, summary_extra=extra)
-    cluster = OmegaConf.to_container(cfg.cluster) if cfg.get("cluster") is not None else None
-    if check_cluster(cluster).kind == "none":
-        return run_job(**job, workers=cfg.get("workers", 1))
+    if one_machine:
+        return run_job(**job, plan=plan, workers=cfg.get("workers", 1))
+    cluster = OmegaConf.to_container(cfg.cluster)
     # issue #14: partitions of whole borrowers scored on a Dask cluster, by the same code
     from riskml.edge import cluster_predict  # imports dask: the cluster path only
 

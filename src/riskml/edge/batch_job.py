@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from riskml import __version__
 from riskml.edge import batch
@@ -298,8 +299,9 @@ def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schem
     # in input order (file, row): the order a user mends the input in, and the same for every engine
     file_code = pd.Categorical(rej["file"], categories=[str(f) for f in plan.files]).codes
     rej = rej.iloc[np.lexsort((rej["row"].to_numpy(), file_code))].reset_index(drop=True)
-    scored_ids = pd.concat([pd.read_parquet(p, columns=["borrower_id", "status", "risk_band"])
-                            for p in work.parts("scored")], ignore_index=True)
+    # the parts as written on disk; ParquetFile, not read_parquet's dataset machinery (0.12 s at 48 parts)
+    scored_ids = batch.concat([pq.ParquetFile(p).read(columns=["borrower_id", "status", "risk_band"])
+                               for p in work.parts("scored")]).to_pandas()
     rejected_ids = rej["borrower_id"].dropna().unique()
     input_borrowers = sum(int(f.read_text()) for f in (work.root / "counts").iterdir())
     n_scored = len(scored_ids)
