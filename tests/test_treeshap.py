@@ -45,6 +45,7 @@ def _own_factor(booster: lgb.Booster) -> FactorExplainer:
     return FactorExplainer(booster, {f: f for f in booster.feature_name()})
 
 
+@pytest.mark.parametrize("leaves", [15, 4])  # 14 splits a tree: the walk; 3: the combination tables
 @pytest.mark.parametrize("n_classes,params,missing", [
     (2, {}, "NaN"),
     (3, {}, "NaN"),
@@ -52,9 +53,9 @@ def _own_factor(booster: lgb.Booster) -> FactorExplainer:
     (2, {"use_missing": False}, "None"),
     (2, {"bagging_fraction": 0.7, "bagging_freq": 1, "feature_fraction": 0.8}, "NaN"),  # covers of a bag
 ])
-def test_one_feature_per_factor_equals_lightgbm_pred_contrib(n_classes, params, missing):
+def test_one_feature_per_factor_equals_lightgbm_pred_contrib(n_classes, params, missing, leaves):
     X, score = _data()
-    booster = _fit(X, score, n_classes, **params)
+    booster = _fit(X, score, n_classes, **{"num_leaves": leaves, **params})
     assert missing in _missing_types(booster)  # the NaN/zero rule under test is really in the trees
     ex = _own_factor(booster)
     assert ex.method_ == "tables"
@@ -64,13 +65,14 @@ def test_one_feature_per_factor_equals_lightgbm_pred_contrib(n_classes, params, 
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
 
 
-def test_categorical_splits_match_pred_contrib_including_nan_and_unseen():
+@pytest.mark.parametrize("leaves", [15, 5])
+def test_categorical_splits_match_pred_contrib_including_nan_and_unseen(leaves):
     X, score = _data(seed=1)
     rng = np.random.default_rng(1)
     X[:, 3] = rng.integers(0, 40, len(X)).astype(float)
     score = score + np.isin(X[:, 3], [1, 5, 33])
     booster = lgb.train(
-        {"objective": "binary", "num_leaves": 15, "min_data_in_leaf": 5, "verbose": -1, "num_threads": 1,
+        {"objective": "binary", "num_leaves": leaves, "min_data_in_leaf": 5, "verbose": -1, "num_threads": 1,
          "cat_smooth": 1, "min_data_per_group": 5},
         lgb.Dataset(X, (score > np.quantile(score, 0.7)).astype(int), categorical_feature=[3]), 15)
     assert any(t["num_cat"] > 0 for t in booster.dump_model()["tree_info"])
@@ -206,3 +208,46 @@ def test_infinite_thresholds_and_values_lightgbm_reads_as_zero_decide_like_light
         got = _own_factor(booster).contributions(Xt)
         want = booster.predict(Xt, pred_contrib=True).reshape(len(Xt), 1, -1)
         np.testing.assert_allclose(got, want, rtol=0, atol=1e-9)
+
+
+@pytest.mark.parametrize("n_classes,params", [
+    (2, {"num_leaves": 4}), (3, {"num_leaves": 6}), (2, {"num_leaves": 5, "zero_as_missing": True}),
+    (2, {"num_leaves": 4, "use_missing": False}), (2, {"num_leaves": 6, "categorical": True}),
+    (2, {"num_leaves": 4, "mixed": True}),
+])
+def test_combination_tables_add_what_the_walk_adds_bit_for_bit(monkeypatch, n_classes, params):
+    """A tree of a few splits is scored from one table indexed by all its split outcomes; the same values in
+    the same order as the mask-and-pattern walk, so the same bits (factors grouping several features)."""
+    import dataclasses
+
+    params = dict(params)
+    X, score = _data(seed=3)
+    cat = params.pop("categorical", False)
+    mixed = params.pop("mixed", False)
+    if mixed:  # trees of 3 splits use their table, then trees of 5 walk: both in one model
+        monkeypatch.setattr(treeshap, "MAX_COMBO_SPLITS", 3)
+    if cat:
+        X[:, 3] = np.random.default_rng(3).integers(0, 30, len(X)).astype(float)
+        score = score + np.isin(X[:, 3], [2, 7, 19])
+    booster = _fit(X, score, n_classes, rounds=25, **params, **({"cat_smooth": 1, "min_data_per_group": 5} if cat
+                                                                else {}))
+    if cat:
+        booster = lgb.train({**booster.params, "categorical_feature": [3]}, lgb.Dataset(X, np.searchsorted(
+            np.quantile(score, [0.7]), score), categorical_feature=[3]), 25)
+        assert any(t["num_cat"] > 0 for t in booster.dump_model()["tree_info"])
+    if mixed:
+        booster = lgb.train({**booster.params, "num_leaves": 6}, lgb.Dataset(X, np.searchsorted(
+            np.quantile(score, [0.7]), score)), 10, init_model=booster)
+    ex = FactorExplainer(booster, {f: f"factor_{i % 3}" for i, f in enumerate(booster.feature_name())})
+    tables = ex.tables_
+    has = tables.combo_start >= 0
+    assert has.any() and (has.all() or treeshap.MAX_COMBO_SPLITS == 3)
+    if treeshap.MAX_COMBO_SPLITS == 3:
+        assert not has.all()
+    walk = dataclasses.replace(tables, combo_start=np.full_like(tables.combo_start, -1))
+    Xt = X.copy()
+    Xt[:10, 3] = [np.nan, -1, 0.5, 45, 1e10, 2, 7, 19, 0.0, -0.0]
+    got, want = treeshap.contributions(tables, Xt), treeshap.contributions(walk, Xt)
+    assert got.view(np.int64).tobytes() == want.view(np.int64).tobytes()
+    np.testing.assert_allclose(got.sum(axis=2), booster.predict(Xt, raw_score=True).reshape(len(Xt), -1),
+                               rtol=0, atol=1e-9)  # efficiency: the values add up to the raw score
