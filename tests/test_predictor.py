@@ -110,6 +110,8 @@ def test_categorical_splits_with_nan_negative_fractional_and_unseen_values():
         np.testing.assert_allclose(TreePredictor(booster).predict(Xt), booster.predict(Xt), rtol=0, atol=1e-12)
         np.testing.assert_array_equal(TreePredictor(booster).raw(Xt),
                                       booster.predict(Xt, raw_score=True).reshape(len(Xt), -1))
+        np.testing.assert_array_equal(TreePredictor(booster).raw(Xt),
+                                      booster.predict(Xt, raw_score=True).reshape(len(Xt), -1))
 
 
 def test_early_stopped_booster_scores_its_best_iteration_as_predict_does():
