@@ -62,15 +62,13 @@ def _splits(node: dict):
     (2, {"use_missing": False}, "None"),
     (2, {"num_leaves": 4, "min_data_in_leaf": 50}, "NaN"),  # riskml's default shape
 ])
-@pytest.mark.parametrize("leaves", [31, 5])  # 30 splits a tree: the walk; 4: the leaf tables
+@pytest.mark.parametrize("leaves", [31, 5])  # deep trees, and trees of a few splits (the kernel's leaf fast paths)
 def test_probabilities_equal_booster_predict_on_every_row(n_classes, params, missing, leaves):
     X, score = _data()
     booster = _fit(X, score, n_classes, **{"num_leaves": leaves, **params})
     assert missing in _missing_types(booster)  # the missing-value rule under test is really in the trees
     tp = TreePredictor(booster)
     assert tp.method_ == "compiled" and tp.n_outputs_ == (1 if n_classes == 2 else n_classes)
-    tabled = tp.combo_start_ >= 0
-    assert tabled.all() if booster.params["num_leaves"] <= 6 else not tabled.any()
     rows = np.vstack([X, _edge_rows(X, booster)])
     for Xt in (rows, rows.astype(np.float32), np.asfortranarray(rows), rows[::2]):  # dtypes and layouts
         want = booster.predict(Xt)
@@ -99,7 +97,7 @@ def test_categorical_splits_with_nan_negative_fractional_and_unseen_values():
     X[:, 3] = rng.integers(0, 40, len(X)).astype(float)
     X[:, 5] = rng.integers(0, 70, len(X)).astype(float)  # more than 64 categories: several bitset words
     score = score + np.isin(X[:, 3], [1, 5, 33]) - np.isin(X[:, 5], [2, 40, 66])
-    for n_classes, leaves in ((2, 31), (3, 31), (2, 6), (3, 6)):  # the walk, then the leaf tables
+    for n_classes, leaves in ((2, 31), (3, 31), (2, 6), (3, 6)):
         booster = _fit(X, score, n_classes, categorical=[3, 5], cat_smooth=1, min_data_per_group=5,
                        num_leaves=leaves)
         assert any(t["num_cat"] > 0 for t in booster.dump_model()["tree_info"])

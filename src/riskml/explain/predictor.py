@@ -40,10 +40,6 @@ from riskml.explain.trees import ZERO_THRESHOLD, append_split, dump_model, in_bi
 
 #: Rows per chunk (one thread each): a chunk's transposed features stay in L2.
 CHUNK = 512
-#: A tree with at most this many splits is scored from a table of the leaf each outcome of all its
-#: splits reaches (``2**splits`` values): its split decisions and one index, no "reached" flags
-#: (riskml's default models: 3 splits a tree; the same leaf, the same additions, the same bits).
-MAX_COMBO_SPLITS = 5
 
 # node kinds: decided once per model, so the row loops have no per-row branch on them
 _LEAF, _LE, _NOT_GT, _ZERO_LEFT, _ZERO_RIGHT, _CAT = 0, 1, 2, 3, 4, 5
@@ -133,8 +129,6 @@ class TreePredictor:
         self.cat_words_ = np.asarray(cat_words, dtype=np.uint32)
         self.value_ = np.asarray(nodes["value"], dtype=np.float64)
         self.subtree_end_ = _subtree_end(is_leaf, self.right_)
-        self.combo_start_, self.combo_value_ = _leaf_tables(self.tree_start_, self.left_, self.right_, is_leaf,
-                                                            self.value_)
         self.tree_output_ = np.arange(self.n_trees_, dtype=np.int64) % self.n_outputs_
         self.max_nodes_ = int(np.diff(self.tree_start_).max(initial=1))
         return True
@@ -189,8 +183,7 @@ class TreePredictor:
             thr = self.threshold32_ if X.dtype == np.float32 else self.threshold_
             _raw_kernel(X, self.used_features_, order, self.tree_start_, self.tree_output_, self.kind_, self.feature_, thr,
                         self.cat_start_, self.cat_len_, self.cat_words_, self.left_, self.right_, self.subtree_end_, self.value_,
-                        self.combo_start_, self.combo_value_, self.max_nodes_, np.array([ZERO_THRESHOLD], dtype=X.dtype),
-                        out)
+                        self.max_nodes_, np.array([ZERO_THRESHOLD], dtype=X.dtype), out)
         if self._average:  # boosting=rf: LightGBM averages the iterations
             out /= self.n_trees_ // self.n_outputs_
         return out
@@ -221,32 +214,6 @@ def _subtree_end(is_leaf: np.ndarray, right: np.ndarray) -> np.ndarray:
     return end
 
 
-def _leaf_tables(starts: np.ndarray, left: np.ndarray, right: np.ndarray, is_leaf: np.ndarray, value: np.ndarray,
-                 max_splits: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Per tree of 1..``max_splits`` splits (:data:`MAX_COMBO_SPLITS`), the value of the leaf each outcome
-    reaches: entry ``c`` for the outcomes in the bits of ``c`` (bit ``i``: the ``i``-th split in
-    pre-order sends the row left). ``(start of each tree's table or -1, the tables)``."""
-    max_splits = MAX_COMBO_SPLITS if max_splits is None else max_splits
-    n_trees = len(starts) - 1
-    start, parts, n = np.full(n_trees, -1, dtype=np.int64), [], 0
-    for t in range(n_trees):  # once per model, over trees; vectorised over the outcomes
-        a, b = int(starts[t]), int(starts[t + 1])
-        splits = np.flatnonzero(~is_leaf[a:b])
-        if not 1 <= len(splits) <= max_splits:
-            continue
-        rank = np.full(b - a, 0, dtype=np.int64)
-        rank[splits] = np.arange(len(splits))
-        c = np.arange(1 << len(splits), dtype=np.int64)
-        node = np.full(len(c), a, dtype=np.int64)
-        for _ in range(len(splits)):  # one level down each time, at most one step per split
-            go_left = ((c >> rank[node - a]) & 1) == 1
-            node = np.where(is_leaf[node], node, np.where(go_left, left[node], right[node]))
-        start[t] = n
-        parts.append(value[node])
-        n += len(c)
-    return start, (np.concatenate(parts) if parts else np.zeros(0))
-
-
 def _round_down_f32(t: np.ndarray) -> np.ndarray:
     """The largest float32 ``<= t`` for each threshold (``-inf``/``inf`` beyond float32's range)."""
     with np.errstate(over="ignore"):
@@ -258,10 +225,9 @@ def _round_down_f32(t: np.ndarray) -> np.ndarray:
 
 @nb.njit(parallel=True, cache=True, nogil=True)  # nogil: the reader and writer threads go on meanwhile
 def _raw_kernel(X, used, trees, tree_start, tree_output, kind, feature, thr, cat_start, cat_len, cat_words, left,
-                right, subtree_end, value, combo_start, combo_value, max_nodes, zero, out):  # pragma: no cover - numba
+                right, subtree_end, value, max_nodes, zero, out):  # pragma: no cover - numba
     """Rows in chunks (a thread each); per chunk, trees outer and rows inner: every split of a
-    tree is decided for the whole chunk, and a leaf adds its value at its parent; a tree with a
-    leaf table (``combo_start[t] >= 0``) adds the entry its rows' split outcomes index instead.
+    tree is decided for the whole chunk, and a leaf adds its value at its parent.
 
     Scratch arrays are 2-D and read through row views indexed from 0: with flat
     arrays and computed offsets numba's negative-index wraparound keeps LLVM
@@ -282,7 +248,6 @@ def _raw_kernel(X, used, trees, tree_start, tree_output, kind, feature, thr, cat
                 dst[r] = 0.0 if abs(v) <= z else v  # LightGBM reads |x| <= kZeroThreshold as 0
         reach = np.empty((max_nodes, CH), dtype=np.uint8)  # 1: the row reaches this node
         go = np.empty(CH, dtype=np.uint8)  # 1: the row goes left at the current split
-        outcome = np.empty(CH, dtype=np.int64)  # a leaf table's index: the outcomes of the tree's splits
         count = np.zeros(max_nodes, dtype=np.int64)  # rows of the chunk that reach each node
         acc = np.zeros((n_out, CH))
         for ti in range(trees.shape[0]):
@@ -293,35 +258,6 @@ def _raw_kernel(X, used, trees, tree_start, tree_output, kind, feature, thr, cat
                 v = value[a]
                 for r in range(CH):
                     ac[r] += v
-                continue
-            cs = combo_start[t]
-            if cs >= 0:
-                for r in range(CH):
-                    outcome[r] = 0
-                i = 0
-                for j in range(a, b):
-                    k = kind[j]
-                    if k == 0:
-                        continue
-                    x, th = xt[feature[j]], thr[j]
-                    if k == 1:  # NaN goes right
-                        for r in range(CH):
-                            outcome[r] |= np.int64(x[r] <= th) << i
-                    elif k == 2:  # NaN goes left
-                        for r in range(CH):
-                            outcome[r] |= np.int64(not x[r] > th) << i
-                    elif k == 3 or k == 4:  # zero (and NaN, read as zero) go the default way
-                        dl = np.int64(k == 3)
-                        for r in range(CH):
-                            v = x[r]
-                            zero_ = np.isnan(v) or (v >= -z and v <= z)
-                            outcome[r] |= (dl if zero_ else np.int64(v <= th)) << i
-                    else:
-                        for r in range(CH):
-                            outcome[r] |= np.int64(in_bitset(x[r], cat_start[j], cat_len[j], cat_words)) << i
-                    i += 1
-                for r in range(CH):
-                    ac[r] += combo_value[cs + outcome[r]]
                 continue
             root = reach[0]
             for r in range(CH):
