@@ -340,7 +340,7 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         p["p_recovery_6m"][blocked] = recovery.positive(proba)
         reasons.fill(blocked, recovery, Xb, raw, proba, sign=-1.0, what_if=what_if, include_other=include_other)
         rule, p_rule = recovery_rule(np.asarray(STATUSES, dtype=object)[st[blocked]],
-                                     _cause_at(panel, keys.iloc[blocked]), X["maintenance"].to_numpy()[blocked],
+                                     _cause_at(panel, keys)[blocked], X["maintenance"].to_numpy()[blocked],
                                      X["months_in_status"].to_numpy()[blocked], reasons.code[blocked, 0] >= 0)
         fixed, ruled = np.flatnonzero(~np.isnan(p_rule)), np.flatnonzero(pd.notna(rule))
         p["p_recovery_6m"][blocked[fixed]] = p_rule[fixed]
