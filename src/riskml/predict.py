@@ -96,9 +96,11 @@ def run(cfg: DictConfig) -> PredictResult:
                                 else None).kind == "none"
     # a one-machine job's plan (one read of borrower_id) is made while the model opens: it only reads,
     # and a model error still comes first (the read then ends by itself)
-    reader = ThreadPoolExecutor(1)
-    planned = reader.submit(batch.plan, cfg.input, bucket_rows=cfg.bucket_rows) if one_machine else None
-    reader.shutdown(wait=False)
+    planned = None
+    if one_machine:
+        reader = ThreadPoolExecutor(1)
+        planned = reader.submit(batch.plan, cfg.input, bucket_rows=cfg.bucket_rows)
+        reader.shutdown(wait=False)
     system = open_model(cfg.model, tracking_uri=cfg.get("tracking_uri"))
     if isinstance(system, ScoringModel):  # a table: its plan is not this job's (it may have no borrower_id)
         return _run_table(cfg, system, fmt)

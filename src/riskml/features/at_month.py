@@ -95,11 +95,6 @@ def _readonly(v: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(inline="always")
-def _v(g, c, r):  # pragma: no cover - numba; column c at grid row r of the borrower's gathered rows
-    return g[c, r]
-
-
-@nb.njit(inline="always")
 def _fmax(a, b):  # pragma: no cover - numba; np.fmax: NaN only when both are
     if np.isnan(a):
         return b
@@ -119,8 +114,8 @@ def _fmin(a, b):  # pragma: no cover - numba
 
 @nb.njit(cache=True, error_model="numpy")
 def _grade(g, r):  # pragma: no cover - numba; acceptance.grade, same operations in the same order
-    dpd, ol = _v(g, _GRADE[0], r), _v(g, _GRADE[1], r)
-    dti, es = _v(g, _GRADE[2], r), _v(g, _GRADE[3], r)
+    dpd, ol = g[_GRADE[0], r], g[_GRADE[1], r]
+    dti, es = g[_GRADE[2], r], g[_GRADE[3], r]
     return (dpd / np.float32(30) + np.float32(0.4) * ol + np.float32(2) * dti
             + (np.float32(620) - es) / np.float32(40))
 
@@ -142,7 +137,7 @@ def _line_gaps(g, pad, p, grades, gaps):  # pragma: no cover - numba
                 total += gr
                 count += np.float32(1)
         rv = total / count
-        pol = _v(g, _GRADE[4], r)
+        pol = g[_GRADE[4], r]
         d = pol - np.float32(acceptance.NEUTRAL)
         line = np.float32(acceptance.TOP) - np.float32(acceptance.REACH) * (d if d > 0 else np.float32(0))
         ok = pol > np.float32(acceptance.NEUTRAL) and rv <= np.float32(acceptance.TOP)
@@ -183,11 +178,11 @@ def _kernel(cols, status, cause, has_cause, rows, grid_rows, starts, months, pad
             for j in range(nf):
                 k, c, w = kind[j], col[j], win[j]
                 if k == 0:      # lvl
-                    x = _v(g, c, p)
+                    x = g[c, p]
                 elif k <= 2:    # mean, std
                     total, cnt = np.float32(0), np.float32(0)
                     for o in range(w):
-                        v = _v(g, c, p - o)
+                        v = g[c, p - o]
                         z = np.float32(0) if np.isnan(v) else v
                         total = z if o == 0 else total + z
                         if not np.isnan(v):
@@ -198,7 +193,7 @@ def _kernel(cols, status, cause, has_cause, rows, grid_rows, starts, months, pad
                     else:
                         dev = np.float32(0)
                         for o in range(w):
-                            d = _v(g, c, p - o) - mean
+                            d = g[c, p - o] - mean
                             sq = d * d
                             if np.isnan(sq):
                                 sq = np.float32(0)
@@ -207,33 +202,33 @@ def _kernel(cols, status, cause, has_cause, rows, grid_rows, starts, months, pad
                             dev += sq
                         x = np.sqrt(dev / cnt)
                 elif k <= 4 or k == 6 or k == 7:   # max, min, dd, ratio
-                    top = _v(g, c, p)
+                    top = g[c, p]
                     for o in range(1, w):
-                        v = _v(g, c, p - o)
+                        v = g[c, p - o]
                         top = _fmin(top, v) if k == 4 else _fmax(top, v)
                     if k <= 4:
                         x = top
                     else:
-                        now_v = _v(g, c, p)
+                        now_v = g[c, p]
                         if k == 6:
                             x = now_v - top
                         else:
                             x = now_v / top if top > 0 else nan
                 elif k == 5:    # chg
-                    x = _v(g, c, p) - _v(g, c, p - w)
+                    x = g[c, p] - g[c, p - w]
                 elif k == 8:    # util
-                    lim = _v(g, _GRADE[5], p)
-                    x = _v(g, _GRADE[6], p) / lim if lim > 0 else nan
+                    lim = g[_GRADE[5], p]
+                    x = g[_GRADE[6], p] / lim if lim > 0 else nan
                 elif k <= 10:   # cnt, low
                     m = 0
                     for r in range(max(p - w + 1, 0), p + 1):
-                        v = _v(g, c, r)
+                        v = g[c, r]
                         m += (v > thr[j]) if k == 9 else (v < thr[j])
                     x = np.float32(m)
                 elif k == 11:   # since: months since the last value above the threshold (NEVER: never)
                     x = np.float32(NEVER)
                     for o in range(p + 1):
-                        if _v(g, c, p - o) > thr[j]:
+                        if g[c, p - o] > thr[j]:
                             x = np.float32(o)
                             break
                 elif k <= 13:   # gap, past_line
