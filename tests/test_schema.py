@@ -69,3 +69,19 @@ def test_row_problems_names_the_first_problem_of_each_bad_row_only():
     assert problems[4] == "invest_share above 1"
     assert problems[2] == "drawn below 0"
     assert problems.drop([2, 4]).isna().all()
+
+
+@pytest.mark.parametrize("index_type", ["int8", "uint8", "int32", "int64"])
+def test_category_codes_of_dictionary_columns_keep_nulls_unknowns_and_padding_apart(index_type):
+    # parquet gives categories as dictionary columns (nulls in the indices); any index type, sliced
+    import pyarrow as pa
+    from riskml.schema import coerce_columns
+
+    values = ["normal", " closed ", None, "frozen", "suspended", None, "normal"]
+    arr = pa.array(values).dictionary_encode()
+    arr = pa.DictionaryArray.from_arrays(arr.indices.cast(index_type), arr.dictionary)
+    table = pa.table({"status": pa.chunked_array([arr.slice(0, 3), arr.slice(3)])})
+    cols, first = coerce_columns(table.slice(1), PANEL)
+    # -1: missing, -2: not a category; spaces around a value are stripped
+    assert cols["status"].tolist() == [2, -1, -2, 1, -1, 0]
+    assert (first == 0).all()

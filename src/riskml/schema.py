@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -27,6 +28,16 @@ from riskml.factors import CAUSES
 
 STATUSES: tuple[str, ...] = ("normal", "suspended", "closed")
 STATUS_CODE: Mapping[str, int] = {s: i for i, s in enumerate(STATUSES)}
+
+
+@functools.lru_cache(maxsize=64)
+def category_dtype(values: tuple[str, ...]) -> pd.CategoricalDtype:
+    """The categorical dtype of ``values``, made once: ``Categorical.from_codes(codes, categories=...)``
+    builds the categories' index anew on every call (0.1 ms, a dozen times per scored bucket)."""
+    return pd.CategoricalDtype(list(values))
+
+
+STATUS_DTYPE = category_dtype(STATUSES)
 BORROWER_TYPES: tuple[str, ...] = ("steady", "stretched", "speculator", "fraudster", "shock_prone")
 
 
@@ -246,9 +257,12 @@ def _category_codes(arr: pa.ChunkedArray, categories: tuple[str, ...]) -> np.nda
         return np.zeros(0, dtype=np.int8)
     values = pc.utf8_trim_whitespace(arr.dictionary.cast(pa.string())).to_pylist()  # a few distinct values
     lookup = np.array([categories.index(v) if v in categories else -2 for v in values] + [-1], dtype=np.int8)
-    idx = arr.indices.to_numpy(zero_copy_only=False)
-    idx = np.where(np.isnan(idx), -1, idx).astype(np.int64) if idx.dtype.kind == "f" else idx
-    return lookup[idx]  # a null index (-1) picks the appended -1
+    idx = arr.indices
+    if pa.types.is_unsigned_integer(idx.type):
+        idx = idx.cast(pa.int64())
+    if idx.null_count:  # filled in Arrow: numpy would see nulls as NaN in a float copy (1 ms per 100k rows)
+        idx = pc.fill_null(idx, pa.scalar(-1, idx.type))
+    return lookup[idx.to_numpy()]  # a null index (-1) picks the appended -1
 
 
 def problem_codes(cols: dict[str, np.ndarray], contract: Contract = PANEL,
