@@ -33,7 +33,8 @@ from riskml.edge.files import (PARTS_MANIFEST, atomic_path, check_output_dir, ch
                                job_lock, sha256_file, write_json, write_parquet)
 from riskml.exceptions import BatchError, ConfigError, SchemaError
 from riskml.factors import CAUSES
-from riskml.schema import PANEL, PANEL_PROBLEMS, STATUSES, coerce_columns, problem_codes, to_numpy
+from riskml.schema import (PANEL, PANEL_PROBLEMS, STATUS_DTYPE, STATUSES, category_dtype, coerce_columns,
+                           problem_codes, to_numpy)
 
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
                            ("reason", pa.string())])
@@ -126,9 +127,9 @@ def split_rows(rows: pa.Table, *, as_of: int | None) -> tuple[pd.DataFrame, pd.D
     if len(good["month"]) > 1 and not _sorted_by(good["borrower_id"], good["month"]):
         order = np.lexsort((good["month"], good["borrower_id"]))  # (borrower, month), as the features read them
         good = {c: v[order] for c, v in good.items()}
-    good["status"] = pd.Categorical.from_codes(good["status"], categories=list(STATUSES))
+    good["status"] = pd.Categorical.from_codes(good["status"], dtype=STATUS_DTYPE)
     if "cause" in good:  # an unknown cause reads as none, as a cast to the contract's categories did
-        good["cause"] = pd.Categorical.from_codes(np.maximum(good["cause"], -1), categories=list(CAUSES))
+        good["cause"] = pd.Categorical.from_codes(np.maximum(good["cause"], -1), dtype=category_dtype(CAUSES))
     return pd.DataFrame(good, copy=False), rejects  # copy=False: no consolidation copy of every column
 
 

@@ -27,7 +27,7 @@ from riskml.explain.predictor import TreePredictor
 from riskml.explain.reasons import FactorExplainer, adverse_contributions, advice_for, check_top_k, rank_factors
 from riskml.features.snapshots import build_features
 from riskml.features.windows import DEFAULT_WINDOWS, feature_specs, rectify_array
-from riskml.schema import STATUSES, class_probabilities
+from riskml.schema import STATUSES, category_dtype, class_probabilities
 from riskml.training.calibration import Calibrator
 from riskml.training.scorecard import Bands, PointsScale
 
@@ -176,11 +176,11 @@ class _Reasons:
         out: dict[str, Any] = {}
         for i in range(self.k):
             c = self.code[:, i]
-            out[f"reason_{i + 1}"] = pd.Categorical.from_codes(c, categories=self.ids)
-            out[f"reason_{i + 1}_label"] = pd.Categorical.from_codes(c, categories=labels)
+            out[f"reason_{i + 1}"] = pd.Categorical.from_codes(c, dtype=category_dtype(tuple(self.ids)))
+            out[f"reason_{i + 1}_label"] = pd.Categorical.from_codes(c, dtype=category_dtype(tuple(labels)))
             out[f"reason_{i + 1}_contribution"] = self.contribution[:, i]
             out[f"reason_{i + 1}_actionable"] = pd.arrays.BooleanArray(actionable[c] == 1, actionable[c] < 0)
-            out[f"reason_{i + 1}_advice"] = pd.Categorical.from_codes(advice_code[c], categories=advice)
+            out[f"reason_{i + 1}_advice"] = pd.Categorical.from_codes(advice_code[c], dtype=category_dtype(tuple(advice)))
             out[f"reason_{i + 1}_p_after"] = self.p_after[:, i]
         return out
 
@@ -192,7 +192,7 @@ def reason_ids(*models: ScoringModel | None) -> list[str]:
 
 
 def _constant(value: str, n: int) -> pd.Categorical:
-    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), categories=[value])
+    return pd.Categorical.from_codes(np.zeros(n, dtype=np.int8), dtype=category_dtype((value,)))
 
 
 

@@ -19,15 +19,13 @@ import pandas as pd
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from riskml.schema import BEHAVIOUR, PANEL, STATUSES
+from riskml.schema import BEHAVIOUR, PANEL, STATUS_DTYPE, category_dtype
 from riskml.factors import CAUSES
 from riskml.simulate import behaviour as bh
 from riskml.simulate.config import SimConfig
 from riskml.simulate.engine import Env, step
 from riskml.simulate.population import State, draw_population, truth_frame
 
-_STATUS_DTYPE = pd.CategoricalDtype(list(STATUSES))
-_CAUSE_DTYPE = pd.CategoricalDtype(list(CAUSES))
 _BEHAVIOUR = tuple(c.name for c in BEHAVIOUR)
 
 
@@ -116,9 +114,9 @@ def panel_frame(cols: dict[str, np.ndarray]) -> pd.DataFrame:
     for c in PANEL.columns:
         v = cols[c.name]
         if c.name == "status":
-            data[c.name] = pd.Categorical.from_codes(v, dtype=_STATUS_DTYPE)
+            data[c.name] = pd.Categorical.from_codes(v, dtype=STATUS_DTYPE)
         elif c.name == "cause":
-            data[c.name] = pd.Categorical.from_codes(v, dtype=_CAUSE_DTYPE)
+            data[c.name] = pd.Categorical.from_codes(v, dtype=category_dtype(CAUSES))
         else:
             data[c.name] = v.astype(c.dtype, copy=False)
     return pd.DataFrame(data)
