@@ -64,7 +64,10 @@ def score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str], 
     writing: Future | None = None
     scoring: deque[tuple[Path, Path, Future | None]] = deque()  # in bucket order; None: resumed
     threads = scoring_threads()
-    with ThreadPoolExecutor(1) as writer, ThreadPoolExecutor(threads) as scorers:
+    # the kernels' threads shared out between the scoring threads (numba's count is per thread): on 2
+    # cores each runs its kernels alone, where a team of 2 per thread only oversubscribed the cores
+    share = partial(nb.set_num_threads, max(1, nb.get_num_threads() // threads))
+    with ThreadPoolExecutor(1) as writer, ThreadPoolExecutor(threads, initializer=share) as scorers:
         def hand_on(limit: int) -> None:  # the oldest buckets to the writer, until ``limit`` are left
             nonlocal writing
             while len(scoring) > limit:
