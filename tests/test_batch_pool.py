@@ -181,3 +181,40 @@ def test_one_scoring_thread_where_numba_cannot_take_kernels_from_two():
     env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert got.returncode == 0 and got.stdout.strip() == "1", got.stderr[-2000:]
+
+
+@pytest.mark.parametrize("chunks", [
+    [[1, 1, 2], [2, 2, 3], [], [3, 4]],   # sorted; borrowers 2 and 3 go on across chunk boundaries
+    [[1, 2], [3, 3], [4]],                # sorted, a new borrower at every boundary
+    [[5], [5], [5]],                      # one borrower in every chunk
+    [[3, 1, 2], [2, 4]],                  # unsorted inside a chunk
+    [[1, 2, 3], [2, 4]],                  # sorted chunks, unsorted across a boundary
+    [[], []],
+])
+def test_borrower_count_of_a_bucket_is_its_distinct_ids_however_it_is_chunked(chunks):
+    from riskml.edge.batch_job import borrower_count
+
+    col = pa.chunked_array([pa.array(c, pa.int64()) for c in chunks], pa.int64())
+    assert borrower_count(pa.table({"borrower_id": col})) == len({i for c in chunks for i in c})
+
+
+def test_sorted_input_streams_into_buckets_of_whole_borrowers_with_missing_ids_apart(tmp_path):
+    from riskml.edge.batch_job import prepare
+
+    # 60 borrowers of 1-5 months; a few rows without an id; small row groups, so buckets span many batches
+    rng = np.random.default_rng(3)
+    ids = np.repeat(np.arange(60), rng.integers(1, 6, 60)).astype("float64")
+    ids[[4, 40, 41, len(ids) - 1]] = np.nan
+    df = pd.DataFrame({"borrower_id": ids, "month": np.arange(len(ids)) % 7})
+    path = tmp_path / "panel.parquet"
+    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=7)
+    plan = batch.plan(path, bucket_rows=25)
+    assert plan.grouped and plan.n_buckets > 3
+    got = dict(batch._stream_grouped(plan, ["borrower_id", "month"], lambda t: t))
+    assert np.isnan(got.pop(-1).column("borrower_id").to_numpy()).sum() == 4
+    seen = [got[k].column("borrower_id").to_numpy() for k in sorted(got)]
+    whole = np.concatenate(seen)
+    assert np.array_equal(whole, ids[~np.isnan(ids)])  # every row with an id, once, in order
+    firsts, lasts = [s[0] for s in seen], [s[-1] for s in seen]
+    assert all(a < b for a, b in zip(lasts, firsts[1:]))  # no borrower cut between two buckets
+    assert all(len(s) >= 25 for s in seen[:-1])

@@ -76,6 +76,8 @@ def iter_batches(path: Path, *, columns: list[str] | None = None, batch_rows: in
 def _ids(table: pa.Table) -> np.ndarray:
     """borrower_id as float (NaN where missing or not a whole number)."""
     col = table.column("borrower_id")
+    if pa.types.is_integer(col.type) and not col.null_count:  # every id whole and present: nothing to check
+        return to_numpy(col).astype(np.float64)
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
         ids = to_numpy(col).astype(np.float64)  # a copy: set to NaN below
     else:  # text (CSV cells)
@@ -242,17 +244,18 @@ def partition(p: Plan, work: WorkDir, *, columns: list[str], prepare: Prepare) -
 def _stream_grouped(p: Plan, columns: list[str], prepare: Prepare) -> Iterator[tuple[int, pa.Table]]:
     """Buckets of input sorted by borrower, cut at borrower boundaries as it streams:
     no partition files to write (the common case: panels are written sorted)."""
-    k, pending, n, missing = 0, [], 0, []
+    k, pending, pending_ids, n, missing = 0, [], [], 0, []
     for b in _numbered(p, columns, prepare):
-        bad = np.isnan(_ids(b))
+        ids = _ids(b)  # each batch's ids once: not again on the joined rows of a bucket
+        bad = np.isnan(ids)
         if bad.any():
             missing.append(b.filter(pa.array(bad)))
-            b = b.filter(pa.array(~bad))
+            b, ids = b.filter(pa.array(~bad)), ids[~bad]
         pending.append(b)
+        pending_ids.append(ids)
         n += b.num_rows
         if n >= p.bucket_rows:
-            rows = concat(pending)
-            ids = _ids(rows)
+            rows, ids = concat(pending), np.concatenate(pending_ids)
             while rows.num_rows >= p.bucket_rows:
                 # cut after the borrower at bucket_rows; the last borrower may go on in the next batch
                 end = int(np.searchsorted(ids, ids[p.bucket_rows - 1], side="right"))
@@ -260,7 +263,7 @@ def _stream_grouped(p: Plan, columns: list[str], prepare: Prepare) -> Iterator[t
                     break
                 yield k, rows.slice(0, end)
                 k, rows, ids = k + 1, rows.slice(end), ids[end:]
-            pending, n = [rows], rows.num_rows
+            pending, pending_ids, n = [rows], [ids], rows.num_rows
     if n:
         yield k, concat(pending)
     yield -1, concat(missing) if missing else prepare(_empty(columns))

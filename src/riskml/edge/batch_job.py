@@ -93,10 +93,15 @@ def _arrays(rows: pa.Table) -> dict[str, np.ndarray]:
 
 def borrower_count(rows: pa.Table) -> int:
     """Distinct borrowers of a bucket."""
-    bid = to_numpy(rows.column("borrower_id"))
-    if len(bid) > 1 and (bid[1:] >= bid[:-1]).all():  # sorted (the common case): count the changes
-        return int(1 + (bid[1:] != bid[:-1]).sum())
-    return int(np.unique(bid).size)
+    # chunk by chunk (no copy of the column into one array): a bucket is the batches it was cut from
+    chunks = [c.to_numpy(zero_copy_only=False) for c in rows.column("borrower_id").chunks if len(c)]
+    if not chunks:
+        return 0
+    ends = np.array([(c[0], c[-1]) for c in chunks])
+    if (ends[1:, 0] >= ends[:-1, 1]).all() and all((c[1:] >= c[:-1]).all() for c in chunks):
+        # sorted (the common case): count the changes, within chunks and from one chunk to the next
+        return int(1 + sum(int((c[1:] != c[:-1]).sum()) for c in chunks) + (ends[1:, 0] != ends[:-1, 1]).sum())
+    return int(np.unique(np.concatenate(chunks)).size)
 
 
 def split_rows(rows: pa.Table, *, as_of: int | None) -> tuple[pd.DataFrame, pd.DataFrame]:
