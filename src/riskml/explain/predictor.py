@@ -156,10 +156,12 @@ class TreePredictor:
                                   f"{len(self.features_)} features the model was trained on")
             if list(X.columns) != self.features_:
                 X = X[self.features_]
-            cats = [c for c in X.columns if isinstance(X[c].dtype, pd.CategoricalDtype)]
+            dtypes = X.dtypes  # read from the frame's blocks: taking each column out cost 4 ms per 20k rows
+            cats = [c for c, dt in dtypes.items() if isinstance(dt, pd.CategoricalDtype)]
             if cats:  # LightGBM reads a pandas category as its code (the training levels' order); missing: NaN
                 X = X.assign(**{c: X[c].cat.codes.where(X[c].notna()).astype("float64") for c in cats})
-            f32 = all(dt == np.float32 for dt in X.dtypes)
+                dtypes = X.dtypes
+            f32 = all(dt == np.float32 for dt in dtypes)
             X = X.to_numpy(dtype=np.float32 if f32 else np.float64, na_value=np.nan)
         X = np.asarray(X)
         if X.ndim != 2 or X.shape[1] != len(self.features_):
