@@ -171,6 +171,8 @@ def behaviour_arrays(panel: pd.DataFrame, source: str) -> dict[str, np.ndarray]:
 def codes(panel: pd.DataFrame, column: str, categories: tuple[str, ...], source: str) -> np.ndarray:
     """int8 codes of a categorical column (-1 for null); unknown values raise."""
     s = panel[column]
+    if isinstance(s.dtype, pd.CategoricalDtype) and tuple(s.cat.categories) == tuple(categories):
+        return np.asarray(s.cat.codes, dtype=np.int8)  # the contract's own categories (a validated batch)
     index = pd.Index(list(categories))
     if isinstance(s.dtype, pd.CategoricalDtype):
         mapping = np.append(index.get_indexer(s.cat.categories), -1).astype(np.int8)
