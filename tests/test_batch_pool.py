@@ -218,3 +218,19 @@ def test_sorted_input_streams_into_buckets_of_whole_borrowers_with_missing_ids_a
     firsts, lasts = [s[0] for s in seen], [s[-1] for s in seen]
     assert all(a < b for a, b in zip(lasts, firsts[1:]))  # no borrower cut between two buckets
     assert all(len(s) >= 25 for s in seen[:-1])
+
+
+def test_rows_are_found_in_key_order_exactly_when_they_are():
+    from riskml.edge.batch_job import _sorted_by
+
+    rng = np.random.default_rng(5)
+    for _ in range(400):
+        n, k = int(rng.integers(0, 9)), int(rng.integers(1, 4))
+        keys = [rng.integers(0, 3, n).astype(rng.choice(["int64", "int32", "float64"])) for _ in range(k)]
+        if rng.random() < 0.6:  # sorted input, with ties in the first keys
+            order = np.lexsort(keys[::-1])
+            keys = [key[order] for key in keys]
+        # a stable sort leaves rows in key order where they are: the order is the identity exactly then
+        assert _sorted_by(*keys) == bool(np.array_equal(np.lexsort(keys[::-1]), np.arange(n))), keys
+    assert not _sorted_by(np.array([1.0, np.nan]), np.array([0, 1]))  # a missing key is never in order
+    assert not _sorted_by(np.array([1, 1]), np.array([0.0, np.nan]))

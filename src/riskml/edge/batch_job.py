@@ -21,6 +21,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any, Callable
 
+import numba as nb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -139,15 +140,28 @@ def split_rows(rows: pa.Table, *, as_of: int | None) -> tuple[pd.DataFrame, pd.D
 
 
 def _sorted_by(*keys: np.ndarray) -> bool:
-    """Rows already in lexicographic order of ``keys`` (the common case: panels are written sorted)."""
-    a, b = keys[0][1:], keys[0][:-1]
-    if not (a >= b).all():
-        return False
-    eq = a == b
-    for k in keys[1:]:
-        if eq.any() and not (k[1:][eq] >= k[:-1][eq]).all():
-            return False
-        eq = eq & (k[1:] == k[:-1])
+    """Rows already in lexicographic order of ``keys`` (one to three; the common case: panels are written
+    sorted), in one compiled pass: numpy's masked comparisons of the later keys took 2.5 ms per bucket."""
+    if not 1 <= len(keys) <= 3:
+        raise ValueError(f"_sorted_by takes 1 to 3 keys, not {len(keys)}")
+    none = np.zeros(0, dtype=np.int64)
+    return bool(_in_order(*keys, *[none] * (3 - len(keys))))
+
+
+@nb.njit(cache=True, nogil=True)
+def _in_order(a, b, c):  # pragma: no cover - numba; b or c of length 0: not a key
+    for i in range(1, len(a)):
+        if a[i] != a[i - 1]:
+            if a[i] < a[i - 1] or np.isnan(a[i]) or np.isnan(a[i - 1]):
+                return False
+            continue
+        if len(b):
+            if b[i] != b[i - 1]:
+                if b[i] < b[i - 1] or np.isnan(b[i]) or np.isnan(b[i - 1]):
+                    return False
+                continue
+            if len(c) and (c[i] < c[i - 1] or np.isnan(c[i]) or np.isnan(c[i - 1])):
+                return False
     return True
 
 
