@@ -118,7 +118,7 @@ def test_a_killed_job_leaves_no_worker_running_and_resumes_to_the_same_bytes(mod
                            stderr=subprocess.DEVNULL)
     parts = tmp_path / ".p.parquet.work" / "parts"
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(parts.glob("scored-*.parquet")) if parts.exists() else []) < 2:
+    while time.time() < deadline and len(list(parts.glob("scored-*")) if parts.exists() else []) < 2:
         time.sleep(0.05)
     workers = _children(job.pid)
     assert len(workers) >= 2 and job.poll() is None

@@ -220,8 +220,7 @@ def test_an_output_folder_holds_the_file_outputs_rows_in_parts_and_is_replaced_w
     table = pq.read_table(one.output)
     pieces = []
     for i, lo in enumerate(range(0, table.num_rows, 700)):  # uneven buckets
-        pq.write_table(table.slice(lo, 700), tmp_path / f"piece-{i}.parquet")
-        pieces.append(tmp_path / f"piece-{i}.parquet")
+        pieces.append(results.write_table_part(table.slice(lo, 700), tmp_path / f"piece-{i}.arrow"))
     rows = results.assemble(pieces, tmp_path / "cut", table.schema, fmt="parts", row_group=256, part_rows=512)
     cut = json.loads((tmp_path / "cut" / "_manifest.json").read_text())["parts"]
     assert rows == table.num_rows and [f["rows"] for f in cut[:-1]] == [512] * (len(cut) - 1) and len(cut) > 2

@@ -34,6 +34,13 @@ from riskml.edge.files import PARQUET_OPTIONS, table_files
 
 ROW = "_row"    # 0-based row number within its source file
 FILE = "_file"  # index of the source file in the input's file list
+#: A bucket's part in the work folder: an Arrow IPC file (``riskml.edge.results.write_part``)
+PART_SUFFIX = ".arrow"
+
+
+def part_path(root: Path, kind: str, i: int) -> Path:
+    """The ``kind`` part (``scored`` or ``rejects``) of bucket ``i`` in the work folder ``root``."""
+    return root / "parts" / f"{kind}-{i:05d}{PART_SUFFIX}"
 
 
 def input_columns(path: Path) -> list[str]:
@@ -154,10 +161,10 @@ class WorkDir:
         stamp.write_text(fingerprint)
 
     def part(self, kind: str, i: int) -> Path:
-        return self.root / "parts" / f"{kind}-{i:05d}.parquet"
+        return part_path(self.root, kind, i)
 
     def parts(self, kind: str) -> list[Path]:
-        return sorted((self.root / "parts").glob(f"{kind}-*.parquet"))
+        return sorted((self.root / "parts").glob(f"{kind}-*{PART_SUFFIX}"))
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

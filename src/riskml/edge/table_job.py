@@ -113,8 +113,8 @@ def run_table_job(*, input: str | Path, output: str | Path, model: ScoringModel,
 
     n_scored = results.assemble(work.parts("scored"), output, schema, fmt=fmt)
     rej = results.assemble_rejects(work.parts("rejects"), rejects_path, fmt=fmt)
-    scored = pd.concat([pd.read_parquet(p, columns=["risk_band", UNSEEN]) for p in work.parts("scored")],
-                       ignore_index=True)
+    scored = batch.concat([results.read_part(p, columns=["risk_band", UNSEEN])
+                           for p in work.parts("scored")]).to_pandas()
     input_rows = sum(int(f.read_text()) for f in counts.iterdir())
     if input_rows != n_scored + len(rej):  # conservation: never drop a row silently
         raise AssertionError(f"{input_rows} input rows != {n_scored} scored + {len(rej)} rejected")
