@@ -116,7 +116,8 @@ class Plan:
         job's settings and the checksum of every model it uses)."""
         plan = {"rows": self.rows, "lo": self.lo, "hi": self.hi, "n_buckets": self.n_buckets,
                 "grouped": self.grouped, "bucket_rows": self.bucket_rows}
-        return fingerprint(self.files, {"plan": plan, "job": extra})
+        # the parts' format: a work folder of another riskml's parts starts clean
+        return fingerprint(self.files, {"plan": plan, "job": extra, "parts": PART_SUFFIX})
 
 
 def fingerprint(files: tuple[Path, ...] | list[Path], extra: dict) -> str:
