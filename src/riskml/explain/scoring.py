@@ -329,8 +329,8 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         p["p_adverse"][normal] = p_adv
         points = scale.points(p_adv)
         p["score_points"][normal] = points
-        label = bands.assign(p_adverse=p_adv, points=points)
-        codes[normal] = pd.Index(band_names).get_indexer(label)
+        # each band's position among the output's band names, then each row's (no string per row)
+        codes[normal] = pd.Index(band_names).get_indexer(list(bands.labels))[bands.positions(p_adv, points)]
         reasons.fill(normal, model, Xn, raw, proba, sign=+1.0, what_if=what_if, include_other=include_other)
 
     blocked = np.flatnonzero(st != 0)

@@ -117,15 +117,18 @@ class Bands:
 
     def assign(self, p_adverse=None, points=None) -> np.ndarray:
         """Band labels (object array) from P(adverse) or points, whichever the bands are cut on."""
-        labels = np.asarray(self.labels, dtype=object)
+        return np.asarray(self.labels, dtype=object)[self.positions(p_adverse, points)]
+
+    def positions(self, p_adverse=None, points=None) -> np.ndarray:
+        """Each row's band as a position in ``labels`` (:meth:`assign` without making the strings)."""
         edges = np.asarray(self.edges, dtype=np.float64)
         if self.by == "probability":
             if p_adverse is None:
                 raise ValueError("bands cut on probability need p_adverse")
-            return labels[np.searchsorted(edges, np.asarray(p_adverse, dtype=np.float64), side="right")]
+            return np.searchsorted(edges, np.asarray(p_adverse, dtype=np.float64), side="right")
         if points is None:
             raise ValueError("bands cut on points need points")
-        return labels[len(edges) - np.searchsorted(edges, np.asarray(points, dtype=np.float64), side="right")]
+        return len(edges) - np.searchsorted(edges, np.asarray(points, dtype=np.float64), side="right")
 
     def as_dict(self) -> dict[str, Any]:
         return {"by": self.by, "edges": list(self.edges), "labels": list(self.labels)}
