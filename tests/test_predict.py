@@ -415,3 +415,18 @@ def test_the_cause_on_record_is_read_at_each_key_month_sorted_or_not():
     assert list(sorted_fast) == ["maintenance", None, None]
     assert [c if isinstance(c, str) else None for c in shuffled] == ["maintenance", None, None]
     assert [c if isinstance(c, str) else None for c in later] == [None, "overdue", None]
+
+
+@pytest.mark.parametrize("bid, month, expected", [
+    ([1, 1, 2, 3], [0, 1, 0, 5], True),
+    ([1, 1, 2], [1, 1, 0], False),          # a key twice
+    ([1, 1, 2], [1, 0, 0], False),          # months back
+    ([2, 1], [0, 0], False),                # borrowers back
+    ([1.0, np.nan], [0, 0], False),         # a missing id is never in order
+    ([1, 1], [0.0, np.nan], False),
+    ([], [], True),
+])
+def test_the_fast_path_of_the_cause_on_record_takes_only_strictly_sorted_rows(bid, month, expected):
+    from riskml.explain.scoring import _strictly_sorted
+
+    assert _strictly_sorted(np.asarray(bid, dtype=float), np.asarray(month, dtype=float)) is expected
