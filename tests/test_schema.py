@@ -85,3 +85,47 @@ def test_category_codes_of_dictionary_columns_keep_nulls_unknowns_and_padding_ap
     # -1: missing, -2: not a category; spaces around a value are stripped
     assert cols["status"].tolist() == [2, -1, -2, 1, -1, 0]
     assert (first == 0).all()
+
+
+def test_row_checks_flag_the_first_problem_of_each_row_as_whole_column_numpy_checks_do():
+    # the compiled per-column pass against the checks written as numpy masks, in the contract's order
+    from riskml.schema import PANEL, problem_codes, problem_texts
+
+    rng = np.random.default_rng(8)
+    n = 4000
+    cols = {}
+    for c in PANEL.columns:
+        if c.categories:
+            cols[c.name] = rng.choice(np.array([-2, -1, 0, 1, 2], dtype=np.int8), n, p=[.02, .02, .9, .03, .03])
+            continue
+        lo = 0.0 if c.lo is None else c.lo
+        hi = lo + 100 if c.hi is None else c.hi
+        v = rng.uniform(lo - 0.1 * (hi - lo), hi + 0.1 * (hi - lo), n)
+        whole = rng.random(n) < 0.5
+        v[whole] = np.round(v[whole])
+        v[rng.random(n) < 0.03] = np.nan
+        v[rng.random(n) < 0.01] = np.inf
+        if c.lo is not None:
+            v[rng.random(n) < 0.02] = c.lo  # on the bound: not below it
+        kind = rng.choice(["float32", "float64", "int"])
+        cols[c.name] = (v.astype(kind) if kind != "int" else np.nan_to_num(v, posinf=0).astype(np.int64))
+    cols["borrower_id"] = np.arange(n, dtype=np.int64)  # no duplicate keys: rows checked on their own
+    texts = problem_texts(PANEL)
+    want = np.zeros(n, dtype=np.int16)
+    with np.errstate(invalid="ignore"):
+        for c in PANEL.columns:
+            if c.name not in PANEL.required:
+                continue
+            v = cols[c.name]
+            checks = ([(v == -1, "is missing"), (v == -2, f"not one of {list(c.categories)}")] if c.categories else
+                      [(np.isnan(v) if v.dtype.kind == "f" else None, "is missing"),
+                       (v < c.lo if c.lo is not None else None, f"below {c.lo:g}" if c.lo is not None else ""),
+                       (v > c.hi if c.hi is not None else None, f"above {c.hi:g}" if c.hi is not None else ""),
+                       ((np.isfinite(v) & (v != np.floor(v))) if c.dtype.startswith("int") and v.dtype.kind == "f"
+                        else None, "is not a whole number")])
+            for mask, what in checks:
+                if mask is not None:
+                    want[mask & (want == 0)] = texts.index(f"{c.name} {what}")
+    got = problem_codes(cols, PANEL)
+    assert (want > 0).mean() > 0.2 and len(np.unique(want)) > 10  # many kinds of problem, not a vacuous check
+    assert np.array_equal(got, want)

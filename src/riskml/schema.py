@@ -18,6 +18,7 @@ import functools
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
+import numba as nb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -265,6 +266,24 @@ def _category_codes(arr: pa.ChunkedArray, categories: tuple[str, ...]) -> np.nda
     return lookup[idx.to_numpy()]  # a null index (-1) picks the appended -1
 
 
+@nb.njit(cache=True, nogil=True)
+def _flag_numbers(v, code, missing, lo, below, hi, above, whole):  # pragma: no cover - numba
+    """The first problem of each row of numeric column ``v`` not flagged before: missing, below ``lo``,
+    above ``hi``, not whole, in that order; a code of 0 skips its check."""
+    for i in range(len(v)):
+        if code[i] != 0:
+            continue
+        x = v[i]
+        if missing != 0 and np.isnan(x):
+            code[i] = missing
+        elif below != 0 and x < lo:
+            code[i] = below
+        elif above != 0 and x > hi:
+            code[i] = above
+        elif whole != 0 and np.isfinite(x) and x != np.floor(x):
+            code[i] = whole
+
+
 def problem_codes(cols: dict[str, np.ndarray], contract: Contract = PANEL,
                   first: np.ndarray | None = None) -> np.ndarray:
     """The first problem of every row as a code of :func:`problem_texts` (0: a good row).
@@ -291,14 +310,19 @@ def problem_codes(cols: dict[str, np.ndarray], contract: Contract = PANEL,
                 flag(v == -1, f"{col.name} is missing")
                 flag(v == -2, f"{col.name} not one of {list(col.categories)}")
                 continue
-            if v.dtype.kind == "f":
-                flag(np.isnan(v), f"{col.name} is missing")
-            if col.lo is not None:
-                flag(v < col.lo, f"{col.name} below {col.lo:g}")
-            if col.hi is not None:
-                flag(v > col.hi, f"{col.name} above {col.hi:g}")
-            if col.dtype.startswith("int") and v.dtype.kind == "f":
-                flag(np.isfinite(v) & (v != np.floor(v)), f"{col.name} is not a whole number")
+            if v.dtype.kind not in "fiu":
+                v = v.astype(np.float64)
+            # the checks below in one compiled pass per column (numpy: a pass and a mask per check)
+            is_float = v.dtype.kind == "f"
+            bound = v.dtype.type if is_float else np.float64  # numpy compares a float32 column in float32
+            _flag_numbers(v, code,
+                          texts.index(f"{col.name} is missing") if is_float else 0,
+                          bound(col.lo if col.lo is not None else 0), texts.index(f"{col.name} below {col.lo:g}")
+                          if col.lo is not None else 0,
+                          bound(col.hi if col.hi is not None else 0), texts.index(f"{col.name} above {col.hi:g}")
+                          if col.hi is not None else 0,
+                          texts.index(f"{col.name} is not a whole number")
+                          if col.dtype.startswith("int") and is_float else 0)
     if "borrower_id" in cols and "month" in cols and n > 1:
         bid, month = cols["borrower_id"], cols["month"]
         step = bid[1:] > bid[:-1]
