@@ -312,17 +312,14 @@ def problem_codes(cols: dict[str, np.ndarray], contract: Contract = PANEL,
                 continue
             if v.dtype.kind not in "fiu":
                 v = v.astype(np.float64)
-            # the checks below in one compiled pass per column (numpy: a pass and a mask per check)
-            is_float = v.dtype.kind == "f"
+            # the checks in one compiled pass per column (numpy: a pass and a mask per check); 0: no check
+            is_float, lo, hi = v.dtype.kind == "f", col.lo, col.hi
             bound = v.dtype.type if is_float else np.float64  # numpy compares a float32 column in float32
-            _flag_numbers(v, code,
-                          texts.index(f"{col.name} is missing") if is_float else 0,
-                          bound(col.lo if col.lo is not None else 0), texts.index(f"{col.name} below {col.lo:g}")
-                          if col.lo is not None else 0,
-                          bound(col.hi if col.hi is not None else 0), texts.index(f"{col.name} above {col.hi:g}")
-                          if col.hi is not None else 0,
-                          texts.index(f"{col.name} is not a whole number")
-                          if col.dtype.startswith("int") and is_float else 0)
+            _flag_numbers(v, code, missing=texts.index(f"{col.name} is missing") if is_float else 0,
+                          lo=bound(lo or 0), below=0 if lo is None else texts.index(f"{col.name} below {lo:g}"),
+                          hi=bound(hi or 0), above=0 if hi is None else texts.index(f"{col.name} above {hi:g}"),
+                          whole=texts.index(f"{col.name} is not a whole number")
+                          if is_float and col.dtype.startswith("int") else 0)
     if "borrower_id" in cols and "month" in cols and n > 1:
         bid, month = cols["borrower_id"], cols["month"]
         step = bid[1:] > bid[:-1]
