@@ -175,13 +175,14 @@ class _Reasons:
         advice = [advice_for(f)[1] if ok else "" for f, ok in zip(self.ids, known)]
         advice_code = np.array([i if ok else -1 for i, ok in enumerate(known)] + [-1], dtype=np.int32)
         out: dict[str, Any] = {}
+        ids_dt, labels_dt, advice_dt = (category_dtype(tuple(v)) for v in (self.ids, labels, advice))
         for i in range(self.k):
             c = self.code[:, i]
-            out[f"reason_{i + 1}"] = pd.Categorical.from_codes(c, dtype=category_dtype(tuple(self.ids)))
-            out[f"reason_{i + 1}_label"] = pd.Categorical.from_codes(c, dtype=category_dtype(tuple(labels)))
+            out[f"reason_{i + 1}"] = pd.Categorical.from_codes(c, dtype=ids_dt)
+            out[f"reason_{i + 1}_label"] = pd.Categorical.from_codes(c, dtype=labels_dt)
             out[f"reason_{i + 1}_contribution"] = self.contribution[:, i]
             out[f"reason_{i + 1}_actionable"] = pd.arrays.BooleanArray(actionable[c] == 1, actionable[c] < 0)
-            out[f"reason_{i + 1}_advice"] = pd.Categorical.from_codes(advice_code[c], dtype=category_dtype(tuple(advice)))
+            out[f"reason_{i + 1}_advice"] = pd.Categorical.from_codes(advice_code[c], dtype=advice_dt)
             out[f"reason_{i + 1}_p_after"] = self.p_after[:, i]
         return out
 
