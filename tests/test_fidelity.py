@@ -10,7 +10,7 @@ from hydra import compose, initialize_config_module
 from omegaconf import OmegaConf
 
 from riskml import factors
-from riskml.explain import advice_for, scoring
+from riskml.explain import advice_for, recovery, scoring
 from riskml.features import build_snapshots
 from riskml.simulate import SimConfig, simulate
 from riskml.training.datasets import from_snapshots, valid_mask
@@ -143,11 +143,11 @@ def test_the_recovery_rule_hand_computed():
     maint = [1, 1, 1, 0, 0, 0, 0]
     months = [1, 4, 1, 7, 2, 5, 3]         # the second went down 4 months ago: not this outage
     explained = [True, True, True, True, True, True, False]
-    factor, p = scoring.recovery_rule(status, cause, maint, months, explained)
+    factor, p = recovery.recovery_rule(status, cause, maint, months, explained)
     assert factor.tolist() == ["maintenance", None, None, "agreement_violation", "policy_tightening", None,
                                "abnormal_use"]
     assert p[[0, 3]].tolist() == [1.0, 0.0] and np.isnan(p[[1, 2, 4, 5, 6]]).all()
     # the platform-side factors are never a learned reason on the recovery side
     c = np.array([[-0.5, -0.9, -0.2, 0.1]])
-    np.testing.assert_array_equal(scoring.recovery_side(c, ["overdue", "policy_tightening", "maintenance", "other"]),
+    np.testing.assert_array_equal(recovery.recovery_side(c, ["overdue", "policy_tightening", "maintenance", "other"]),
                                   [[-0.5, 0.0, 0.0, 0.1]])

@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_module
 
 from riskml import factors, predict, train
 from riskml.explain import scoring
+from riskml.explain.recovery import PLATFORM_SIDE
 from riskml.features import build_features
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError
 from riskml.edge import results
@@ -157,13 +158,13 @@ def test_reasons_match_the_explainers_contributions_on_both_sides(trained, panel
     for side, (m, sign) in sides.items():
         contrib = m.explainer.contributions(X)[:, 0, :-1]
         # on the recovery side the platform-side causes are a reason by the cause on record only
-        learned = factors.CAUSES if side == "normal" else set(factors.CAUSES) - set(scoring.PLATFORM_SIDE)
+        learned = factors.CAUSES if side == "normal" else set(factors.CAUSES) - set(PLATFORM_SIDE)
         documented = [i for i, f in enumerate(m.explainer.factors) if f in learned]
         for row in range(len(out)):
             if (out.loc[row, "status"] == "normal") != (side == "normal"):
                 continue
             if pd.notna(out.loc[row, "reason_1"]) and pd.isna(out.loc[row, "reason_1_contribution"]):
-                continue  # explained by the recovery rule (scoring.recovery_rule), not the model
+                continue  # explained by the recovery rule (explain.recovery.recovery_rule), not the model
             c = {m.explainer.factors[i]: contrib[row, i] for i in documented if sign * contrib[row, i] > 0}
             want = sorted(c, key=lambda f: -sign * c[f])[:4]
             got = [out.loc[row, f"reason_{i}"] for i in range(1, 5) if pd.notna(out.loc[row, f"reason_{i}"])]
@@ -408,7 +409,7 @@ def test_down_accounts_without_a_recovery_model_keep_the_contract(trained, panel
 
 
 def test_the_cause_on_record_is_read_at_each_key_month_sorted_or_not():
-    from riskml.explain.scoring import _cause_at
+    from riskml.explain.recovery import cause_at as _cause_at
 
     panel = pd.DataFrame({"borrower_id": [1, 1, 1, 2, 2, 3], "month": [0, 1, 2, 0, 1, 0],
                           "cause": pd.Categorical(["overdue", None, "maintenance", "fraud_x", "overdue", None])})
@@ -431,6 +432,6 @@ def test_the_cause_on_record_is_read_at_each_key_month_sorted_or_not():
     ([], [], True),
 ])
 def test_the_fast_path_of_the_cause_on_record_takes_only_strictly_sorted_rows(bid, month, expected):
-    from riskml.explain.scoring import _strictly_sorted
+    from riskml.explain.recovery import _strictly_sorted
 
     assert _strictly_sorted(np.asarray(bid, dtype=float), np.asarray(month, dtype=float)) is expected

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from riskml import explain
-from riskml.explain.scoring import recovery_rule, recovery_side
+from riskml.explain.recovery import recovery_rule, recovery_side
 from riskml.features import build_snapshots
 from riskml.simulate import oracle, simulate
 from riskml.training import metrics
@@ -81,7 +81,7 @@ def top1_reasons(expl: explain.FactorExplainer, X: pd.DataFrame, proba: np.ndarr
 
     Adverse side: the factor that raises P(adverse) most. Recovery side: the
     user's factor that lowers P(recovery) most, unless the recovery rule names
-    the cause on record (``explain.scoring.recovery_rule``: a maintenance
+    the cause on record (``explain.recovery.recovery_rule``: a maintenance
     suspension, a policy or fraud closure, or no factor of the user's stands in
     the way). ``status`` and ``cause`` (the cause on record) feed the rule.
     """
