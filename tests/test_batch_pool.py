@@ -199,8 +199,6 @@ def test_borrower_count_of_a_bucket_is_its_distinct_ids_however_it_is_chunked(ch
 
 
 def test_sorted_input_streams_into_buckets_of_whole_borrowers_with_missing_ids_apart(tmp_path):
-    from riskml.edge.batch_job import prepare
-
     # 60 borrowers of 1-5 months; a few rows without an id; small row groups, so buckets span many batches
     rng = np.random.default_rng(3)
     ids = np.repeat(np.arange(60), rng.integers(1, 6, 60)).astype("float64")
@@ -221,7 +219,7 @@ def test_sorted_input_streams_into_buckets_of_whole_borrowers_with_missing_ids_a
 
 
 def test_rows_are_found_in_key_order_exactly_when_they_are():
-    from riskml.edge.batch_job import _sorted_by
+    from riskml.schema import in_key_order
 
     rng = np.random.default_rng(5)
     for _ in range(400):
@@ -231,6 +229,6 @@ def test_rows_are_found_in_key_order_exactly_when_they_are():
             order = np.lexsort(keys[::-1])
             keys = [key[order] for key in keys]
         # a stable sort leaves rows in key order where they are: the order is the identity exactly then
-        assert _sorted_by(*keys) == bool(np.array_equal(np.lexsort(keys[::-1]), np.arange(n))), keys
-    assert not _sorted_by(np.array([1.0, np.nan]), np.array([0, 1]))  # a missing key is never in order
-    assert not _sorted_by(np.array([1, 1]), np.array([0.0, np.nan]))
+        assert in_key_order(*keys) == bool(np.array_equal(np.lexsort(keys[::-1]), np.arange(n))), keys
+    assert not in_key_order(np.array([1.0, np.nan]), np.array([0, 1]))  # a missing key is never in order
+    assert not in_key_order(np.array([1, 1]), np.array([0.0, np.nan]))

@@ -432,6 +432,6 @@ def test_the_cause_on_record_is_read_at_each_key_month_sorted_or_not():
     ([], [], True),
 ])
 def test_the_fast_path_of_the_cause_on_record_takes_only_strictly_sorted_rows(bid, month, expected):
-    from riskml.explain.recovery import _strictly_sorted
+    from riskml.schema import in_key_order
 
-    assert _strictly_sorted(np.asarray(bid, dtype=float), np.asarray(month, dtype=float)) is expected
+    assert in_key_order(np.asarray(bid, dtype=float), np.asarray(month, dtype=float), strict=True) is expected

@@ -284,6 +284,39 @@ def _flag_numbers(v, code, missing, lo, below, hi, above, whole):  # pragma: no 
             code[i] = whole
 
 
+def in_key_order(*keys: np.ndarray, strict: bool = False) -> bool:
+    """Rows in lexicographic order of ``keys`` (one to three arrays): never going back, and with
+    ``strict`` no key twice; a missing (NaN) key is never in order. One compiled pass (numpy's masked
+    comparisons of the later keys took 2.5 ms per 500k-row bucket)."""
+    if not 1 <= len(keys) <= 3:
+        raise ValueError(f"in_key_order takes 1 to 3 keys, not {len(keys)}")
+    dtype = np.float64 if any(np.asarray(k).dtype.kind == "f" for k in keys) else np.int64  # two signatures
+    ks = [np.asarray(k, dtype=dtype) for k in keys]
+    none = np.zeros(0, dtype=dtype)
+    return bool(_in_key_order(*ks, *[none] * (3 - len(ks)), strict))
+
+
+@nb.njit(cache=True, nogil=True)
+def _in_key_order(a, b, c, strict):  # pragma: no cover - numba; b or c of length 0: not a key
+    for i in range(1, len(a)):
+        if a[i] != a[i - 1]:
+            if not a[i] > a[i - 1]:  # back, or NaN
+                return False
+            continue
+        if len(b):
+            if b[i] != b[i - 1]:
+                if not b[i] > b[i - 1]:
+                    return False
+                continue
+            if len(c) and c[i] != c[i - 1]:
+                if not c[i] > c[i - 1]:
+                    return False
+                continue
+        if strict:  # every key equal: a key twice
+            return False
+    return True
+
+
 def problem_codes(cols: dict[str, np.ndarray], contract: Contract = PANEL,
                   first: np.ndarray | None = None) -> np.ndarray:
     """The first problem of every row as a code of :func:`problem_texts` (0: a good row).
@@ -322,8 +355,7 @@ def problem_codes(cols: dict[str, np.ndarray], contract: Contract = PANEL,
                           if is_float and col.dtype.startswith("int") else 0)
     if "borrower_id" in cols and "month" in cols and n > 1:
         bid, month = cols["borrower_id"], cols["month"]
-        step = bid[1:] > bid[:-1]
-        if (step | ((bid[1:] == bid[:-1]) & (month[1:] > month[:-1]))).all():
+        if in_key_order(bid, month, strict=True):
             dup = np.zeros(n, dtype=bool)  # strictly sorted by (borrower, month): no key twice
         else:
             order = np.lexsort((month, bid))

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import numba as nb
 import numpy as np
 import pandas as pd
+
+from riskml.schema import in_key_order
 
 __all__ = ["PLATFORM_SIDE", "RULE_RECOVERY", "cause_at", "recovery_rule", "recovery_side"]
 
@@ -73,7 +74,7 @@ def cause_at(panel: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
     last = np.flatnonzero(np.r_[step, True]) if len(bid) else np.zeros(0, dtype=np.int64)
     at_key = keys["month"].to_numpy()
     if (len(last) == len(keys) and (bid[last] == keys["borrower_id"].to_numpy()).all()
-            and (month[last] <= at_key).all() and _strictly_sorted(bid, month)):
+            and (month[last] <= at_key).all() and in_key_order(bid, month, strict=True)):
         # rows sorted by (borrower, month), none after its key month (a validated batch bucket): the last
         # row of each borrower is its key month's, or the borrower has no row that month
         at = month[last] == at_key
@@ -82,14 +83,3 @@ def cause_at(panel: pd.DataFrame, keys: pd.DataFrame) -> np.ndarray:
     got = keys[["borrower_id", "month"]].merge(panel[["borrower_id", "month", "cause"]], how="left",
                                                on=["borrower_id", "month"])
     return got["cause"].astype(object).to_numpy()
-
-
-@nb.njit(cache=True, nogil=True)
-def _strictly_sorted(bid, month):  # pragma: no cover - numba; one pass, where numpy took five temporaries
-    """Rows in strictly increasing (borrower, month) order: no key twice."""
-    for i in range(1, len(bid)):
-        if bid[i] < bid[i - 1] or (bid[i] == bid[i - 1] and not month[i] > month[i - 1]):
-            return False
-        if not bid[i] >= bid[i - 1]:  # NaN
-            return False
-    return True
