@@ -204,3 +204,30 @@ def test_temporaries_of_killed_processes_are_cleaned_and_live_ones_kept(tmp_path
         tmp.write_text("done")
     assert target.read_text() == "done"
     assert not dead.exists() and not dead_dir.exists() and live.exists() and other.exists()
+
+
+def test_the_job_allocates_from_a_pool_that_keeps_memory_and_gives_the_process_its_own_back(
+        models, panel_file, tmp_path, monkeypatch):
+    import pyarrow as pa
+
+    pa.jemalloc_memory_pool()  # the wheels from PyPI are built with it
+    seen, real = [], predict.score_histories
+
+    def spy(*args, **kwargs):
+        seen.append(pa.default_memory_pool().backend_name)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(predict, "score_histories", spy)
+    before = pa.default_memory_pool().backend_name
+    assert before != "jemalloc"  # the test would prove nothing otherwise
+    predict.run(cfg(models, panel_file, tmp_path / "p.parquet", "bucket_rows=5000"))
+    assert seen and set(seen) == {"jemalloc"}
+    assert pa.default_memory_pool().backend_name == before
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("scoring failed")
+
+    monkeypatch.setattr(predict, "score_histories", boom)
+    with pytest.raises(RuntimeError, match="scoring failed"):
+        predict.run(cfg(models, panel_file, tmp_path / "q.parquet"))
+    assert pa.default_memory_pool().backend_name == before  # a failed job gives it back too

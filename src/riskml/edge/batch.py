@@ -13,6 +13,7 @@ parts and renamed into place only when whole (:mod:`riskml.edge.output`).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -36,6 +37,39 @@ ROW = "_row"    # 0-based row number within its source file
 FILE = "_file"  # index of the source file in the input's file list
 #: A bucket's part in the work folder: an Arrow IPC file (``riskml.edge.results.write_part``)
 PART_SUFFIX = ".arrow"
+
+
+#: How long (ms) Arrow's pool keeps freed pages for reuse during a batch job (jemalloc's own default)
+DECAY_MS = 10_000
+
+
+def reuse_memory(decay_ms: int = DECAY_MS) -> pa.MemoryPool | None:
+    """Make Arrow allocate from its jemalloc pool, which keeps freed pages for ``decay_ms``
+    before it returns them to the OS; returns the pool it replaces (None: pyarrow was built
+    without jemalloc, and nothing changed).
+
+    Every bucket of a batch job allocates and frees the same large buffers (parquet pages,
+    columns, parts). pyarrow's default pool, mimalloc, hands them back to the OS at once, and the
+    kernel zeroes each fresh huge page again for the next bucket: 7% of a 1M-borrower job's CPU
+    under ``perf``; with this pool, 1M borrowers took 12.3 s instead of 14.0 (mean of 3).
+    """
+    if "jemalloc" not in pa.supported_memory_backends():
+        return None
+    before = pa.default_memory_pool()
+    pa.jemalloc_set_decay_ms(decay_ms)  # before the pool's first use: it applies to arenas made later
+    pa.set_memory_pool(pa.jemalloc_memory_pool())
+    return before
+
+
+@contextlib.contextmanager
+def reused_memory(decay_ms: int = DECAY_MS) -> Iterator[None]:
+    """:func:`reuse_memory` for the ``with`` block; the earlier pool comes back after it."""
+    before = reuse_memory(decay_ms)
+    try:
+        yield
+    finally:
+        if before is not None:
+            pa.set_memory_pool(before)
 
 
 def part_path(root: Path, kind: str, i: int) -> Path:

@@ -218,7 +218,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
             score_parts = partial(batch_pool.score_pieces, pieces=pieces, workers=n, columns=columns,
                                   schema=schema, as_of=as_of, score=score)
     rejects_path, summary_path = side_paths(output)
-    with job_lock(output, what="riskml.predict job"):
+    with job_lock(output, what="riskml.predict job"), batch.reused_memory():
         for stale in (summary_path, rejects_path):  # the summary first: it is what claims completion
             stale.unlink(missing_ok=True)
         work = batch.WorkDir(output, plan.fingerprint(settings))

@@ -111,6 +111,7 @@ def _start(score: Callable[[pd.DataFrame], pd.DataFrame], threads: int) -> None:
     import numba
 
     numba.set_num_threads(threads)  # the workers share the cores: no more kernel threads than their share
+    batch.reuse_memory()  # for the worker's life: it only scores buckets
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the job process, which stops the pool
     _STATE["score"] = score
 
