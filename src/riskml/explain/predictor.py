@@ -52,6 +52,7 @@ class TreePredictor:
 
     Args:
         booster: a trained ``lightgbm.Booster``.
+        dump: its :func:`riskml.explain.trees.dump_model`, when the caller has it already.
 
     Attributes:
         method_: ``"compiled"``, or ``"lightgbm"`` when the model has linear
@@ -69,10 +70,10 @@ class TreePredictor:
         True
     """
 
-    def __init__(self, booster: lgb.Booster):
+    def __init__(self, booster: lgb.Booster, *, dump: dict | None = None):
         self.booster = booster
         self.features_ = list(booster.feature_name())
-        dump = dump_model(booster)  # exact thresholds (the JSON dump clamps inf to 1e300)
+        dump = dump or dump_model(booster)  # exact thresholds (the JSON dump clamps inf to 1e300)
         self.n_outputs_ = int(dump.get("num_tree_per_iteration", 1))
         self.n_trees_ = len(dump["tree_info"])
         objective = str(dump.get("objective") or "").split()

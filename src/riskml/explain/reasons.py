@@ -53,6 +53,7 @@ class FactorExplainer:
         factor_order: order of the factors in the output; default catalogue
             order, factors unknown to the catalogue next, ``other`` last.
         n_threads: threads for :meth:`contributions` (default: numba's, all cores).
+        dump: the booster's :func:`riskml.explain.trees.dump_model`, when the caller has it already.
 
     Attributes:
         factors: the factor ids present, in output order.
@@ -63,7 +64,8 @@ class FactorExplainer:
     """
 
     def __init__(self, booster: lgb.Booster, feature_factors: dict[str, str],
-                 factor_order: Sequence[str] | None = None, *, n_threads: int | None = None):
+                 factor_order: Sequence[str] | None = None, *, n_threads: int | None = None,
+                 dump: dict | None = None):
         most = nb.config.NUMBA_NUM_THREADS
         if n_threads is not None and (not isinstance(n_threads, (int, np.integer)) or isinstance(n_threads, bool)
                                       or not 1 <= n_threads <= most):
@@ -78,7 +80,7 @@ class FactorExplainer:
         self.factors = _order_factors(present, factor_order)
         index = {f: i for i, f in enumerate(self.factors)}
         self.feature_factor_ = np.array([index[feature_factors[f]] for f in self.features_], dtype=np.int64)
-        dump = trees.dump_model(booster)  # exact thresholds (the JSON dump clamps inf)
+        dump = dump or trees.dump_model(booster)  # exact thresholds (the JSON dump clamps inf)
         self.n_outputs_ = int(dump.get("num_tree_per_iteration", 1))
         try:
             self.tables_: treeshap.TreeTables | None = treeshap.compile_model(dump, self.feature_factor_,

@@ -23,6 +23,7 @@ import pandas as pd
 
 from riskml import factors
 from riskml.exceptions import ModelError
+from riskml.explain import trees
 from riskml.explain.predictor import TreePredictor
 from riskml.explain.recovery import cause_at, recovery_rule, recovery_side
 from riskml.explain.reasons import FactorExplainer, adverse_contributions, advice_for, check_top_k, rank_factors
@@ -65,9 +66,11 @@ class ScoringModel:
         if booster_features != self.features:
             raise ModelError(f"model.txt features {booster_features[:5]}... differ from the manifest's "
                              f"{self.features[:5]}...; the model folder is inconsistent")
+        # the explainer and the scorer read one dump of the trees (dumping and parsing it: a third of opening)
+        dump = trees.dump_model(self.booster)
         if explain_now:
-            self._explainer = FactorExplainer(self.booster, self.feature_factors)
-        self.predictor = TreePredictor(self.booster)
+            self._explainer = FactorExplainer(self.booster, self.feature_factors, dump=dump)
+        self.predictor = TreePredictor(self.booster, dump=dump)
         self.calibrator = Calibrator.from_dict(self.manifest.get("calibration"))
 
     @property
