@@ -132,6 +132,11 @@ class TreePredictor:
         self.subtree_end_ = _subtree_end(is_leaf, self.right_)
         self.tree_output_ = np.arange(self.n_trees_, dtype=np.int64) % self.n_outputs_
         self.max_nodes_ = int(np.diff(self.tree_start_).max(initial=1))
+        # which used features each tree splits on: a subset of trees (a what-if) transposes only theirs
+        tree_of_node = np.repeat(np.arange(self.n_trees_), np.diff(self.tree_start_))
+        self.tree_features_ = np.zeros((self.n_trees_, len(self.used_features_)), dtype=bool)
+        self.tree_features_[tree_of_node[~is_leaf], self.feature_[~is_leaf]] = True
+        self._all_used = np.arange(len(self.used_features_), dtype=np.int64)
         return True
 
     def _trees_of_feature(self, n_features: int) -> list[np.ndarray]:
@@ -180,11 +185,15 @@ class TreePredictor:
         if self.method_ != "compiled":
             raw = np.asarray(self.booster.predict(X, raw_score=True), dtype=np.float64)
             return raw.reshape(len(X), self.n_outputs_)
-        order = np.arange(self.n_trees_, dtype=np.int64) if trees is None else np.asarray(trees, dtype=np.int64)
+        if trees is None:
+            order, fill = np.arange(self.n_trees_, dtype=np.int64), self._all_used
+        else:
+            order = np.asarray(trees, dtype=np.int64)
+            fill = np.flatnonzero(self.tree_features_[order].any(axis=0))
         out = np.empty((X.shape[0], self.n_outputs_))
         if X.shape[0]:
             thr = self.threshold32_ if X.dtype == np.float32 else self.threshold_
-            _raw_kernel(X, self.used_features_, order, self.tree_start_, self.tree_output_, self.kind_, self.feature_, thr,
+            _raw_kernel(X, self.used_features_, fill, order, self.tree_start_, self.tree_output_, self.kind_, self.feature_, thr,
                         self.cat_start_, self.cat_len_, self.cat_words_, self.left_, self.right_, self.subtree_end_, self.value_,
                         self.max_nodes_, np.array([ZERO_THRESHOLD], dtype=X.dtype), out)
         if self._average:  # boosting=rf: LightGBM averages the iterations
@@ -227,7 +236,7 @@ def _round_down_f32(t: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)  # nogil: the reader and writer threads go on meanwhile
-def _raw_kernel(X, used, trees, tree_start, tree_output, kind, feature, thr, cat_start, cat_len, cat_words, left,
+def _raw_kernel(X, used, fill, trees, tree_start, tree_output, kind, feature, thr, cat_start, cat_len, cat_words, left,
                 right, subtree_end, value, max_nodes, zero, out):  # pragma: no cover - numba
     """Rows in chunks (a thread each); per chunk, trees outer and rows inner: every split of a
     tree is decided for the whole chunk, and a leaf adds its value at its parent.
@@ -244,7 +253,8 @@ def _raw_kernel(X, used, trees, tree_start, tree_output, kind, feature, thr, cat
         r0 = c * CH
         nr = min(n, r0 + CH) - r0
         xt = np.zeros((used.shape[0], CH), dtype=X.dtype)  # the chunk's used features, one row each
-        for f in range(used.shape[0]):
+        for i in range(fill.shape[0]):  # the ones ``trees`` split on (the rest are never read)
+            f = fill[i]
             src, dst = used[f], xt[f]
             for r in range(nr):
                 v = X[r0 + r, src]
