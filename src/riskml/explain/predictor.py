@@ -136,15 +136,14 @@ class TreePredictor:
         tree_of_node = np.repeat(np.arange(self.n_trees_), np.diff(self.tree_start_))
         self.tree_features_ = np.zeros((self.n_trees_, len(self.used_features_)), dtype=bool)
         self.tree_features_[tree_of_node[~is_leaf], self.feature_[~is_leaf]] = True
-        self._all_used = np.arange(len(self.used_features_), dtype=np.int64)
         return True
 
     def _trees_of_feature(self, n_features: int) -> list[np.ndarray]:
-        tree_of_node = np.repeat(np.arange(self.n_trees_), np.diff(self.tree_start_))
-        split = self.kind_ != _LEAF
-        feature = np.where(split, self.used_features_[np.minimum(self.feature_, len(self.used_features_) - 1)]
-                           if len(self.used_features_) else -1, -1)
-        return [np.unique(tree_of_node[feature == f]) for f in range(n_features)]
+        """The trees (ascending) that split on each of the model's features, from :attr:`tree_features_`."""
+        out = [np.zeros(0, dtype=np.int64)] * n_features
+        for p, f in enumerate(self.used_features_):  # once per model, over features
+            out[f] = np.flatnonzero(self.tree_features_[:, p])
+        return out
 
     def trees_using(self, features: list[int] | np.ndarray) -> np.ndarray:
         """The trees (ascending) that split on any of the feature indices ``features``."""
@@ -186,7 +185,7 @@ class TreePredictor:
             raw = np.asarray(self.booster.predict(X, raw_score=True), dtype=np.float64)
             return raw.reshape(len(X), self.n_outputs_)
         if trees is None:
-            order, fill = np.arange(self.n_trees_, dtype=np.int64), self._all_used
+            order, fill = np.arange(self.n_trees_, dtype=np.int64), np.arange(len(self.used_features_))
         else:
             order = np.asarray(trees, dtype=np.int64)
             fill = np.flatnonzero(self.tree_features_[order].any(axis=0))
