@@ -22,7 +22,8 @@ from riskml.features.snapshots import build_features, build_snapshots
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import Thresholds, drift, psi
 from riskml.monitoring.migration import band_migration
-from riskml.monitoring.profile import batch_shares, numeric_bins, numeric_shares, score_rows
+from riskml.monitoring.profile import (batch_shares, numeric_bins, numeric_shares, platform_columns, platform_wide,
+                                      score_rows)
 from riskml.simulate import SimConfig, simulate
 from riskml.training.scorecard import Bands, PointsScale
 
@@ -77,6 +78,19 @@ def test_bins_for_numbers_missing_values_and_platform_columns():
     assert b["kind"] == "platform"
     assert numeric_shares([0.32] * 5, b["edges"]) == [0.0, 1.0, 0.0, 0.0]   # inside the training range
     assert numeric_shares([0.6] * 5, b["edges"]) == [0.0, 0.0, 1.0, 0.0]    # above it
+
+
+def test_platform_columns_are_the_columns_platform_wide_finds_one_by_one():
+    months = np.repeat([1, 2, 3], 4)
+    X = pd.DataFrame({"policy": np.repeat([0.3, 0.35, 0.4], 4),                     # one value a month
+                      "flag": np.repeat([True, False, True], 4),                    # a bool, one value a month
+                      "gappy": np.r_[[np.nan] * 4, [0.5] * 4, [0.7, 0.7, np.nan, 0.7]],  # missing counts as no spread
+                      "income": np.arange(12.0),                                    # varies inside a month
+                      "kind": pd.Categorical(list("abab" * 3))})
+    found = platform_columns(X, months)
+    assert found == {c for c in ("policy", "flag", "gappy", "income")
+                     if platform_wide(X[c].to_numpy(np.float64), months)} == {"policy", "flag", "gappy"}
+    assert platform_columns(X, np.ones(12)) == set() and platform_columns(X, None) == set()
 
 
 def test_fresh_baseline_portfolios_raise_no_feature_alarm(loaded):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from riskml.training.tables import (calibration_table, decile_groups, gains_table, information_values,
-                                    wilson_interval, woe_iv)
+                                    quantile_iv, wilson_interval, woe_iv)
 
 
 def test_gains_table_hand_computed():
@@ -47,16 +47,37 @@ def test_wilson_and_calibration_flags():
     assert t.set_index("group")["ok"].to_dict() == {"C": True, "B": False, "A": True}
 
 
-def test_woe_iv_hand_computed_and_optbinning_agrees():
+@pytest.mark.parametrize("binning", ["quantile", "optimal"])
+def test_woe_iv_hand_computed_and_both_binnings_agree(binning):
     # bin 1: 10 events, 90 non-events; bin 2: 40 events, 60 non-events (50 events, 150 non-events in all)
     woe, iv = woe_iv([10, 40], [90, 60])
     assert woe.tolist() == pytest.approx([np.log(0.6 / 0.2), np.log(0.4 / 0.8)])
     assert iv == pytest.approx((0.6 - 0.2) * np.log(3) + (0.4 - 0.8) * np.log(0.5))
-    # a two-valued feature: optbinning's optimal bins are its two values, so its IV is the hand-computed one
+    # a two-valued feature: its optimal bins and its quantile bins are its two values, so its IV is the
+    # hand-computed one
     x = np.r_[np.zeros(100), np.ones(100)]
     y = np.r_[np.ones(10), np.zeros(90), np.ones(40), np.zeros(60)]
     X = pd.DataFrame({"flag": x, "noise": np.random.default_rng(0).normal(size=200)})
-    per_feature, per_factor = information_values(X, y, {"flag": "overdue", "noise": "other"})
+    per_feature, per_factor = information_values(X, y, {"flag": "overdue", "noise": "other"}, binning=binning)
     got = per_feature.set_index("feature")["iv"]
     assert got["flag"] == pytest.approx(iv, rel=1e-6) and got["noise"] < got["flag"]
     assert per_factor.iloc[0]["factor"] == "overdue" and per_factor.iloc[0]["best_feature"] == "flag"
+
+
+def test_quantile_iv_bins_missing_values_and_categories_apart():
+    # missing values are their own bin: a column whose only signal is being missing has the flag's IV
+    y = np.r_[np.ones(10), np.zeros(90), np.ones(40), np.zeros(60)]
+    missing = np.r_[np.zeros(100), np.full(100, np.nan)]
+    kind = pd.Categorical(np.r_[["a"] * 100, ["b"] * 100])
+    got = quantile_iv(pd.DataFrame({"missing": missing, "kind": kind, "constant": np.ones(200)}), y)
+    _, iv = woe_iv([10, 40], [90, 60])
+    assert got["missing"] == pytest.approx(iv) and got["kind"] == pytest.approx(iv) and got["constant"] == 0.0
+    # a rare flag (0.5% of rows) keeps its own bin however the quantiles fall
+    rare = np.r_[np.zeros(995), np.ones(5)]
+    y2 = np.r_[np.zeros(995), np.ones(5)]
+    assert quantile_iv(pd.DataFrame({"rare": rare}), y2)["rare"] > 1.0
+
+
+def test_information_values_refuse_an_unknown_binning():
+    with pytest.raises(ValueError, match="binning must be"):
+        information_values(pd.DataFrame({"x": [0.0, 1.0]}), [0, 1], {"x": "overdue"}, binning="cart")

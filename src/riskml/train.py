@@ -48,6 +48,7 @@ from sklearn.metrics import roc_auc_score
 from riskml import __version__
 from riskml.edge import registry, tracking
 from riskml.edge.cluster import check_cluster, connect
+from riskml.edge.eval_cache import CACHE_DIR, EvalCache
 from riskml.edge.model_store import ROLES
 from riskml.edge.ship import export_dir, ship_single, ship_system
 from riskml.edge.sources import example_histories, load_data, panel_record
@@ -123,6 +124,8 @@ def check_config(cfg: dict[str, Any]) -> None:
         if cfg["model"]["name"] != "lightgbm":
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], f"none for model={cfg['model']['name']} "
                               "(a cluster trains LightGBM only, with lightgbm.dask)")
+    if cfg["report"].get("iv_binning", "quantile") not in ("quantile", "optimal"):
+        raise ConfigError("report.iv_binning", cfg["report"]["iv_binning"], "'quantile' or 'optimal'")
     thr = cfg["leakage"]["threshold"]
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:
         raise ConfigError("leakage.threshold", thr, "a number in (0.5, 1]")
@@ -211,10 +214,17 @@ def _target_label(cfg: dict[str, Any], ds: Dataset) -> str:
     return cfg["target"]["name"] if ds.from_panel else str(cfg["data"]["target_column"])
 
 
+def eval_cache(cfg: dict[str, Any], ds: Dataset) -> EvalCache:
+    """Where the evaluation's simulations are kept: beside a simulated data set (``eval.cache``), else in memory."""
+    keep = bool(cfg["eval"].get("cache", True)) and ds.sim is not None
+    return EvalCache(Path(ds.source) / CACHE_DIR if keep else None)
+
+
 def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nested: bool = False,
-               ship: bool = True) -> TrainResult:
+               ship: bool = True, cache: EvalCache | None = None) -> TrainResult:
     """Train, evaluate and track one model on ``ds`` as one MLflow run (nested under the active run when
-    ``nested``)."""
+    ``nested``); ``cache`` is shared by the models of one system."""
+    cache = cache or eval_cache(cfg, ds)
     folds = make_folds(ds, cfg)
     kind, target = cfg["model"]["name"], _target_label(cfg, ds)
     tags = {"riskml.model": kind, "riskml.data": ds.kind, "riskml.target": target}
@@ -254,13 +264,13 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             metrics["best_iteration"] = float(model.best_iteration)
         fid = None
         if ds.from_panel:  # simulated or a lender's panel ({} oracle without a simulator)
-            metrics.update(oracle_metrics(ds, test, proba, cfg))
+            metrics.update(oracle_metrics(ds, test, proba, cfg, cache=cache))
             fid = fidelity_metrics(ds, test, proba, model, cfg)
             if fid is not None:
                 metrics.update(fid.as_dict())
                 tracking.log_table(fid.confusion, "fidelity_confusion.csv")
                 tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
-            report = scenario_fidelity(model, ds, cfg)  # fresh portfolios, one per scenario
+            report = scenario_fidelity(model, ds, cfg, cache=cache)  # fresh portfolios, one per scenario
             if report is not None:
                 metrics.update(report.metrics)
                 tracking.log_table(report.confusion, "fidelity_scenarios_confusion.csv")
@@ -338,8 +348,9 @@ def run_system(cfg: dict[str, Any], data: dict[str, Dataset], *, exp_id: str, ba
     run_name = cfg["tracking"].get("run_name") or f"{cfg['model']['name']}-{SYSTEM}"
     with tracking.start_run(exp_id, run_name=run_name, nested=bool(cfg.get("_nested")), tags=tags) as run_id:
         tracking.log_params({k: v for k, v in tracking.flatten(cfg).items() if not k.startswith("_")})
+        cache = eval_cache(cfg, data["adverse"])
         parts = {role: run_single(component_config(cfg, target), data[role], exp_id=exp_id, base=base, nested=True,
-                                  ship=False) for role, target in ROLES.items()}
+                                  ship=False, cache=cache) for role, target in ROLES.items()}
         metrics = dict(parts["adverse"].metrics)  # the system is judged (and promoted) on its adverse model
         for role in ("status", "recovery"):
             metrics.update({f"{role}/{k}": v for k, v in parts[role].metrics.items()})

@@ -46,10 +46,22 @@ def platform_wide(x: np.ndarray, months: np.ndarray | None) -> bool:
     return bool(((s.max() - s.min()).fillna(0) <= 1e-9).all())
 
 
-def numeric_bins(values, *, n_bins: int = 10, months: np.ndarray | None = None) -> dict[str, Any]:
-    """The bins of a numeric column: ``{"kind", "edges"}`` (see the module docstring)."""
+def platform_columns(X: pd.DataFrame, months: np.ndarray | None) -> set[str]:
+    """The numeric columns of ``X`` that are :func:`platform_wide`, found in one grouped pass over the frame."""
+    cols = [c for c in X.columns if not isinstance(X[c].dtype, pd.CategoricalDtype)]
+    if not cols or months is None or len(np.unique(months)) < 2:
+        return set()
+    g = X[cols].groupby(np.asarray(months))
+    spread = (g.max().astype(np.float64) - g.min().astype(np.float64)).fillna(0)
+    return {c for c, flat in zip(cols, (spread <= 1e-9).all().to_numpy()) if flat}
+
+
+def numeric_bins(values, *, n_bins: int = 10, months: np.ndarray | None = None,
+                 platform: bool | None = None) -> dict[str, Any]:
+    """The bins of a numeric column: ``{"kind", "edges"}`` (see the module docstring); ``platform``, when
+    known, says whether the column is platform-wide instead of ``months``."""
     x = np.asarray(values, dtype=np.float64)
-    if platform_wide(x, months):
+    if platform if platform is not None else platform_wide(x, months):
         lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
         tol = 1e-6 * max(1.0, abs(hi - lo))
         return {"kind": "platform", "edges": [lo - tol, hi + tol]}
@@ -116,15 +128,16 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
     R = X.iloc[rows]
     scored = score(R)
-    features = {}
+    features, platform = {}, platform_columns(X, months)
     for c in X.columns:
         if isinstance(X[c].dtype, pd.CategoricalDtype):
             labels = [str(v) for v in X[c].cat.categories]
             features[c] = {"kind": "category", "labels": labels, "ref": category_shares(R[c].astype(object), labels)}
         else:
-            b = numeric_bins(X[c].to_numpy(np.float64, na_value=np.nan), n_bins=n_bins, months=months)
-            if b["kind"] != "platform":
-                b = numeric_bins(R[c].to_numpy(np.float64, na_value=np.nan), n_bins=n_bins)
+            if c in platform:
+                b = numeric_bins(X[c].to_numpy(np.float64, na_value=np.nan), platform=True)
+            else:
+                b = numeric_bins(R[c].to_numpy(np.float64, na_value=np.nan), n_bins=n_bins, platform=False)
             features[c] = {**b, "ref": numeric_shares(R[c].to_numpy(np.float64, na_value=np.nan), b["edges"])}
             if b["kind"] == "platform":  # the reference is "inside the training range", by construction
                 features[c]["ref"] = [0.0, 1.0, 0.0, 0.0]

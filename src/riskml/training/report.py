@@ -83,7 +83,9 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
     factor_scores = None
     if explainer is not None:
         factor_scores = score_rows(model.predict_proba, explainer, X_iv).factor_contrib
-    iv_feat, iv_fac = information_values(X_iv, y_iv, ds.feature_factors, factor_scores=factor_scores)
+    iv_feat, iv_fac = information_values(X_iv, y_iv, ds.feature_factors, factor_scores=factor_scores,
+                                         binning=str(rcfg.get("iv_binning", "quantile")),
+                                         max_n_prebins=int(rcfg.get("iv_max_prebins", 20)))
     out.tables["tables/iv_features.csv"], out.tables["tables/iv_factors.csv"] = iv_feat, iv_fac
     card = None
     if model.kind == "logistic" and len(ds.classes) == 2:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 import pandas as pd
@@ -22,6 +22,18 @@ from riskml.training.datasets import Dataset
 from riskml.training.models import FittedModel
 
 log = logging.getLogger(__name__)
+
+
+class Cache(Protocol):
+    """Where the evaluation's simulations are kept (``riskml.edge.eval_cache.EvalCache``): ``make()`` runs at
+    most once per ``(kind, parts)``."""
+
+    def frame(self, kind: str, parts: Mapping[str, Any], make: Callable[[], pd.DataFrame]) -> pd.DataFrame: ...
+
+
+class _NoCache:
+    def frame(self, kind: str, parts: Mapping[str, Any], make: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        return make()
 
 
 def adverse_label(y: np.ndarray) -> np.ndarray:
@@ -44,13 +56,15 @@ def scan_leakage(ds: Dataset, train: np.ndarray, threshold: float) -> list[tuple
                                                                  float(threshold))]
 
 
-def oracle_metrics(ds: Dataset, test: np.ndarray, proba: np.ndarray, cfg: Mapping[str, Any]) -> dict[str, float]:
+def oracle_metrics(ds: Dataset, test: np.ndarray, proba: np.ndarray, cfg: Mapping[str, Any], *,
+                   cache: Cache | None = None) -> dict[str, float]:
     """The simulator's oracle on a subsample of the test snapshots and the model's gap to it.
 
     ``oracle_auc_adverse`` (the Bayes limit's adverse ROC-AUC), its PR-AUC,
     Brier and log-loss, and ``auc_gap_to_oracle`` (oracle minus model AUC on
     the same rows). Only status targets have an oracle (it gives the worst
-    status over the horizon).
+    status over the horizon). ``cache`` keeps the oracle's answer for the same
+    question (the adverse and status models ask the same one).
     """
     ev = cfg["eval"]
     if not ev.get("oracle", True) or ds.sim is None or cfg["target"]["name"] == "recovery_6m":
@@ -59,8 +73,10 @@ def oracle_metrics(ds: Dataset, test: np.ndarray, proba: np.ndarray, cfg: Mappin
     n = min(len(test), int(ev["oracle_max_rows"]))
     pick = np.sort(rng.choice(len(test), size=n, replace=False))
     keys = ds.keys.iloc[test[pick]][["borrower_id", "month"]].reset_index(drop=True)
-    orc = oracle(ds.sim, keys, horizon=int(cfg["target"]["horizon"]), n_paths=int(ev["oracle_n_paths"]),
-                 seed=int(cfg["seed"]))
+    horizon, n_paths, seed = int(cfg["target"]["horizon"]), int(ev["oracle_n_paths"]), int(cfg["seed"])
+    orc = (cache or _NoCache()).frame(
+        "oracle", {"sim": ds.sim.to_dict(), "keys": keys, "horizon": horizon, "n_paths": n_paths, "seed": seed},
+        lambda: oracle(ds.sim, keys, horizon=horizon, n_paths=n_paths, seed=seed))
     orc = keys.merge(orc, on=["borrower_id", "month"], how="left")
     gap = metrics.oracle_gap(ds.y[test[pick]], proba[pick], metrics.oracle_proba(orc, ds.classes), ds.classes)
     gap["oracle_auc_adverse"] = gap.pop("oracle_roc_auc_adverse")
@@ -154,13 +170,15 @@ class FidelityReport:
     confusion: pd.DataFrame
 
 
-def scenario_fidelity(model: FittedModel, ds: Dataset, cfg: Mapping[str, Any]) -> FidelityReport | None:
+def scenario_fidelity(model: FittedModel, ds: Dataset, cfg: Mapping[str, Any], *,
+                      cache: Cache | None = None) -> FidelityReport | None:
     """Fidelity on a fresh simulation per scenario of ``eval.fidelity_scenarios``, on the target's side.
 
     Each portfolio is the training data's platform under the scenario, with
     ``min(eval.fidelity_n_borrowers, the data's)`` borrowers and the seed
     ``data seed + eval.fidelity_seed_offset``: borrowers the model never saw.
     ``None`` where :func:`fidelity_metrics` measures nothing, or without scenarios.
+    ``cache`` keeps each portfolio for the run's other models (and a rerun).
     """
     ev = cfg["eval"]
     scenarios = ev.get("fidelity_scenarios") or {}
@@ -173,7 +191,8 @@ def scenario_fidelity(model: FittedModel, ds: Dataset, cfg: Mapping[str, Any]) -
     metrics, per, conf = {}, [], []
     for name, scenario in scenarios.items():
         sim = ds.sim.with_scenario(scenario, n_borrowers=n, seed=seed)
-        snaps = build_snapshots(simulate(sim).panel, target=target, horizon=int(cfg["target"]["horizon"]),
+        panel = (cache or _NoCache()).frame("portfolio", {"sim": sim.to_dict()}, lambda: simulate(sim).panel)
+        snaps = build_snapshots(panel, target=target, horizon=int(cfg["target"]["horizon"]),
                                 min_history=int(cfg["data"]["min_history"]), windows=tuple(ds.meta["windows"]))
         rows = _event_rows(snaps.y, snaps.cause, side)
         X = snaps.X.iloc[rows]

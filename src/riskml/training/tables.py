@@ -121,25 +121,66 @@ def woe_iv(events, non_events) -> tuple[np.ndarray, float]:
     return woe, float(np.sum((pne - pe) * woe))
 
 
-def information_values(X: pd.DataFrame, y_binary, feature_factors: Mapping[str, str], *,
-                       factor_scores: pd.DataFrame | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Information value of every feature (optbinning's optimal bins) and of every factor.
+def quantile_iv(X: pd.DataFrame, y_binary, *, n_bins: int = 20) -> pd.Series:
+    """Information value of every column of ``X`` on its quantile bins (index: column name).
 
+    A number's bins are cut at its ``n_bins``-quantiles, ties merged (a rare flag
+    keeps its two values apart however rare it is); a category's bins are its
+    levels; missing values are a bin of their own. No optimisation: a column
+    costs one sort, where optbinning's optimal bins solve a model per column.
+
+    >>> x = pd.DataFrame({"flag": [0.0] * 100 + [1.0] * 100})
+    >>> round(float(quantile_iv(x, [1] * 10 + [0] * 90 + [1] * 40 + [0] * 60)["flag"]), 4)
+    0.7167
+    """
+    y = np.asarray(y_binary).astype(np.int64)
+    out = {}
+    for c in X.columns:
+        col = X[c]
+        if isinstance(col.dtype, pd.CategoricalDtype):
+            codes = col.cat.codes.to_numpy()
+            idx = np.where(codes < 0, len(col.cat.categories), codes)
+        else:
+            x = col.to_numpy(np.float64, na_value=np.nan)
+            known = np.isfinite(x)
+            edges = np.unique(np.quantile(x[known], np.arange(1, n_bins) / n_bins)) if known.any() else np.empty(0)
+            idx = np.where(known, np.searchsorted(edges, x, side="left"), len(edges) + 1)
+        events, total = np.bincount(idx, weights=y), np.bincount(idx).astype(np.float64)
+        used = total > 0
+        out[c] = woe_iv(events[used], (total - events)[used])[1] if used.sum() > 1 else 0.0
+    return pd.Series(out, dtype=np.float64).reindex(X.columns)
+
+
+def information_values(X: pd.DataFrame, y_binary, feature_factors: Mapping[str, str], *,
+                       factor_scores: pd.DataFrame | None = None, binning: str = "quantile",
+                       max_n_prebins: int = 20) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Information value of every feature and of every factor.
+
+    ``binning``: ``quantile`` (:func:`quantile_iv`, 20 bins) or ``optimal``
+    (optbinning's optimal bins, at most ``max_n_prebins`` pre-bins a column).
     A factor's IV is that of its ``factor_scores`` column (the model's summed
     contribution of the factor's features, binned the same way) when given,
     else the largest IV among its features. Returns ``(per_feature, per_factor)``,
     strongest first.
     """
-    from riskml.training.scorecard import optimal_iv  # lazy: optbinning (ortools) costs ~1 s to import
+    if binning not in ("quantile", "optimal"):
+        raise ValueError(f"binning must be 'quantile' or 'optimal'; got {binning!r}")
+    if binning == "optimal":
+        from riskml.training.scorecard import optimal_iv  # lazy: optbinning (ortools) costs ~1 s to import
 
+        def iv_of(frame: pd.DataFrame) -> pd.Series:
+            return optimal_iv(frame, y, max_n_prebins=max_n_prebins)
+    else:
+        def iv_of(frame: pd.DataFrame) -> pd.Series:
+            return quantile_iv(frame, y)
     y = np.asarray(y_binary).astype(np.int64)
-    feat = optimal_iv(X, y)
+    feat = iv_of(X)
     feat = pd.DataFrame({"feature": feat.index, "factor": feat.index.map(dict(feature_factors)),
                          "iv": feat.to_numpy()}).sort_values("iv", ascending=False, kind="stable")
     best = feat.groupby("factor").agg(iv_best_feature=("iv", "max"), best_feature=("feature", "first"),
                                       n_features=("feature", "size"))
     if factor_scores is not None and len(factor_scores.columns):
-        best["iv"] = optimal_iv(factor_scores, y).reindex(best.index)
+        best["iv"] = iv_of(factor_scores).reindex(best.index)
     else:
         best["iv"] = best["iv_best_feature"]
     per_factor = best.reset_index().sort_values("iv", ascending=False, kind="stable")
