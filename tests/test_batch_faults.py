@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import kill_on_call, train_small_system
+from conftest import kill_on_call
 from hydra import compose, initialize_config_module
 
 from riskml import predict
@@ -23,8 +23,8 @@ from riskml.exceptions import ConfigError, InputError, ModelError
 
 
 @pytest.fixture(scope="module")
-def models(tmp_path_factory) -> Path:
-    return train_small_system(tmp_path_factory.mktemp("faults"))
+def models(small_system) -> Path:
+    return small_system
 
 
 def cfg(models: Path, inp, out, *overrides):

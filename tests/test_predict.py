@@ -26,18 +26,10 @@ from riskml.edge.datasets import load_dataset
 from riskml.edge.files import sha256_file
 from riskml.edge.model_store import load_model_dir, write_system_dir
 
-TRAIN_SMALL = ["data.n_borrowers=2000", "model.num_boost_round=80", "model.min_data_in_leaf=50", "eval.oracle=false", "eval.plots=false"]
-
-
 @pytest.fixture(scope="session")
-def trained(tmp_path_factory) -> Path:
+def trained(small_system) -> Path:
     """A small simulated portfolio and the scoring system predict uses (exported to models/riskml)."""
-    tmp = tmp_path_factory.mktemp("trained")
-    store = [f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data"]
-    with initialize_config_module("riskml.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[*store, *TRAIN_SMALL])
-    train.run(cfg)
-    return tmp
+    return small_system
 
 
 def role_dir(trained: Path, role: str) -> Path:

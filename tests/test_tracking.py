@@ -190,3 +190,23 @@ def test_an_export_killed_half_way_leaves_the_earlier_folder_whole(tmp_path):
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in out.parent.iterdir()] == ["m"]  # no temporary left either
     model_store.load_model_dir(out)
+
+
+def test_a_logged_data_set_has_the_frames_schema_true_row_count_and_our_digest(tmp_path):
+    """The schema comes from dtypes and one null check (not MLflow's value-by-value inference): integers stay
+    integers, a column with a missing value is optional, categories are strings; the profile counts every row."""
+    n = 2_500
+    df = pd.DataFrame({"months": np.arange(n, dtype=np.int64), "flag": np.zeros(n, dtype=np.int8),
+                       "score": np.linspace(0, 1, n), "income": np.r_[np.nan, np.ones(n - 1)],
+                       "small": np.ones(n, dtype=np.float32), "kind": pd.Categorical(["a", "b"] * (n // 2)),
+                       "late": np.zeros(n, dtype=bool)})
+    schema = tracking.frame_schema(df)
+    assert {c.name: (c.type.name, c.required) for c in schema.inputs} == {
+        "months": ("long", True), "flag": ("integer", True), "score": ("double", True), "income": ("double", False),
+        "small": ("float", True), "kind": ("string", True), "late": ("boolean", True)}
+    tracking.setup(f"sqlite:///{tmp_path}/mlflow.db", "ds")
+    with tracking.start_run(mlflow.get_experiment_by_name("ds").experiment_id) as run_id:
+        tracking.log_dataset(df, name="snapshots", source=str(tmp_path / "panel"), digest="d" * 64)
+    logged = mlflow.get_run(run_id).inputs.dataset_inputs[0].dataset
+    assert logged.digest == "d" * 36 and logged.name == "snapshots"
+    assert '"num_rows": 2500' in logged.profile and '"income"' in logged.schema
