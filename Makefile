@@ -8,6 +8,9 @@ STAMP  := $(VENV)/.installed
 # several fits (sweeps, tests) from slowing each other badly.
 export OMP_WAIT_POLICY ?= PASSIVE
 export MPLBACKEND ?= Agg
+# The venv is ours: its first process writes the bytecode of what riskml imports, so that no later one
+# compiles mlflow, sklearn and pandas again (~10 s a process where PYTHONDONTWRITEBYTECODE is set).
+unexport PYTHONDONTWRITEBYTECODE
 
 .PHONY: install demo test bench clean
 
@@ -16,10 +19,9 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "need $(PYTHON) (Python 3.11) on PATH, or make PYTHON=..."; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	@# uv (from PyPI) installs the versions pip would in a fraction of its time; --compile-bytecode
-	@# writes the .pyc files pip writes, so that no process compiles the libraries again (~10 s each)
+	@# uv (from PyPI) installs the versions pip would in a fraction of its time
 	$(BIN)/python -m pip install --quiet uv
-	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e ".[dev]"
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev]"
 	@touch $(STAMP)
 
 # The whole job end to end on the embedded default: simulate, train and register the scoring

@@ -54,6 +54,20 @@ def test_every_model_gives_probabilities_per_class(kind):
     assert np.corrcoef(adverse, X["dpd"][500:])[0, 1] > 0.3
 
 
+@pytest.mark.parametrize("kind", ["logistic", "hist_gbm"])
+def test_a_baseline_on_float32_features_gives_float64_probabilities_that_sum_to_one(kind):
+    """sklearn computes in the features' float32, where rows sum to one only within ~3e-8 and its own
+    log_loss warns; the model's probabilities are float64 rows that sum to one."""
+    X, y = toy(n=1500)
+    X = X.drop(columns="city")  # all float32, as the snapshots are
+    m = fit({"name": kind, **({"max_iter": 30} if kind == "hist_gbm" else {})}, X[:1000], y[:1000],
+            classes=["0", "1"], seed=0, num_threads=1)
+    for rows in (X[1000:], X[1000:].assign(dpd=np.float32(60.0))):  # and where adverse is all but certain
+        p = m.predict_proba(rows)
+        assert p.dtype == np.float64
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, rtol=0, atol=1e-12)
+
+
 def test_monotone_lightgbm_never_lowers_risk_as_days_past_due_rise():
     X, y = toy(n=2000)
     m = fit(LGB, X, y, classes=["0", "1"], feature_directions={"dpd": 1, "score": -1}, seed=0, num_threads=1)

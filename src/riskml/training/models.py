@@ -78,7 +78,10 @@ class FittedModel:
             p = class_probabilities(self.estimator.predict(X, num_threads=self.num_threads or 0))
             return p if self.calibrator is None else self.calibrator.apply_proba(p)
         with threadpool_limits(self.num_threads or None):
-            p = self.estimator.predict_proba(X)
+            p = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
+        # a baseline fitted on float32 features computes its probabilities in float32, whose rows sum to one
+        # only within 3e-8; in float64 they sum to one as a probability must
+        p /= p.sum(axis=1, keepdims=True)
         seen = np.asarray(self.estimator.classes_, dtype=np.int64)
         if len(seen) == len(self.classes):
             return p
