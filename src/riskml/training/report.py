@@ -89,7 +89,7 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
     out.tables["tables/iv_features.csv"], out.tables["tables/iv_factors.csv"] = iv_feat, iv_fac
     card = None
     if model.kind == "logistic" and len(ds.classes) == 2:
-        card = fit_scorecard(X_iv, y_iv, scale, seed=seed)
+        card = fit_scorecard(X_iv, y_iv, scale, seed=seed, max_n_prebins=int(rcfg.get("iv_max_prebins", 20)))
         out.tables["tables/scorecard.csv"] = scorecard_table(card, ds.feature_factors)
         out.metrics["scorecard_roc_auc_adverse"] = float(mx.classification_metrics(
             y, np.column_stack([1 - (q := scorecard_proba(card, ds.X.iloc[test])), q]), ["0", "1"])["roc_auc_adverse"])

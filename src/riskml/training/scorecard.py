@@ -135,14 +135,15 @@ class Bands:
 
 
 def fit_scorecard(X: pd.DataFrame, y_binary: np.ndarray, scale: PointsScale, *, seed: int = 0,
-                  max_iter: int = 1000):
+                  max_iter: int = 1000, max_n_prebins: int = 20):
     """optbinning's ``Scorecard``: optimal bins and WoE per feature, a logistic regression on the WoE,
-    points per bin on ``scale``. Categorical features are binned as categories."""
+    points per bin on ``scale``. Categorical features are binned as categories; ``max_n_prebins``
+    bounds the pre-bins optbinning's solver chooses from (its time grows with them)."""
     from optbinning import BinningProcess, Scorecard  # lazy: optbinning (ortools) costs ~1 s to import
     from sklearn.linear_model import LogisticRegression
 
     cats = _categorical(X)
-    process = BinningProcess(list(X.columns), categorical_variables=cats or None)
+    process = BinningProcess(list(X.columns), categorical_variables=cats or None, max_n_prebins=int(max_n_prebins))
     card = Scorecard(binning_process=process, estimator=LogisticRegression(max_iter=max_iter, random_state=seed),
                      scaling_method="pdo_odds",
                      scaling_method_params={"pdo": scale.pdo, "odds": scale.base_odds,
