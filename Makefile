@@ -43,7 +43,7 @@ demo: $(STAMP)
 	@echo "  MLflow UI     $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py
