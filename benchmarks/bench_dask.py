@@ -104,7 +104,7 @@ def main() -> None:
     print("\nsingle-machine rates (borrowers per second per core; generate and predict use 1 core, train 2 threads):")
     print(f"  generate {n / one['generate_s']:,.0f}  train (3 models) {n / one['train_s'] / 2:,.0f} "
           f"({one['snapshots'] / one['train_s'] / 2:,.0f} adverse snapshots)  predict {n / one['predict_s']:,.0f}")
-    print("test AUC gap to the single-machine fit (issue #14: within 0.005), by model:")
+    print("test AUC gap to the single-machine fit (target: within 0.005), by model:")
     for label, r in rows.items():
         if label != "single machine":
             gaps = {role: r["auc_by_model"][role] - one["auc_by_model"][role] for role in one["auc_by_model"]}

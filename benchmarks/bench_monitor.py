@@ -8,7 +8,7 @@ in a fresh process with its peak resident memory (``VmHWM``):
    scores, reasons, PSI, band migration; read bucket by bucket);
 2. the reference: ``pandas.read_parquet`` of the same panel, i.e. the memory
    any job needs that holds the whole batch at once.
-Target (issue #13 review): monitor memory flat from 100k to 1M borrowers and
+Target: monitor memory flat from 100k to 1M borrowers and
 below the whole-panel reference.
 
 Usage:

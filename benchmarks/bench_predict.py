@@ -16,7 +16,7 @@ In one run, on one model:
    checked equal to 1e-9), raw ``predict(pred_contrib=True)`` on a sample
    (scaled to rows/s), and riskml's factor reasons alone (``FactorExplainer`` +
    ``top_reasons``).
-Targets (issue #12): end to end >= 1/3 of plain predict's rows/s (default
+Targets: end to end >= 1/3 of plain predict's rows/s (default
 model); end to end >= 10x pred_contrib (--heavy); scorer >= 2x plain predict;
 peak memory flat from 100k to N.
 

@@ -1,4 +1,4 @@
-"""The batch job under faults and misuse (issue #8): nothing deleted that riskml did not create,
+"""The batch job under faults and misuse: nothing deleted that riskml did not create,
 nothing mixed between jobs, nothing half-written that looks complete, rows in any order."""
 
 from __future__ import annotations

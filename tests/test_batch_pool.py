@@ -1,4 +1,4 @@
-"""Buckets scored in worker processes (issue #12): the same bytes as one process, nothing left running
+"""Buckets scored in worker processes: the same bytes as one process, nothing left running
 or half-written when the job is killed, clear errors."""
 
 from __future__ import annotations

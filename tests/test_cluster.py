@@ -1,4 +1,4 @@
-"""Past one machine (issue #14): generate, train and predict on a Dask LocalCluster agree with the
+"""Past one machine: generate, train and predict on a Dask LocalCluster agree with the
 single-machine path. One LocalCluster (2 workers on 127.0.0.1) serves the module through
 ``cluster=address``; one test starts and stops its own through ``cluster=local``."""
 

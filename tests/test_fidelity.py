@@ -54,7 +54,7 @@ def reports(trained) -> dict:
 @pytest.mark.slow
 @pytest.mark.parametrize("target, side", [("adverse_3m", "adverse"), ("recovery_6m", "recovery")])
 def test_every_cause_is_found_in_every_scenario_on_both_sides(reports, target, side):
-    """Targets of issue #11: top-1 >= 0.90 overall per side and scenario, >= 0.75 per cause with >= 50 events."""
+    """The fidelity targets: top-1 >= 0.90 overall per side and scenario, >= 0.75 per cause with >= 50 events."""
     rep = reports[target]
     per = rep.per_cause.loc[side]
     assert set(per.index.get_level_values("scenario")) == {"baseline", "tightening", "maintenance"}

@@ -1,4 +1,4 @@
-"""The simulator's domain facts on a baseline simulation (issue #2, points 1-4)."""
+"""The simulator's domain facts on a baseline simulation."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The oracle (issue #2, point 5): true outcome probabilities from the hidden state."""
+"""The oracle: true outcome probabilities from the hidden state."""
 
 from __future__ import annotations
 

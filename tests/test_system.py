@@ -1,5 +1,5 @@
-"""The scoring system as one registered model (issue #9): one train, one URI, pyfunc = batch, a served
-model answering REST, fail-first ordering, and the registry mended after kills (issue #8)."""
+"""The scoring system as one registered model: one train, one URI, pyfunc = batch, a served
+model answering REST, fail-first ordering, and the registry mended after kills."""
 
 from __future__ import annotations
 

@@ -117,7 +117,7 @@ def test_time_column_gives_an_out_of_time_split(tmp_path, monkeypatch):
     assert "application_month" not in result.dataset.X  # a time column is not a feature
 
 
-# --- misuse that used to pass silently (issue #8) ----------------------------------------------------
+# --- misuse that used to pass silently ------------------------------------------------------------
 
 def _table(**cols) -> pd.DataFrame:
     n = 60

@@ -154,7 +154,7 @@ def test_synthetic_lightgbm_run_end_to_end(tmp_path, monkeypatch):
                                                                 artifact_path="fidelity_confusion.csv",
                                                                 dst_path=str(tmp_path / "art")), index_col=0)
     assert confusion.to_numpy().sum() == len(rows)
-    # and on a fresh portfolio per scenario (issue #11): metrics and one confusion table with every scenario
+    # and on a fresh portfolio per scenario: metrics and one confusion table with every scenario
     scen = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id,
                                                            artifact_path="fidelity_scenarios_confusion.csv",
                                                            dst_path=str(tmp_path / "art")), index_col=[0, 1, 2])

@@ -72,7 +72,7 @@ def open_model(uri: str, *, tracking_uri: str | None = None) -> ScoringSystem | 
         folder = registry.resolve_model(uri)
     if not is_system_dir(folder):
         manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
-        if manifest.get("data_kind") == "tabular":  # a table model scores a table (issue 10)
+        if manifest.get("data_kind") == "tabular":  # a table model scores a table
             return ScoringModel(*load_model_dir(folder), folder=folder)
         raise ModelError(f"model={uri}: a single {manifest.get('target', 'unknown')!r} model; expected a scoring "
                          "system (the adverse, status and recovery models that python -m riskml.train registers "
@@ -119,7 +119,7 @@ def run(cfg: DictConfig) -> PredictResult:
     if one_machine:
         return run_job(**job, plan=plan, workers=cfg.get("workers", 1))
     cluster = OmegaConf.to_container(cfg.cluster)
-    # issue #14: partitions of whole borrowers scored on a Dask cluster, by the same code
+    # partitions of whole borrowers scored on a Dask cluster, by the same code
     from riskml.edge import cluster_predict  # imports dask: the cluster path only
 
     with connect(cluster) as client:

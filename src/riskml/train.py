@@ -83,7 +83,7 @@ class TrainResult:
     model_dir: Path | None = None
     fold_metrics: list[dict[str, float]] = field(default_factory=list)
     test_index: np.ndarray | None = None  # rows of ``dataset`` the final model was scored on
-    reports: Reports | None = None  # issue #13: tables, HTML report, reference profile
+    reports: Reports | None = None  # tables, HTML report, reference profile
 
 
 @dataclass
@@ -117,7 +117,7 @@ def check_config(cfg: dict[str, Any]) -> None:
         raise ConfigError("model.name", cfg["model"]["name"], "lightgbm for target=system (the scoring system "
                           "needs TreeSHAP on LightGBM models); train a baseline one target at a time, e.g. "
                           "target=adverse_3m model=logistic")
-    if check_cluster(cfg.get("cluster")).kind != "none":  # issue #14: what a cluster trains
+    if check_cluster(cfg.get("cluster")).kind != "none":  # what a cluster trains
         if kind != "synthetic":
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], "none for data=tabular (a cluster trains on a "
                               "synthetic panel of parts; a table trains in this process)")
@@ -152,7 +152,7 @@ def make_folds(ds: Dataset, cfg: dict[str, Any]) -> list[Fold]:
 
 
 def _fit(cfg: dict[str, Any], ds: Dataset, train: np.ndarray, valid: np.ndarray, label: str) -> FittedModel:
-    if "partitions" in ds.meta:  # issue #14: lightgbm.dask on the snapshot partitions held by the workers
+    if "partitions" in ds.meta:  # lightgbm.dask on the snapshot partitions held by the workers
         from riskml.training.distributed import fit_dask  # imports dask: the cluster path only
 
         return fit_dask(ds.meta["partitions"], cfg["model"], train=train, valid=valid, X_valid=ds.X.iloc[valid],
@@ -248,7 +248,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             oof.append(model.predict_proba(ds.X.iloc[fold.test]))
             per_fold.append(evaluate_predictions(ds.y[fold.test], oof[-1], ds.classes))
             per_fold[-1].update(validation_metrics(model, ds, fold.valid))
-            per_fold[-1].update(selection_metrics(model))  # model=auto: each fold's choice (issue 10)
+            per_fold[-1].update(selection_metrics(model))  # model=auto: each fold's choice
         tracking.log_metric_history("valid_log_loss", model.curve)  # the learning curve of the last fit
         metrics = _summarise(per_fold)
         # scored rows: the test set, or every row out of fold (k-fold); plots use these predictions
@@ -275,7 +275,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
                 metrics.update(report.metrics)
                 tracking.log_table(report.confusion, "fidelity_scenarios_confusion.csv")
                 tracking.log_table(report.per_cause, "fidelity_scenarios_per_cause.csv")
-            if ds.kind == "panel":  # a lender's panel (issue 10): input counts, rejects, what was not measured
+            if ds.kind == "panel":  # a lender's panel: input counts, rejects, what was not measured
                 extra, notes = panel_record(ds, fidelity_measured=fid is not None)
                 metrics.update(extra)
                 tracking.set_tags(notes)
@@ -287,7 +287,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             for fname, fig in plots(ds.y[test], proba, ds.classes, importance,
                                      n_bins=int(cfg["eval"]["ece_bins"])).items():
                 tracking.log_figure(fig, fname)
-        # --- issue #13: the risk team's tables, the model report and the reference profile
+        # the risk team's tables, the model report and the reference profile
         reports = None
         if cfg["report"].get("enabled", True):
             reports = build_reports(ds=ds, model=model, train=folds[0].train, valid=folds[0].valid, test=test,
@@ -300,9 +300,8 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             tracking.log_text(reports.html, "report.html")
             if reports.profile is not None:
                 tracking.log_dict(reports.profile, "reference_profile.json")
-        # --- end issue #13
         result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold, test_index=test)
-        if model.selection:  # model=auto (issue 10): what the shipped model chose and why
+        if model.selection:  # model=auto: what the shipped model chose and why
             tracking.set_tags(selection_tags(model))
             tracking.log_dict(model.selection, "selection.json")
         result.reports = reports
@@ -388,7 +387,7 @@ def _guard_leakage(ds: Dataset, train: np.ndarray, leak_cfg: dict[str, Any]) -> 
 
 
 def _report_files(reports: Reports | None) -> dict[str, str]:
-    """issue #13: the files written beside model.txt (the report, the reference profile)."""
+    """The files written beside model.txt (the report, the reference profile)."""
     if reports is None:
         return {}
     files = {"report.html": reports.html}

@@ -54,7 +54,7 @@ def write_dataset(sim: SimConfig, out: str | os.PathLike, *, name: str, config: 
     tmp.mkdir(parents=True)
     summary = Summary()
     try:
-        if client is not None:  # issue #14: the same chunks simulated on a cluster, one part each
+        if client is not None:  # the same chunks simulated on a cluster, one part each
             from riskml.edge.cluster_generate import write_parts  # it imports this module's names
 
             entries, summary = write_parts(client, sim, tmp)

@@ -83,7 +83,7 @@ def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, ba
                    ) -> Dataset:
     """The snapshots of a synthetic panel (generated first when it is not there).
 
-    With a Dask ``client`` (issue #14) the data set is generated and its
+    With a Dask ``client`` the data set is generated and its
     snapshots built on the cluster, and the snapshot partitions stay on the
     workers for ``lightgbm.dask`` (``Dataset.meta["partitions"]``).
 
@@ -113,7 +113,7 @@ def load_synthetic(data_cfg: Mapping[str, Any], *, target: str, horizon: int, ba
     parts = None
     if client is None:
         snaps = build_snapshots(read_table(panel_path(path)), **options)
-    else:  # issue #14: built on the workers, one partition per panel part
+    else:  # built on the workers, one partition per panel part
         from riskml.edge.cluster_train import distributed_snapshots  # imports dask: the cluster path only
 
         snaps, parts = distributed_snapshots(client, path, **options)
@@ -145,7 +145,7 @@ def load_tabular(data_cfg: Mapping[str, Any], *, base: Path) -> Dataset:
     return from_frame(read_table(path), data_cfg, source=str(path), digest=files_digest(table_files(path)))
 
 
-# --- a lender's own panel (issue 10) ----------------------------------------------------------------
+# --- a lender's own panel ----------------------------------------------------------------------------
 
 @dataclass
 class PanelInput:

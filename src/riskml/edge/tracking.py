@@ -269,8 +269,6 @@ def search_runs(experiment: str, uri: str | None = None) -> pd.DataFrame:
     return mlflow.search_runs(experiment_ids=[exp.experiment_id], output_format="pandas")
 
 
-# --- issue #13: reports and monitoring runs ---
-
 def log_text(text: str, artifact_file: str) -> None:
     """Log a text artifact (an HTML report, a JSON document)."""
     mlflow.log_text(text, artifact_file)
@@ -283,4 +281,3 @@ def tag_model_version(name: str, version: int | str, key: str, value: str) -> bo
     except mlflow.exceptions.MlflowException:
         return False
     return True
-# --- end issue #13
