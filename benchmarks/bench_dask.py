@@ -44,7 +44,7 @@ def timed(fn, *args):
 
 
 def cluster_overhead() -> float:
-    from riskml.edge.cluster import connect
+    from riskml.cluster.client import connect
 
     t0 = time.perf_counter()
     with connect({"kind": "local", "workers": 2}):

@@ -5,7 +5,7 @@ Runs, in one process:
 1. simulate the panel chunk by chunk (``riskml.simulate.iter_chunks``) and build
    snapshots of each chunk (``riskml.features.build_snapshots``, ``every`` months);
 2. bare: ``lgb.train(params, lgb.Dataset(X, y), rounds)``;
-3. riskml: ``riskml.training.models.fit`` (what ``train.run`` calls: Dataset construction
+3. riskml: ``riskml.training.fit.fit`` (what ``train.run`` calls: Dataset construction
    + ``lgb.train`` with riskml's params), the same fixed number of rounds, no
    early stopping, so both do the same work;
 then bare once more, so that a warm-up or a noisy neighbour shows as spread.
@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 
 from riskml import features
 from riskml.training import models
+from riskml.training.fit import fit
 from riskml.simulate import SimConfig, iter_chunks
 
 CONF = os.path.join(os.path.dirname(models.__file__), os.pardir, os.pardir, "conf", "model", "lightgbm.yaml")
@@ -91,7 +92,7 @@ def main() -> None:
 
     def riskml() -> tuple[float, models.FittedModel]:
         t = time.perf_counter()
-        m = models.fit(model_cfg, X, y, classes=classes, feature_directions=directions, seed=0,
+        m = fit(model_cfg, X, y, classes=classes, feature_directions=directions, seed=0,
                        num_threads=args.threads)
         return time.perf_counter() - t, m
 

@@ -111,7 +111,7 @@ def main() -> None:
                 f"export.dir={model_dir.parent}", f"export.name={model_dir.name}", *size])
         _, s = timed(train.run, cfg)
         print(f"trained in {s:.1f} s")
-    from riskml.edge.model_store import load_system_dir
+    from riskml.store.model_store import load_system_dir
     booster, manifest = load_system_dir(model_dir)[1]["adverse"]
     print(f"adverse model: {booster.num_trees()} trees of at most {max(t['num_leaves'] for t in booster.dump_model()['tree_info'])}"
           f" leaves, {len(manifest['features'])} features")

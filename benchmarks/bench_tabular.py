@@ -41,7 +41,7 @@ from sklearn.metrics import roc_auc_score
 from riskml import train
 from riskml.features import build_snapshots
 from riskml.simulate import SimConfig, oracle, simulate
-from riskml.training.models import fit
+from riskml.training.fit import fit
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
 REAL = [("taiwan_late", SHARED / "taiwan_late.csv", "row_id", "bad", None, (1000, 2000, 5000, 10000)),

@@ -16,9 +16,10 @@ from conftest import kill_on_call
 from hydra import compose, initialize_config_module
 
 from riskml import predict
-from riskml.edge import batch_job, files
-from riskml.edge.datasets import load_dataset
-from riskml.edge.files import sha256_file
+from riskml.batch import job as batch_job
+from riskml.io import files
+from riskml.io.datasets import load_dataset
+from riskml.io.files import sha256_file
 from riskml.exceptions import ConfigError, InputError, ModelError
 
 

@@ -19,8 +19,9 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from riskml import predict
-from riskml.edge import batch, batch_pool
-from riskml.edge.files import sha256_file
+from riskml.batch import stream as batch
+from riskml.batch import pool as batch_pool
+from riskml.io.files import sha256_file
 from riskml.exceptions import ConfigError
 
 
@@ -145,7 +146,7 @@ def _alive(pid: int) -> bool:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
 def test_a_worker_busy_when_its_job_is_killed_dies_with_it(tmp_path):
     script = tmp_path / "job.py"
-    script.write_text("import time, multiprocessing as mp\nfrom riskml.edge.batch_pool import _die_with_parent\n\n"
+    script.write_text("import time, multiprocessing as mp\nfrom riskml.batch.pool import _die_with_parent\n\n"
                       "def busy():\n    _die_with_parent()\n    time.sleep(300)  # a long piece\n\n"
                       "if __name__ == '__main__':\n    p = mp.get_context('spawn').Process(target=busy)\n"
                       "    p.start()\n    time.sleep(1.0)\n    print(p.pid, flush=True)\n    time.sleep(300)\n")
@@ -165,7 +166,7 @@ def test_a_worker_busy_when_its_job_is_killed_dies_with_it(tmp_path):
 
 def test_two_scoring_threads_write_the_bytes_of_one(models, panel, tmp_path, monkeypatch):
     """One process scores two buckets at once (``batch_threads``); parts are handed on in bucket order."""
-    from riskml.edge import batch_threads
+    from riskml.batch import threads as batch_threads
 
     assert batch_threads.scoring_threads() == 2  # numba's omp layer here: kernels from two threads at once
     two = predict.run(cfg(models, panel, tmp_path / "two.parquet", "workers=1", "bucket_rows=1000"))
@@ -177,7 +178,7 @@ def test_two_scoring_threads_write_the_bytes_of_one(models, panel, tmp_path, mon
 
 def test_one_scoring_thread_where_numba_cannot_take_kernels_from_two():
     """numba's ``workqueue`` layer aborts the process when two threads launch parallel kernels at once."""
-    code = "from riskml.edge.batch_threads import scoring_threads; print(scoring_threads())"
+    code = "from riskml.batch.threads import scoring_threads; print(scoring_threads())"
     env = {**os.environ, "NUMBA_THREADING_LAYER": "workqueue"}
     got = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
     assert got.returncode == 0 and got.stdout.strip() == "1", got.stderr[-2000:]
@@ -192,7 +193,7 @@ def test_one_scoring_thread_where_numba_cannot_take_kernels_from_two():
     [[], []],
 ])
 def test_borrower_count_of_a_bucket_is_its_distinct_ids_however_it_is_chunked(chunks):
-    from riskml.edge.batch_job import borrower_count
+    from riskml.batch.bucket import borrower_count
 
     col = pa.chunked_array([pa.array(c, pa.int64()) for c in chunks], pa.int64())
     assert borrower_count(pa.table({"borrower_id": col})) == len({i for c in chunks for i in c})

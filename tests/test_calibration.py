@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from riskml.exceptions import ModelError
-from riskml.training.calibration import Calibrator, expit, fit_calibrator, logit
-from riskml.training.tables import calibration_table
+from riskml.measure.calibration import Calibrator, expit, fit_calibrator, logit
+from riskml.measure.tables import calibration_table
 
 
 def _sample(n: int, seed: int):

@@ -19,11 +19,11 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from riskml import generate, predict, train
-from riskml.edge import model_store
-from riskml.edge.cluster import check_cluster, connect
-from riskml.edge.cluster_train import distributed_snapshots
-from riskml.edge.datasets import load_dataset
-from riskml.edge.files import sha256_file
+from riskml.store import model_store
+from riskml.cluster.client import check_cluster, connect
+from riskml.cluster.train import distributed_snapshots
+from riskml.io.datasets import load_dataset
+from riskml.io.files import sha256_file
 from riskml.exceptions import ConfigError
 from riskml.features import build_snapshots
 from riskml.training.distributed import stop_at

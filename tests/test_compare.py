@@ -7,7 +7,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from riskml import compare
-from riskml.edge import tracking
+from riskml.store import tracking
 from riskml.exceptions import ConfigError
 
 

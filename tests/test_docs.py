@@ -17,12 +17,12 @@ import pytest
 import riskml
 
 MODULES = sorted(m.name for m in pkgutil.walk_packages(riskml.__path__, "riskml.")
-                 if not m.name.startswith("riskml.conf") and m.name != "riskml.edge.pyfunc_model")
+                 if not m.name.startswith("riskml.conf"))
 
 
 def test_the_walk_finds_every_stage():
     for stage in ("riskml.features.snapshots", "riskml.training.models", "riskml.explain.reasons",
-                  "riskml.edge.files", "riskml.simulate.config"):
+                  "riskml.io.files", "riskml.simulate.config"):
         assert stage in MODULES
 
 

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from matplotlib.figure import Figure
 
-from riskml.training.metrics import (classification_metrics, raise_on_leaks, expected_calibration_error, ks_statistic,
+from riskml.measure.metrics import (classification_metrics, raise_on_leaks, expected_calibration_error, ks_statistic,
                              leakage_scan, oracle_gap, oracle_proba, plot_calibration, plot_factor_importance,
                              plot_roc)
 from riskml.exceptions import ConfigError, LeakageError
@@ -97,7 +97,7 @@ def test_leakage_scan_names_near_perfect_features_and_the_guard_fails_the_run(ca
     assert dict(hits)["leak"] == pytest.approx(1.0) and dict(hits)["inverse_leak"] == pytest.approx(0.0)
     with pytest.raises(LeakageError, match=r"leak \(AUC 1\.0000\)"):
         raise_on_leaks(hits, threshold=0.99)
-    with caplog.at_level(logging.WARNING, logger="riskml.training.metrics"):
+    with caplog.at_level(logging.WARNING, logger="riskml.measure.metrics"):
         raise_on_leaks(hits, threshold=0.99, allow=True)  # named in the log, not raised
     assert "'nan_when_bad'" in caplog.text
     assert leakage_scan(X[["noise", "honest"]], y, threshold=0.99) == []

@@ -87,7 +87,7 @@ def test_the_label_cause_is_the_first_change_when_two_causes_fall_in_one_horizon
 
 
 def test_maintenance_suspension_is_not_adverse():
-    # the label rule (labels.effective_status): a month suspended for maintenance counts as normal
+    # the label rule (platform.effective_status): a month suspended for maintenance counts as normal
     df = literal_panel()
     i = (df["borrower_id"] == 33) & (df["month"] == 4)
     df.loc[i, "status"], df.loc[i, "cause"], df.loc[i, "maintenance"] = "suspended", "maintenance", 1
@@ -270,7 +270,7 @@ def test_bad_input_names_the_problem():
 
 
 def test_no_single_feature_is_near_perfect_on_simulated_snapshots():
-    from riskml.training.metrics import leakage_scan
+    from riskml.measure.metrics import leakage_scan
     from riskml.simulate import SimConfig, simulate
 
     panel = simulate(SimConfig(n_borrowers=3000, n_months=24, seed=0)).panel
@@ -327,7 +327,7 @@ def test_acceptance_gap_and_reviews_past_the_line_match_hand_computed():
 def test_the_engine_closes_for_policy_exactly_the_accounts_the_features_find_past_the_line():
     """The features recompute the platform's rule from panel columns alone: every policy closure at month m
     follows REVIEWS snapshots in a row (m-3..m-1) whose acceptance gap is > 0."""
-    from riskml.features import acceptance
+    from riskml import platform as acceptance
     from riskml.simulate import SimConfig, simulate
 
     panel = simulate(SimConfig(n_borrowers=3000, n_months=16, scenario="tightening", tighten_month=6,
@@ -340,7 +340,7 @@ def test_the_engine_closes_for_policy_exactly_the_accounts_the_features_find_pas
 
 
 def test_the_review_grid_equals_the_review_of_shifted_grids_bit_for_bit():
-    from riskml.features import acceptance
+    from riskml import platform as acceptance
 
     rng = np.random.default_rng(5)
     g = rng.normal(0, 3, (20, 300)).astype(np.float32)

@@ -14,8 +14,9 @@ from riskml.explain import advice_for, recovery, scoring
 from riskml.features import build_snapshots
 from riskml.simulate import SimConfig, simulate
 from riskml.training.datasets import from_snapshots, valid_mask
-from riskml.training.models import FittedModel, build_manifest, fit
-from riskml.training.steps import scenario_fidelity
+from riskml.training.fit import fit
+from riskml.training.models import FittedModel, build_manifest
+from riskml.evaluation.steps import scenario_fidelity
 
 N = 8_000  # borrowers to train on, and in each fresh scenario portfolio
 TARGETS = ("adverse_3m", "recovery_6m")

@@ -10,9 +10,9 @@ import pandas as pd
 import pytest
 
 from riskml.exceptions import InputError
-from riskml.edge.datasets import load_dataset
+from riskml.io.datasets import load_dataset
 from riskml.generate import run
-from riskml.edge.files import sha256_file
+from riskml.io.files import sha256_file
 from riskml.schema import PANEL, TRUTH, row_problems
 from riskml.simulate import SimConfig, oracle
 
@@ -73,7 +73,7 @@ def test_bytes_do_not_depend_on_chunks_or_workers_but_on_the_seed(compose, tmp_p
 
 def test_a_failure_while_writing_leaves_no_data_set_and_no_temp_folder(compose, tmp_path, monkeypatch):
     """The writer thread's error stops the job at the next chunk; nothing that looks complete remains."""
-    from riskml.edge import datasets
+    from riskml.io import datasets
 
     calls = []
 

@@ -5,7 +5,7 @@ import pyarrow as pa
 import pytest
 
 from riskml.exceptions import InputError
-from riskml.edge.files import ParquetSink, atomic_path, read_table, sha256_file, write_parquet
+from riskml.io.files import ParquetSink, atomic_path, read_table, sha256_file, write_parquet
 
 
 def test_atomic_path_leaves_nothing_when_the_writer_fails(tmp_path):

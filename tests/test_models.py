@@ -7,8 +7,9 @@ import pandas as pd
 import pytest
 
 from riskml.exceptions import ConfigError
-from riskml.training.models import (FittedModel, build_manifest, example_input, fit, lgb_params, monotone_constraints,
-                           proba_frame)
+from riskml.training.fit import fit
+from riskml.training.models import (FittedModel, build_manifest, example_input, lgb_params, monotone_constraints,
+                                    proba_frame)
 
 LGB = {"name": "lightgbm", "monotone": True, "num_boost_round": 40, "early_stopping_rounds": 10,
        "learning_rate": 0.1, "num_leaves": 7, "min_data_in_leaf": 20}

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_module
 from riskml import monitor, predict, train
 from riskml.exceptions import ConfigError, ModelError
 from riskml.explain.scoring import ScoringModel, score_histories
-from riskml.edge.files import read_json, write_parquet
-from riskml.edge.model_store import load_model_dir, write_system_dir
+from riskml.io.files import read_json, write_parquet
+from riskml.store.model_store import load_model_dir, write_system_dir
 from riskml.features.snapshots import build_features, build_snapshots
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import Thresholds, drift, psi
@@ -25,7 +25,7 @@ from riskml.monitoring.migration import band_migration
 from riskml.monitoring.profile import (batch_shares, numeric_bins, numeric_shares, platform_columns, platform_wide,
                                       score_rows)
 from riskml.simulate import SimConfig, simulate
-from riskml.training.scorecard import Bands, PointsScale
+from riskml.measure.scale import Bands, PointsScale
 
 N = 3000
 
@@ -220,7 +220,7 @@ def test_monitor_rejects_bad_config_and_a_model_without_profile(model_dir, tmp_p
     with pytest.raises(ConfigError, match="fail_on"):
         monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "fail_on=sometimes"))
     # a second job on the same output fails at once instead of mixing into (or deleting) the first's work
-    from riskml.edge.files import job_lock
+    from riskml.io.files import job_lock
     from riskml.exceptions import InputError
     write_parquet(simulate(SimConfig(n_borrowers=50, seed=1)).panel, tmp_path / "busy.parquet")
     with job_lock(tmp_path / "report" / "monitor.json", what="riskml.monitor job"):

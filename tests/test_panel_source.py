@@ -12,7 +12,7 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from riskml import predict, train
-from riskml.edge.sources import read_panel
+from riskml.sources import read_panel
 from riskml.exceptions import SchemaError
 from riskml.simulate import SimConfig, simulate
 

@@ -21,10 +21,10 @@ from riskml.explain import scoring
 from riskml.explain.recovery import PLATFORM_SIDE
 from riskml.features import build_features
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError
-from riskml.edge import results
-from riskml.edge.datasets import load_dataset
-from riskml.edge.files import sha256_file
-from riskml.edge.model_store import load_model_dir, write_system_dir
+from riskml.batch import results
+from riskml.io.datasets import load_dataset
+from riskml.io.files import sha256_file
+from riskml.store.model_store import load_model_dir, write_system_dir
 
 @pytest.fixture(scope="session")
 def trained(small_system) -> Path:
@@ -57,7 +57,7 @@ def scored(trained, tmp_path_factory):
 
 def test_bands_cut_on_points(trained, scored, tmp_path):
     """bands.by=points cuts score_points; the points edges of the default probability edges give the same bands."""
-    from riskml.training.scorecard import PointsScale
+    from riskml.measure.scale import PointsScale
 
     _, df = scored
     edges = sorted(PointsScale().points([0.35, 0.15, 0.05, 0.02]).round(6).tolist())

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from riskml.exceptions import ConfigError
-from riskml.training.scorecard import (Bands, PointsScale, band_of, fit_scorecard, scorecard_points,
-                                       scorecard_proba, scorecard_table)
+from riskml.training.scorecard import fit_scorecard, scorecard_points, scorecard_proba, scorecard_table
+from riskml.measure.scale import Bands, PointsScale, band_of
 
 
 def test_points_hand_computed():

@@ -11,7 +11,7 @@ import pytest
 from riskml.exceptions import ConfigError
 from riskml.explain import FactorExplainer
 from riskml.training import select, trees
-from riskml.training.models import fit
+from riskml.training.fit import fit
 
 AUTO = {"name": "auto", "monotone": True, "num_boost_round": 300, "early_stopping_rounds": 20, "inner_folds": 3,
         "candidates": ["lightgbm", "lightgbm_large", "logistic"], "C": 1.0}

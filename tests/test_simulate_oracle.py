@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from riskml.exceptions import SchemaError
-from riskml.features.labels import effective_status
+from riskml.platform import effective_status
 from riskml.schema import STATUSES
 from riskml.simulate import SimConfig, oracle, oracle_cause, simulate
 from riskml.simulate.oracle import replay_states

@@ -19,8 +19,10 @@ from conftest import free_port, serving
 from hydra import compose, initialize_config_module
 
 from riskml import predict, train
-from riskml.edge import model_store, registry, tracking
-from riskml.edge.ship import request_rows
+from riskml.store import model_store
+from riskml.store import registry
+from riskml.store import tracking
+from riskml.store.ship import request_rows
 from riskml.exceptions import ConfigError, InputError
 
 SMALL = ["data.n_borrowers=1500", "model.num_boost_round=40", "model.min_data_in_leaf=50", "eval.oracle=false",

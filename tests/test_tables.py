@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from riskml.training.tables import (calibration_table, decile_groups, gains_table, information_values,
+from riskml.measure.tables import (calibration_table, decile_groups, gains_table, information_values,
                                     quantile_iv, wilson_interval, woe_iv)
 
 

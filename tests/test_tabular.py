@@ -10,10 +10,10 @@ import pytest
 from hydra import compose, initialize_config_module
 
 from riskml import train
-from riskml.edge import files as io
-from riskml.edge import model_store
+from riskml.io import files as io
+from riskml.store import model_store
 from riskml.exceptions import ConfigError
-from riskml.edge.sources import load_tabular
+from riskml.sources import load_tabular
 from riskml.training.tabular import from_frame
 
 CSV = Path(__file__).parent / "data" / "credit_small.csv"

@@ -12,8 +12,8 @@ from conftest import killed_on_call
 from hydra import compose, initialize_config_module
 
 from riskml import factors, predict, train
-from riskml.edge import table_job
-from riskml.edge.files import sha256_file
+from riskml.batch import table_job
+from riskml.io.files import sha256_file
 from riskml.exceptions import ModelError
 
 CSV = Path(__file__).parent / "data" / "credit_small.csv"

@@ -14,8 +14,10 @@ import pandas as pd
 import pytest
 from conftest import free_port, serving
 
-from riskml.edge import files as io
-from riskml.edge import model_store, registry, tracking
+from riskml.io import files as io
+from riskml.store import model_store
+from riskml.store import registry
+from riskml.store import tracking
 from riskml.exceptions import ConfigError, ModelError
 
 FEATURES = ["dpd", "score"]

@@ -18,8 +18,8 @@ from omegaconf import OmegaConf
 from sklearn.metrics import roc_auc_score
 
 from riskml import explain, train
-from riskml.edge import files as io
-from riskml.edge import model_store
+from riskml.io import files as io
+from riskml.store import model_store
 from riskml.training.datasets import kfold_splits, out_of_time_split, time_cut
 from riskml.exceptions import ConfigError, LeakageError
 
@@ -220,7 +220,7 @@ def test_multirun_logs_one_run_per_job_in_one_experiment(tmp_path):
 
 
 def test_a_data_set_from_another_simulator_version_is_regenerated(tmp_path):
-    from riskml.edge.sources import load_synthetic
+    from riskml.sources import load_synthetic
 
     cfg = cfg_for(tmp_path, "data.n_borrowers=600")
     data_cfg = OmegaConf.to_container(cfg.data)
@@ -235,7 +235,7 @@ def test_a_data_set_from_another_simulator_version_is_regenerated(tmp_path):
 
 
 def test_two_trains_creating_one_new_store_at_once_both_succeed(tmp_path):
-    code = ("import sys; from riskml.edge import tracking; "
+    code = ("import sys; from riskml.store import tracking; "
             "print(tracking.setup('sqlite:///' + sys.argv[1] + '/mlflow.db', 'riskml'))")
     procs = [subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE, text=True) for _ in range(3)]

@@ -12,7 +12,7 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from riskml.edge import tracking
+from riskml.store import tracking
 from riskml.exceptions import ConfigError, exit_on_error
 
 #: Params never worth a column (they differ by design or say nothing).

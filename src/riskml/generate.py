@@ -3,7 +3,7 @@
 Writes ``panel.parquet`` (observable behaviour and the platform's decisions),
 ``truth.parquet`` (hidden borrower types and traits, kept apart) and
 ``manifest.json`` (resolved config, seed, version, counts, sha256 of each
-file); see :mod:`riskml.edge.datasets`. The folder appears under its final
+file); see :mod:`riskml.io.datasets`. The folder appears under its final
 name only when complete.
 
 Examples:
@@ -19,8 +19,9 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from riskml.edge.cluster import check_cluster, connect
-from riskml.edge.datasets import write_dataset
+from riskml.cluster.client import check_cluster, connect
+from riskml.cluster.generate import parts_writer
+from riskml.io.datasets import write_dataset
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.simulate import SimConfig
 from riskml.simulate.config import check_name
@@ -39,7 +40,8 @@ def run(cfg: DictConfig) -> Path:
     config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     cluster = check_cluster(config.get("cluster"))
     with connect(cluster) as client:  # none: this process (and its own pool of `workers`)
-        out, summary = write_dataset(sim, Path(data_dir) / name, name=name, config=config, client=client)
+        out, summary = write_dataset(sim, Path(data_dir) / name, name=name, config=config,
+                                     write_parts=parts_writer(client))
     print(f"{summary.text()}\nwritten to {out}")
     return out
 

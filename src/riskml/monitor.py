@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from riskml.edge import batch
-from riskml.edge.batch_job import input_plan, prepare, split_rows
-from riskml.edge.files import atomic_path, job_lock, read_json, read_table, table_files, write_json
+from riskml.batch import stream as batch
+from riskml.batch.bucket import prepare, split_rows
+from riskml.batch.job import input_plan
+from riskml.io.files import atomic_path, job_lock, read_json, read_table, table_files, write_json
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError, exit_on_error
 from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
@@ -39,8 +40,8 @@ from riskml.monitoring.drift import LEVELS, Thresholds, drift
 from riskml.monitoring.migration import Migration, band_labels, band_migration
 from riskml.monitoring.profile import NO_REASON, Scored, batch_shares, score_rows
 from riskml.monitoring.report import monitor_document, monitor_html
-from riskml.predict import open_model  # an entry point using another's model loader (as tune uses train)
-from riskml.training.scorecard import Bands, PointsScale
+from riskml.store.loading import open_model
+from riskml.measure.scale import Bands, PointsScale
 
 log = logging.getLogger(__name__)
 
@@ -259,7 +260,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
 
 def _track(cfg: dict[str, Any], doc: dict[str, Any], page: str, result, bt_table) -> str:
     """One MLflow run per report, linked to the model version it watched."""
-    from riskml.edge import tracking  # lazy: MLflow's import costs 2 s
+    from riskml.store import tracking  # lazy: MLflow's import costs 2 s
 
     exp = tracking.setup(cfg.get("tracking_uri"), cfg["tracking"]["experiment"])
     tags = {"riskml.monitor_level": doc["level"], "riskml.model_name": doc["model_name"],

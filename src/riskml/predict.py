@@ -4,11 +4,11 @@ Reads borrower histories (panel columns; parquet or CSV; a file or a folder of
 parts; any order), rejects bad rows with their reason, and writes one
 explained prediction per borrower, a rejects file and a summary JSON. Input
 borrowers = scored + rejected, always. Memory stays flat: the input is split
-into buckets of whole borrowers (see :mod:`riskml.edge.batch`); a killed job
+into buckets of whole borrowers (see :mod:`riskml.batch.stream`); a killed job
 started again resumes from the finished buckets.
 
 With ``cluster=local|address`` the partitions of whole borrowers are scored
-on a Dask cluster by the same code (:mod:`riskml.edge.cluster_predict`).
+on a Dask cluster by the same code (:mod:`riskml.cluster.predict`).
 """
 
 from __future__ import annotations
@@ -22,19 +22,19 @@ import hydra
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
-from riskml.edge import batch
-from riskml.edge.batch_pool import check_workers
-from riskml.edge.batch_job import BatchResult, check_outputs, input_plan, output_format, run_job
-from riskml.edge.cluster import check_cluster, connect
-from riskml.edge.files import read_json, read_table, table_files
-from riskml.edge.model_store import is_system_dir, load_model_dir, open_system, registered_version
-from riskml.edge.tracking_uri import check_uri
-from riskml.exceptions import ConfigError, ModelError, exit_on_error
-from riskml.edge.table_job import describe_table, run_table_job
+from riskml.batch import stream as batch
+from riskml.batch.pool import check_workers
+from riskml.batch.job import BatchResult, check_outputs, input_plan, output_format, run_job
+from riskml.cluster.client import check_cluster, connect
+from riskml.io.files import read_table, table_files
+from riskml.store.loading import open_model
+from riskml.store.tracking_uri import check_uri
+from riskml.exceptions import ConfigError, exit_on_error
+from riskml.batch.table_job import describe_table, run_table_job
 from riskml.explain import MAX_REASONS, check_top_k
-from riskml.explain.scoring import ScoringModel, ScoringSystem, score_histories
+from riskml.explain.scoring import ScoringModel, score_histories
 from riskml.schema import prediction_schema
-from riskml.training.scorecard import Bands, PointsScale
+from riskml.measure.scale import Bands, PointsScale
 
 log = logging.getLogger(__name__)
 
@@ -57,28 +57,6 @@ def _validate(cfg: DictConfig) -> str:
     if cfg.as_of is not None and not (isinstance(cfg.as_of, int) and cfg.as_of >= 0):
         raise ConfigError("as_of", cfg.as_of, "null (each borrower's last month) or a month index >= 0")
     return fmt
-
-
-def open_model(uri: str, *, tracking_uri: str | None = None) -> ScoringSystem | ScoringModel:
-    """The scoring system behind a registry URI, a run URI or an exported folder, verified (or a
-    ``data=tabular`` model, which scores tables)."""
-    path = Path(str(uri))
-    if path.is_dir():
-        folder = path  # an exported model: no MLflow needed (nor its 2 s import)
-    else:
-        from riskml.edge import registry, tracking  # lazy: importing MLflow costs 2 s an export does not need
-
-        tracking.connect(tracking_uri, create=False, key="tracking_uri")
-        folder = registry.resolve_model(uri)
-    if not is_system_dir(folder):
-        manifest = read_json(folder / "manifest.json") if (folder / "manifest.json").is_file() else {}
-        if manifest.get("data_kind") == "tabular":  # a table model scores a table
-            return ScoringModel(*load_model_dir(folder), folder=folder)
-        raise ModelError(f"model={uri}: a single {manifest.get('target', 'unknown')!r} model; expected a scoring "
-                         "system (the adverse, status and recovery models that python -m riskml.train registers "
-                         "as one model, e.g. models:/riskml@champion or models/riskml)")
-    ver = registered_version(folder)
-    return open_system(folder, name=ver.get("model_name"), version=ver.get("model_version"))
 
 
 def run(cfg: DictConfig) -> PredictResult:
@@ -120,7 +98,7 @@ def run(cfg: DictConfig) -> PredictResult:
         return run_job(**job, plan=plan, workers=cfg.get("workers", 1))
     cluster = OmegaConf.to_container(cfg.cluster)
     # partitions of whole borrowers scored on a Dask cluster, by the same code
-    from riskml.edge import cluster_predict  # imports dask: the cluster path only
+    from riskml.cluster import predict as cluster_predict  # imports dask: the cluster path only
 
     with connect(cluster) as client:
         plan, by_borrower = cluster_predict.job_plan(client, files, bucket_rows=cfg.bucket_rows)

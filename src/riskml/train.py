@@ -46,20 +46,22 @@ from omegaconf import DictConfig, OmegaConf
 from sklearn.metrics import roc_auc_score
 
 from riskml import __version__
-from riskml.edge import registry, tracking
-from riskml.edge.cluster import check_cluster, connect
-from riskml.edge.eval_cache import CACHE_DIR, EvalCache
-from riskml.edge.model_store import ROLES
-from riskml.edge.ship import export_dir, ship_single, ship_system
-from riskml.edge.sources import example_histories, load_data, panel_record
+from riskml.store import registry
+from riskml.store import tracking
+from riskml.cluster.client import check_cluster, connect
+from riskml.io.eval_cache import CACHE_DIR, EvalCache
+from riskml.store.model_store import ROLES
+from riskml.store.ship import export_dir, ship_single, ship_system
+from riskml.sources import example_histories, load_data, panel_record
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.features import TARGETS, get_target
 from riskml.training.datasets import Dataset, Fold, kfold_splits, out_of_time_split, time_cut, valid_mask
-from riskml.training.metrics import raise_on_leaks
+from riskml.measure.metrics import raise_on_leaks
 from riskml.training.select import selection_metrics, selection_tags
-from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, fit, proba_frame
-from riskml.training.report import Reports, build_reports
-from riskml.training.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
+from riskml.training.fit import fit
+from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, proba_frame
+from riskml.evaluation.report import Reports, build_reports
+from riskml.evaluation.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
                                    plots, scan_leakage, scenario_fidelity)
 
 log = logging.getLogger(__name__)

@@ -22,7 +22,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
 from riskml import train  # an entry point driving another: tune runs train.run per trial
-from riskml.edge import tracking
+from riskml.store import tracking
 from riskml.exceptions import ConfigError, RiskmlError, exit_on_error
 
 log = logging.getLogger(__name__)

@@ -30,8 +30,8 @@ from riskml.explain.reasons import FactorExplainer, adverse_contributions, advic
 from riskml.features.snapshots import build_features
 from riskml.features.windows import DEFAULT_WINDOWS, feature_specs, rectify_array
 from riskml.schema import STATUSES, category_dtype, class_probabilities
-from riskml.training.calibration import Calibrator
-from riskml.training.scorecard import Bands, PointsScale
+from riskml.measure.calibration import Calibrator
+from riskml.measure.scale import Bands, PointsScale
 
 
 
@@ -299,7 +299,7 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
 class ScoringSystem:
     """What scores a portfolio: the adverse model (P(adverse), reasons, what-ifs), the status model
     (its split into suspended and closed) and the recovery model (suspended and closed accounts),
-    trained together and registered as one model version (``riskml.edge.model_store``)."""
+    trained together and registered as one model version (``riskml.store.model_store``)."""
 
     adverse: ScoringModel
     status: ScoringModel | None = None

@@ -33,7 +33,7 @@ from riskml.exceptions import ModelError
 from riskml.explain.reasons import adverse_contributions, check_top_k, top_reasons
 from riskml.explain.reasons import advice_for
 from riskml.explain.scoring import ScoringModel
-from riskml.training.scorecard import Bands
+from riskml.measure.scale import Bands
 
 ACTIONABLE = {f: advice_for(f)[0] for f in factors.CATALOGUE}
 ADVICE = {f: advice_for(f)[1] for f in factors.CATALOGUE}

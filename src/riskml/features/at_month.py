@@ -22,7 +22,7 @@ import numba as nb
 import numpy as np
 
 from riskml.factors import CAUSES
-from riskml.features import acceptance
+from riskml import platform as acceptance
 from riskml.features.grid import Layout
 from riskml.features.windows import NEVER, FeatureSpec
 from riskml.schema import BEHAVIOUR, STATUS_CODE

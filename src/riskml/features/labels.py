@@ -25,7 +25,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from riskml.exceptions import ConfigError
-from riskml.factors import CAUSES
+from riskml.platform import effective_status
 from riskml.schema import STATUS_CODE
 
 
@@ -79,21 +79,6 @@ def check_horizon(horizon: object) -> int:
 def eligible_codes(target: Target) -> np.ndarray:
     """Status codes (``schema.STATUS_CODE``) that get a snapshot for ``target``."""
     return np.array([STATUS_CODE[s] for s in target.eligible], dtype=np.int8)
-
-
-MAINTENANCE_CODE = CAUSES.index("maintenance")
-
-
-def effective_status(status: np.ndarray, cause: np.ndarray | None) -> np.ndarray:
-    """Status codes with maintenance suspensions counted as normal (the label rule).
-
-    >>> effective_status(np.array([0, 1, 1, 2]), np.array([-1, MAINTENANCE_CODE, 0, 0])).tolist()
-    [0, 0, 1, 2]
-    """
-    if cause is None:
-        return status
-    maint = (status == STATUS_CODE["suspended"]) & (cause == MAINTENANCE_CODE)
-    return np.where(maint, np.asarray(STATUS_CODE["normal"], dtype=status.dtype), status)
 
 
 def make_labels(

@@ -43,7 +43,7 @@ import numpy as np
 import pandas as pd
 
 from riskml.exceptions import ConfigError
-from riskml.features import acceptance
+from riskml import platform as acceptance
 from riskml.features.block import Block
 from riskml.factors import CAUSES, OTHER, factor_of_column, get as get_factor, signal_of_column
 from riskml.schema import STATUS_CODE

@@ -16,10 +16,10 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from riskml.factors import CAUSES
-from riskml.features.labels import effective_status
+from riskml.platform import effective_status
 from riskml.schema import STATUS_CODE
-from riskml.training.metrics import ks_statistic
-from riskml.training.tables import calibration_table
+from riskml.measure.metrics import ks_statistic
+from riskml.measure.tables import calibration_table
 
 
 def realised_outcomes(panel: pd.DataFrame, borrower_ids, *, as_of: int, horizon: int) -> pd.Series:

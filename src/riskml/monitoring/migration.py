@@ -18,7 +18,7 @@ import pandas as pd
 
 from riskml.features.snapshots import build_features
 from riskml.schema import STATUSES
-from riskml.training.scorecard import Bands, PointsScale
+from riskml.measure.scale import Bands, PointsScale
 
 
 def band_labels(status: np.ndarray, p_adverse: np.ndarray, scale: PointsScale, bands: Bands) -> np.ndarray:

@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from riskml.explain.reasons import FactorExplainer, adverse_contributions, top_reasons
-from riskml.training.scorecard import Bands, PointsScale
+from riskml.measure.scale import Bands, PointsScale
 
 PROFILE_VERSION = 1
 NO_REASON = "none"

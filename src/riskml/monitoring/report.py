@@ -13,7 +13,7 @@ from matplotlib.figure import Figure
 
 from riskml.monitoring.drift import Drift, Thresholds, worst
 from riskml.monitoring.migration import Migration
-from riskml.training import html
+from riskml.measure import html
 
 
 def _records(df: pd.DataFrame | None) -> list[dict[str, Any]] | None:

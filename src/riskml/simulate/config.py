@@ -62,7 +62,7 @@ class EngineParams:
     score_drop: float = 0.6  # per 20 points of 3-month drop
     score_low: float = 0.8  # per unit of the low-score (< 600) month memory
     # policy tightening: closure of marginal accounts, those past the platform's acceptance line that a normal
-    # period keeps (the line and the grade are the platform's published rule, riskml.features.acceptance)
+    # period keeps (the line and the grade are the platform's published rule, riskml.platform)
     policy_rate: float = 0.15  # monthly closure hazard of a marginal account while the platform tightens
     policy_reopen: float = 0.3  # monthly reopen probability of a policy closure the current line accepts again
     # agreement violation: fraud confirmed after anomaly flags seen in recent months

@@ -19,7 +19,7 @@ a while, as the sources describe. The escalation ladders:
 * ``policy_tightening``: while the platform tightens (the policy index above
   neutral) it closes *marginal* accounts: past the acceptance line the index
   moves in, inside the line of a normal period, at three month-end reviews in
-  a row (``riskml.features.acceptance``).
+  a row (``riskml.platform``).
 * ``maintenance``: random, whatever the risk; ends by itself.
 
 When several causes fire in a month the engine records the one whose signal
@@ -37,7 +37,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from riskml.factors import CAUSES
-from riskml.features import acceptance
+from riskml import platform as acceptance
 from riskml.simulate import behaviour as bh
 from riskml.simulate.config import SimConfig
 from riskml.simulate.population import State
@@ -101,7 +101,7 @@ def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: 
     # policy: in a tightening period the platform closes marginal accounts - past its acceptance line, which
     # the policy index moves in, but inside the line of a normal period (beyond that the cause rules above act
     # anyway) - once they have been past it at REVIEWS month-end reviews in a row. The rule is the platform's
-    # own and published (riskml.features.acceptance), so the features can measure it.
+    # own and published (riskml.platform), so the features can measure it.
     h[PT] = (a["past_line"] >= acceptance.REVIEWS) * F32(e.policy_rate)
     # fraud is confirmed in a flagged month, the likelier the more flags came before
     earlier = a["flags"] - rows["fraud_flag"]

@@ -7,7 +7,7 @@ times with independent random streams, with the very same :func:`step` the
 generator uses. The share of paths whose worst status is normal / suspended /
 closed is the Bayes-optimal prediction every model is measured against. The
 label rule is the labels' own: a maintenance suspension counts as normal and
-is never the first adverse decision (``labels.effective_status``).
+is never the first adverse decision (``platform.effective_status``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import pandas as pd
 
 from riskml.exceptions import SchemaError
 from riskml.factors import CAUSES
-from riskml.features.labels import effective_status
+from riskml.platform import effective_status
 from riskml.schema import STATUSES
 from riskml.simulate.config import SimConfig
 from riskml.simulate.engine import Env, step
@@ -91,7 +91,7 @@ def _futures(cfg: SimConfig, keys: pd.DataFrame, horizon: int, n_paths: int,
         for h in range(1, horizon + 1):
             U, Z = draws()
             s, rows = step(s, m + h, U, Z, cfg, env)
-            # the label rule (labels.effective_status): a maintenance suspension is not adverse
+            # the label rule (platform.effective_status): a maintenance suspension is not adverse
             eff = effective_status(rows["status"], rows["cause"])
             w = np.maximum(w, eff)
             # the cause of the first month not normal, as labels.make_labels reads it

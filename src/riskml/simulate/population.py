@@ -14,7 +14,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
-from riskml.features import acceptance
+from riskml import platform as acceptance
 from riskml.schema import BORROWER_TYPES, TRUTH, cast
 
 F32 = np.float32
@@ -45,7 +45,7 @@ DYNAMIC: dict[str, type] = {
     "late": F32, "service": F32, "score": F32, "score_lag1": F32, "score_lag2": F32, "score_lag3": F32,
     # signal memories (decayed counts, see behaviour.MEMORY): what the escalation ladders read
     "inv_n": F32, "rapid_n": F32, "apps_n": F32, "low_n": F32, "flags": F32,
-    # the platform's month-end review of its risk grade (riskml.features.acceptance): the review, how many
+    # the platform's month-end review of its risk grade (riskml.platform): the review, how many
     # reviews in a row found the account past the line, and the grades of the months before this one that
     # the review averages (NaN before the history)
     "review": F32, "past_line": np.int8, **{f"grade_lag{k}": F32 for k in range(1, acceptance.MONTHS)},

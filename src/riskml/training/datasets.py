@@ -5,7 +5,7 @@ features, integer labels, class names, the entity (borrower) and time of each
 row, and the factor and monotone direction of every feature. It is made by
 :func:`from_snapshots` (a panel's snapshots, ``riskml.features``) or by
 :func:`riskml.training.tabular.from_frame` (any table); reading the files
-behind them is the edge's job (:mod:`riskml.edge.sources`).
+behind them is the edge's job (:mod:`riskml.sources`).
 
 Splits are index arrays: an out-of-time split (train on earlier months, test
 on later ones, no entity in both) or stratified k-fold.

@@ -117,7 +117,7 @@ def fit_dask(parts: Partitions, model_cfg: Mapping[str, Any], *, train: np.ndarr
     """Fit ``model_cfg`` (LightGBM) with ``lightgbm.dask`` on the ``train`` rows of ``parts``.
 
     ``valid`` rows (on the client as ``X_valid, y_valid``) choose the best
-    iteration and fit the calibrator, as in :func:`riskml.training.models.fit`;
+    iteration and fit the calibrator, as in :func:`riskml.training.models.fit_one`;
     ``num_threads`` is what the returned model predicts with on the client.
     """
     import dask.dataframe as dd  # with the cluster path only: the single-machine import stays light

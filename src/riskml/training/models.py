@@ -10,7 +10,7 @@ Example:
     >>> import numpy as np, pandas as pd
     >>> X = pd.DataFrame({"a": np.arange(200, dtype="float32") % 7})
     >>> y = (X["a"] > 3).to_numpy().astype(int)
-    >>> m = fit({"name": "logistic", "C": 1.0, "max_iter": 200}, X, y, classes=["0", "1"])
+    >>> m = fit_one({"name": "logistic", "C": 1.0, "max_iter": 200}, X, y, classes=["0", "1"])
     >>> m.predict_proba(X).shape
     (200, 2)
 """
@@ -38,7 +38,7 @@ from riskml import __version__
 
 from riskml.exceptions import ConfigError
 from riskml.schema import class_probabilities
-from riskml.training.calibration import Calibrator, fit_calibrator
+from riskml.measure.calibration import Calibrator, fit_calibrator
 
 log = logging.getLogger(__name__)
 
@@ -225,21 +225,19 @@ def _to_object(X: pd.DataFrame) -> pd.DataFrame:
     return X
 
 
-def fit(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray, *, classes: list[str],
-        X_valid: pd.DataFrame | None = None, y_valid: np.ndarray | None = None,
-        feature_directions: Mapping[str, int] | None = None, seed: int = 0, num_threads: int = 0,
-        progress: str | None = None) -> FittedModel:
-    """Fit the model ``model_cfg`` names on integer labels ``0..len(classes)-1``.
+def fit_one(model_cfg: Mapping[str, Any], X_train: pd.DataFrame, y_train: np.ndarray, *, classes: list[str],
+            X_valid: pd.DataFrame | None = None, y_valid: np.ndarray | None = None,
+            feature_directions: Mapping[str, int] | None = None, seed: int = 0, num_threads: int = 0,
+            progress: str | None = None) -> FittedModel:
+    """Fit the one estimator ``model_cfg`` names (``lightgbm``, ``hist_gbm``, ``logistic``) on integer labels
+    ``0..len(classes)-1``; ``model=auto`` chooses among them (:func:`riskml.training.fit.fit`).
 
     LightGBM early-stops on ``X_valid``; the baselines train on train + valid
     (HistGradientBoosting keeps its own internal validation split).
     """
     kind = check_model_config(model_cfg)
     if kind == "auto":
-        from riskml.training.select import fit_auto  # lazy: select builds on this module's fit
-
-        return fit_auto(model_cfg, X_train, y_train, classes=classes, X_valid=X_valid, y_valid=y_valid,
-                        feature_directions=feature_directions, seed=seed, num_threads=num_threads)
+        raise ValueError("fit_one fits one estimator; model=auto is riskml.training.fit.fit's")
     features = list(X_train.columns)
     if kind == "lightgbm":
         cons = monotone_constraints(features, feature_directions or {}) if model_cfg.get("monotone") else None
@@ -302,7 +300,7 @@ def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], fe
                    categories: Mapping[str, list[str]], target: str, horizon: int | None, windows: list[int] | None,
                    metrics: Mapping[str, float], data_digest: str, data_kind: str, name: str,
                    id_column: str | None = None) -> dict[str, Any]:
-    """The JSON manifest that travels with a LightGBM ``model.txt`` (see ``riskml.edge.files.export_model_dir``).
+    """The JSON manifest that travels with a LightGBM ``model.txt`` (see ``riskml.io.files.export_model_dir``).
 
     ``id_column``: a table's id column, which scoring a table with the model echoes per row.
     """

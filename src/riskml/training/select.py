@@ -40,7 +40,7 @@ from sklearn.model_selection import StratifiedKFold
 
 from riskml.exceptions import ConfigError
 from riskml.training import trees
-from riskml.training.models import FittedModel, fit, monotone_constraints
+from riskml.training.models import FittedModel, fit_one, monotone_constraints
 
 log = logging.getLogger(__name__)
 
@@ -123,12 +123,12 @@ def _logistic(X: pd.DataFrame, y: np.ndarray, *, C: float, seed: int, num_thread
     """The scorecard on ``X`` (``C`` as :func:`scorecard_C` shrinks it); a numeric feature whose weight
     contradicts its monotone direction is left out."""
     cfg = {"name": "logistic", "C": scorecard_C(C, y, X), "max_iter": 1000}
-    model = fit(cfg, X, y, classes=["0", "1"], seed=seed, num_threads=num_threads)
+    model = fit_one(cfg, X, y, classes=["0", "1"], seed=seed, num_threads=num_threads)
     wrong = [c for c in X.columns if directions.get(c, 0) and not isinstance(X[c].dtype, pd.CategoricalDtype)
              and np.sign(_slope(model, X, c)) == -np.sign(directions[c])]
     if wrong and len(wrong) < X.shape[1]:
         log.info("scorecard: %s left out (weight against the monotone direction)", wrong)
-        model = fit(cfg, X.drop(columns=wrong), y, classes=["0", "1"], seed=seed, num_threads=num_threads)
+        model = fit_one(cfg, X.drop(columns=wrong), y, classes=["0", "1"], seed=seed, num_threads=num_threads)
     return model
 
 
