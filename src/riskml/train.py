@@ -41,9 +41,7 @@ from typing import Any
 
 import hydra
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
-from sklearn.metrics import roc_auc_score
 
 from riskml import __version__
 from riskml.store import registry
@@ -55,14 +53,14 @@ from riskml.store.ship import export_dir, ship_single, ship_system
 from riskml.sources import example_histories, load_data, panel_record
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.features import TARGETS, get_target
-from riskml.training.datasets import Dataset, Fold, kfold_splits, out_of_time_split, time_cut, valid_mask
+from riskml.training.datasets import Dataset, make_folds, valid_mask
 from riskml.measure.metrics import raise_on_leaks
 from riskml.training.select import selection_metrics, selection_tags
 from riskml.training.fit import fit
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, proba_frame
 from riskml.evaluation.report import Reports, build_reports
 from riskml.evaluation.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
-                                   plots, scan_leakage, scenario_fidelity)
+                                     plots, scan_leakage, scenario_fidelity, summarise_folds, validation_metrics)
 
 log = logging.getLogger(__name__)
 
@@ -137,22 +135,6 @@ def is_system(cfg: dict[str, Any]) -> bool:
     return cfg["data"]["kind"] != "tabular" and cfg["target"]["name"] == SYSTEM
 
 
-def make_folds(ds: Dataset, cfg: dict[str, Any]) -> list[Fold]:
-    """Out-of-time when the data has a time, else stratified k-fold."""
-    split, seed = cfg["split"], int(cfg["seed"])
-    if ds.time is not None:
-        held = None
-        if ds.from_panel:  # simulated or a lender's panel: the same out-of-time split with held-out borrowers
-            cut = time_cut(ds.time, test_months=split["test_months"], cut=split.get("cut_month"))
-            held = split.get("test_entity_fraction")
-        else:
-            cut = time_cut(ds.time, test_fraction=float(split["time_test_fraction"]))
-        return [out_of_time_split(ds.time, ds.groups, cut=cut, valid_fraction=float(split["valid_fraction"]),
-                                  seed=seed, test_entity_fraction=None if held is None else float(held))]
-    return kfold_splits(ds.y, ds.groups, n_splits=int(split["n_splits"]),
-                        valid_fraction=float(split["valid_fraction"]), seed=seed)
-
-
 def _fit(cfg: dict[str, Any], ds: Dataset, train: np.ndarray, valid: np.ndarray, label: str) -> FittedModel:
     if "partitions" in ds.meta:  # lightgbm.dask on the snapshot partitions held by the workers
         from riskml.training.distributed import fit_dask  # imports dask: the cluster path only
@@ -166,17 +148,6 @@ def _fit(cfg: dict[str, Any], ds: Dataset, train: np.ndarray, valid: np.ndarray,
                num_threads=int(cfg["num_threads"]), progress=label)
 
 
-def _summarise(per_fold: list[dict[str, float]]) -> dict[str, float]:
-    """One fold: its metrics. Several: the mean under each name and ``<name>_std``."""
-    if len(per_fold) == 1:
-        return dict(per_fold[0])
-    frame = pd.DataFrame(per_fold)
-    out = frame.mean().to_dict()
-    out.update({f"{k}_std": v for k, v in frame.std(ddof=1).to_dict().items()})
-    out["n_folds"] = float(len(per_fold))
-    return out
-
-
 def model_name(cfg: dict[str, Any]) -> str:
     """The registered (and exported) model name: ``register.name`` or the target's / table's."""
     if cfg["register"].get("name"):
@@ -184,14 +155,6 @@ def model_name(cfg: dict[str, Any]) -> str:
     if cfg["data"]["kind"] == "tabular":
         return str(cfg["data"].get("registered_name") or "riskml_tabular")
     return str(cfg["target"]["registered_name"])
-
-
-def validation_metrics(model: FittedModel, ds: Dataset, valid: np.ndarray) -> dict[str, float]:
-    """Adverse AUC on the validation slice: what tuning selects on, so the test set stays unseen."""
-    adverse = ds.y[valid] > 0
-    if len(valid) == 0 or adverse.all() or not adverse.any():
-        return {}
-    return {"valid_roc_auc_adverse": float(roc_auc_score(adverse, 1 - model.predict_proba(ds.X.iloc[valid])[:, 0]))}
 
 
 def run(cfg: DictConfig | dict[str, Any]) -> TrainResult | SystemResult:
@@ -252,7 +215,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             per_fold[-1].update(validation_metrics(model, ds, fold.valid))
             per_fold[-1].update(selection_metrics(model))  # model=auto: each fold's choice
         tracking.log_metric_history("valid_log_loss", model.curve)  # the learning curve of the last fit
-        metrics = _summarise(per_fold)
+        metrics = summarise_folds(per_fold)
         # scored rows: the test set, or every row out of fold (k-fold); plots use these predictions
         test, proba = np.concatenate([f.test for f in folds]), np.concatenate(oof)
         if len(folds) > 1:  # k-fold: the model that ships is refit on all rows (a valid slice for early stopping)
@@ -264,24 +227,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
                        n_test=float(len(folds[0].test)), n_features=float(ds.X.shape[1]))
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
-        fid = None
-        if ds.from_panel:  # simulated or a lender's panel ({} oracle without a simulator)
-            metrics.update(oracle_metrics(ds, test, proba, cfg, cache=cache))
-            fid = fidelity_metrics(ds, test, proba, model, cfg)
-            if fid is not None:
-                metrics.update(fid.as_dict())
-                tracking.log_table(fid.confusion, "fidelity_confusion.csv")
-                tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
-            report = scenario_fidelity(model, ds, cfg, cache=cache)  # fresh portfolios, one per scenario
-            if report is not None:
-                metrics.update(report.metrics)
-                tracking.log_table(report.confusion, "fidelity_scenarios_confusion.csv")
-                tracking.log_table(report.per_cause, "fidelity_scenarios_per_cause.csv")
-            if ds.kind == "panel":  # a lender's panel: input counts, rejects, what was not measured
-                extra, notes = panel_record(ds, fidelity_measured=fid is not None)
-                metrics.update(extra)
-                tracking.set_tags(notes)
-                tracking.log_table(ds.rejects.set_index("borrower_id"), "rejects.csv")
+        fid = _evaluate_on_panel(cfg, ds, test, proba, model, metrics, cache) if ds.from_panel else None
         tracking.log_metrics(metrics)
         importance = importance_by_factor(model, ds, test, seed=int(cfg["seed"]))
         tracking.log_table(importance.to_frame("importance"), "importance_by_factor.csv")
@@ -289,19 +235,11 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             for fname, fig in plots(ds.y[test], proba, ds.classes, importance,
                                      n_bins=int(cfg["eval"]["ece_bins"])).items():
                 tracking.log_figure(fig, fname)
-        # the risk team's tables, the model report and the reference profile
         reports = None
-        if cfg["report"].get("enabled", True):
-            reports = build_reports(ds=ds, model=model, train=folds[0].train, valid=folds[0].valid, test=test,
-                                    proba=proba, metrics=metrics, leaks=leaks, importance=importance, fidelity=fid,
-                                    cfg=cfg)
-            metrics.update(reports.metrics)
-            tracking.log_metrics(reports.metrics)
-            for name, frame in reports.tables.items():
-                tracking.log_table(frame, name)
-            tracking.log_text(reports.html, "report.html")
-            if reports.profile is not None:
-                tracking.log_dict(reports.profile, "reference_profile.json")
+        if cfg["report"].get("enabled", True):  # the risk team's tables, the model report, the reference profile
+            reports = _log_reports(build_reports(ds=ds, model=model, train=folds[0].train, valid=folds[0].valid,
+                                                 test=test, proba=proba, metrics=metrics, leaks=leaks,
+                                                 importance=importance, fidelity=fid, cfg=cfg), metrics)
         result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold, test_index=test)
         if model.selection:  # model=auto: what the shipped model chose and why
             tracking.set_tags(selection_tags(model))
@@ -317,6 +255,42 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
     log.info("run %s (%s on %s): %s", run_id, kind, ds.kind,
              ", ".join(f"{k}={v:.4f}" for k, v in metrics.items() if "roc_auc" in k or k in ("ece", "log_loss")))
     return result
+
+
+def _evaluate_on_panel(cfg: dict[str, Any], ds: Dataset, test: np.ndarray, proba: np.ndarray, model: Any,
+                       metrics: dict[str, float], cache: EvalCache):
+    """A panel's evaluation, tracked on the active run and added to ``metrics``: the gap to the oracle
+    (simulated data), explanation fidelity on the test set and on fresh scenario portfolios, and for a
+    lender's panel its input counts and rejects. Returns the test set's fidelity (None: not measured)."""
+    metrics.update(oracle_metrics(ds, test, proba, cfg, cache=cache))
+    fid = fidelity_metrics(ds, test, proba, model, cfg)
+    if fid is not None:
+        metrics.update(fid.as_dict())
+        tracking.log_table(fid.confusion, "fidelity_confusion.csv")
+        tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
+    report = scenario_fidelity(model, ds, cfg, cache=cache)  # fresh portfolios, one per scenario
+    if report is not None:
+        metrics.update(report.metrics)
+        tracking.log_table(report.confusion, "fidelity_scenarios_confusion.csv")
+        tracking.log_table(report.per_cause, "fidelity_scenarios_per_cause.csv")
+    if ds.kind == "panel":  # a lender's panel: input counts, rejects, what was not measured
+        extra, notes = panel_record(ds, fidelity_measured=fid is not None)
+        metrics.update(extra)
+        tracking.set_tags(notes)
+        tracking.log_table(ds.rejects.set_index("borrower_id"), "rejects.csv")
+    return fid
+
+
+def _log_reports(reports: Reports, metrics: dict[str, float]) -> Reports:
+    """Track a run's reports (tables, HTML report, reference profile) and add their metrics to ``metrics``."""
+    metrics.update(reports.metrics)
+    tracking.log_metrics(reports.metrics)
+    for name, frame in reports.tables.items():
+        tracking.log_table(frame, name)
+    tracking.log_text(reports.html, "report.html")
+    if reports.profile is not None:
+        tracking.log_dict(reports.profile, "reference_profile.json")
+    return reports
 
 
 def _manifest(result: TrainResult, cfg: dict[str, Any], name: str | None = None) -> dict[str, Any]:

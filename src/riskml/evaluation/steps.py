@@ -12,6 +12,7 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 import pandas as pd
+from sklearn.metrics import roc_auc_score
 
 from riskml import explain
 from riskml.explain.recovery import recovery_rule, recovery_side
@@ -223,3 +224,22 @@ def plots(y: np.ndarray, proba: np.ndarray, classes: list[str], importance: pd.S
     return {"plots/roc.png": metrics.plot_roc(y, proba, list(classes)),
             "plots/calibration.png": metrics.plot_calibration(adverse_label(y), 1.0 - proba[:, 0], n_bins=n_bins),
             "plots/importance_by_factor.png": metrics.plot_factor_importance(importance)}
+
+
+def summarise_folds(per_fold: list[dict[str, float]]) -> dict[str, float]:
+    """One fold: its metrics. Several: the mean under each name and ``<name>_std``."""
+    if len(per_fold) == 1:
+        return dict(per_fold[0])
+    frame = pd.DataFrame(per_fold)
+    out = frame.mean().to_dict()
+    out.update({f"{k}_std": v for k, v in frame.std(ddof=1).to_dict().items()})
+    out["n_folds"] = float(len(per_fold))
+    return out
+
+
+def validation_metrics(model: FittedModel, ds: Dataset, valid: np.ndarray) -> dict[str, float]:
+    """Adverse AUC on the validation slice: what tuning selects on, so the test set stays unseen."""
+    adverse = ds.y[valid] > 0
+    if len(valid) == 0 or adverse.all() or not adverse.any():
+        return {}
+    return {"valid_roc_auc_adverse": float(roc_auc_score(adverse, 1 - model.predict_proba(ds.X.iloc[valid])[:, 0]))}

@@ -248,39 +248,12 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
 
     normal = np.flatnonzero(st == 0)
     if normal.size:
-        Xn = matrix(model)[normal]
-        raw, proba = model.score(Xn)
-        p_adv = model.positive(proba)
-        if proba.shape[1] == len(STATUSES):
-            p["p_normal"][normal], p["p_suspended"][normal], p["p_closed"][normal] = proba.T
-        else:
-            p["p_normal"][normal] = proba[:, 0]
-            if status is not None:  # split P(adverse) by the status model's odds of closure vs suspension
-                sp = status.proba(matrix(status)[normal])
-                closed = np.divide(sp[:, 2], sp[:, 1] + sp[:, 2], out=np.full(len(sp), 0.5),
-                                   where=sp[:, 1] + sp[:, 2] > 0)
-                p["p_suspended"][normal] = p_adv * (1 - closed)
-                p["p_closed"][normal] = p_adv * closed
-        p["p_adverse"][normal] = p_adv
-        points = scale.points(p_adv)
-        p["score_points"][normal] = points
-        # each band's position among the output's band names, then each row's (no string per row)
-        codes[normal] = pd.Index(band_names).get_indexer(list(bands.labels))[bands.positions(p_adv, points)]
-        reasons.fill(normal, model, Xn, raw, proba, sign=+1.0, what_if=what_if, include_other=include_other)
-
+        _score_normal(normal, model, status, matrix, p, codes, reasons, band_names=band_names, scale=scale,
+                      bands=bands, what_if=what_if, include_other=include_other)
     blocked = np.flatnonzero(st != 0)
     if blocked.size and recovery is not None:
-        Xb = matrix(recovery)[blocked]
-        raw, proba = recovery.score(Xb)
-        p["p_recovery_6m"][blocked] = recovery.positive(proba)
-        reasons.fill(blocked, recovery, Xb, raw, proba, sign=-1.0, what_if=what_if, include_other=include_other)
-        rule, p_rule = recovery_rule(np.asarray(STATUSES, dtype=object)[st[blocked]],
-                                     cause_at(panel, keys)[blocked], X["maintenance"].to_numpy()[blocked],
-                                     X["months_in_status"].to_numpy()[blocked], reasons.code[blocked, 0] >= 0)
-        fixed, ruled = np.flatnonzero(~np.isnan(p_rule)), np.flatnonzero(pd.notna(rule))
-        p["p_recovery_6m"][blocked[fixed]] = p_rule[fixed]
-        # the cause on record is the one reason, with the catalogue's text; no contribution (not the model's)
-        reasons.set_rule(blocked[ruled], rule[ruled])
+        _score_blocked(blocked, recovery, matrix, p, reasons, status_names=np.asarray(STATUSES, dtype=object)[st],
+                       cause=cause_at(panel, keys), X=X, what_if=what_if, include_other=include_other)
 
     return pd.DataFrame({
         "borrower_id": keys["borrower_id"].to_numpy(),
@@ -293,6 +266,49 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         "model_name": _constant(model.name if name is None else name, n),
         "model_version": _constant(model.version if version is None else version, n),
     }, copy=False)
+
+
+def _score_normal(rows: np.ndarray, model: ScoringModel, status: ScoringModel | None, matrix, p: dict,
+                  codes: np.ndarray, reasons: "_Reasons", *, band_names: list[str], scale: PointsScale,
+                  bands: Bands, what_if: bool, include_other: bool) -> None:
+    """Accounts normal at the snapshot: P(adverse) (split by ``status`` when ``model`` is binary), points,
+    band and the reasons that raise the risk, written into ``p``, ``codes`` and ``reasons`` at ``rows``."""
+    Xn = matrix(model)[rows]
+    raw, proba = model.score(Xn)
+    p_adv = model.positive(proba)
+    if proba.shape[1] == len(STATUSES):
+        p["p_normal"][rows], p["p_suspended"][rows], p["p_closed"][rows] = proba.T
+    else:
+        p["p_normal"][rows] = proba[:, 0]
+        if status is not None:  # split P(adverse) by the status model's odds of closure vs suspension
+            sp = status.proba(matrix(status)[rows])
+            closed = np.divide(sp[:, 2], sp[:, 1] + sp[:, 2], out=np.full(len(sp), 0.5),
+                               where=sp[:, 1] + sp[:, 2] > 0)
+            p["p_suspended"][rows] = p_adv * (1 - closed)
+            p["p_closed"][rows] = p_adv * closed
+    p["p_adverse"][rows] = p_adv
+    points = scale.points(p_adv)
+    p["score_points"][rows] = points
+    # each band's position among the output's band names, then each row's (no string per row)
+    codes[rows] = pd.Index(band_names).get_indexer(list(bands.labels))[bands.positions(p_adv, points)]
+    reasons.fill(rows, model, Xn, raw, proba, sign=+1.0, what_if=what_if, include_other=include_other)
+
+
+def _score_blocked(rows: np.ndarray, recovery: ScoringModel, matrix, p: dict, reasons: "_Reasons", *,
+                   status_names: np.ndarray, cause: np.ndarray, X: pd.DataFrame, what_if: bool,
+                   include_other: bool) -> None:
+    """Suspended and closed accounts: P(recovery) and what stands in the way, or the platform's rule for
+    the cause on record (maintenance, policy, fraud), written into ``p`` and ``reasons`` at ``rows``."""
+    Xb = matrix(recovery)[rows]
+    raw, proba = recovery.score(Xb)
+    p["p_recovery_6m"][rows] = recovery.positive(proba)
+    reasons.fill(rows, recovery, Xb, raw, proba, sign=-1.0, what_if=what_if, include_other=include_other)
+    rule, p_rule = recovery_rule(status_names[rows], cause[rows], X["maintenance"].to_numpy()[rows],
+                                 X["months_in_status"].to_numpy()[rows], reasons.code[rows, 0] >= 0)
+    fixed, ruled = np.flatnonzero(~np.isnan(p_rule)), np.flatnonzero(pd.notna(rule))
+    p["p_recovery_6m"][rows[fixed]] = p_rule[fixed]
+    # the cause on record is the one reason, with the catalogue's text; no contribution (not the model's)
+    reasons.set_rule(rows[ruled], rule[ruled])
 
 
 @dataclass

@@ -54,13 +54,34 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     """Advance the borrowers' own behaviour by one month (the platform acts after).
 
     Updates the dynamic state in place and returns the month's observable
-    columns (credit limit and status are filled in by the engine).
+    columns (credit limit and status are filled in by the engine): income and
+    spending, borrowing at other lenders, use of the line, repayment, and the
+    external score, in that order (each reads what the ones before it left).
     """
     a = s.arrays
     open_ = a["status"] == 0
     repairing = a["repair"] > 0
+    income, consumption, stress, shocked = _income(a, U, Z)
+    apps, lenders, other_debt = _other_lenders(a, U, stress, repairing)
+    fraud_flag, fraud_on, drawn, rapid, invest_share = _use(a, U, Z, open_, stress, repairing, false_flag)
+    repaid, balance, dti = _repay(a, U, fraud_on, repairing, drawn, other_debt, income)
+    utility, score = _score(a, U, Z, stress, lenders, shocked, apps)
+    partial = U[U_PARTIAL] < maintenance_rate
+    maint = (partial | outage).astype(np.int8)
+    return {
+        "drawn": drawn, "repaid": repaid, "balance": balance, "overdue_amount": a["overdue"],
+        "days_past_due": a["dpd"], "other_lenders": lenders, "recent_applications": apps,
+        "debt_to_income": dti.astype(F32), "invest_share": invest_share.astype(F32),
+        "rapid_draws": rapid.astype(np.int16), "external_score": score, "utility_on_time": utility.astype(F32),
+        "income": income.astype(F32), "consumption": consumption.astype(F32), "fraud_flag": fraud_flag,
+        "policy_index": np.broadcast_to(np.asarray(policy, dtype=F32), score.shape),
+        "maintenance": maint,
+    }
+
+
+def _income(a: dict[str, np.ndarray], U: np.ndarray, Z: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Income, consumption and cash stress; shock-prone borrowers lose most of their income for 2-6 months."""
     base = a["income_base"]
-    # income shocks: shock-prone borrowers lose most of their income for 2-6 months
     left = a["shock_left"]
     start = (left == 0) & (U[U_SHOCK] < a["shock"])
     left = np.where(left > 0, left - 1, np.where(start, 2 + np.floor(U[U_SHOCK_LEN] * 5), 0)).astype(np.int8)
@@ -69,7 +90,12 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     income = base * np.exp(F32(0.08) * Z[Z_INCOME]) * np.where(shocked, F32(0.6), F32(1.0))
     consumption = base * a["spend"] * np.exp(F32(0.12) * Z[Z_SPEND])
     stress = np.clip((consumption + a["service"] - income) / base, 0, 2)
-    # other lenders: applications rise with cash stress; repairing borrowers cut borrowing
+    return income, consumption, stress, shocked
+
+
+def _other_lenders(a: dict[str, np.ndarray], U: np.ndarray, stress: np.ndarray,
+                   repairing: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Applications rise with cash stress; repairing borrowers cut borrowing at other lenders."""
     apps = geometric(U[U_APPS], a["apps"] * (1 + stress) * np.where(repairing, F32(0.2), F32(1.0)))
     lenders = a["lenders"]
     new = (apps > 0) & (U[U_NEW_LENDER] < 0.5)
@@ -77,6 +103,12 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     lenders = np.clip(lenders + new - (leave & (lenders > 0)), 0, 200).astype(np.int16)
     a["lenders"] = lenders
     other_debt = lenders * a["loan_size"] * (F32(0.85) + F32(0.3) * U[U_DEBT])
+    return apps, lenders, other_debt
+
+
+def _use(a: dict[str, np.ndarray], U: np.ndarray, Z: np.ndarray, open_: np.ndarray, stress: np.ndarray,
+         repairing: np.ndarray, false_flag: float) -> tuple[np.ndarray, ...]:
+    """Fraud, draws on the line, rapid draws and investing with drawn money."""
     # fraud activity starts once and stays; the anomaly flags it raises are intermittent
     fraud_on = a["fraud_on"] | (U[U_FRAUD] < a["fraud"])
     a["fraud_on"] = fraud_on
@@ -96,7 +128,12 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     invest_share = np.where(inv, 0.3 + 0.6 * U[U_INVEST_SHARE], 0.08 * U[U_INVEST_SHARE] ** 2) * using
     a["inv_n"] = (F32(MEMORY) * a["inv_n"] + (invest_share > 0.2)).astype(F32)
     a["rapid_n"] = (F32(MEMORY) * a["rapid_n"] + rapid).astype(F32)
-    # repayment: at least a quarter of the balance plus arrears is due
+    return fraud_flag, fraud_on, drawn, rapid, invest_share
+
+
+def _repay(a: dict[str, np.ndarray], U: np.ndarray, fraud_on: np.ndarray, repairing: np.ndarray,
+           drawn: np.ndarray, other_debt: np.ndarray, income: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Repayment (at least a quarter of the balance plus arrears is due), arrears, balance and debt service."""
     bal0, od0 = a["balance"], a["overdue"]
     due = 0.25 * bal0 + od0
     # a broken cash flow persists: a borrower in arrears is likelier to miss again
@@ -116,6 +153,12 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     service = 0.25 * balance + 0.08 * other_debt
     a["service"] = service.astype(F32)
     dti = np.clip(service / income, 0, 100)
+    return repaid, balance, dti
+
+
+def _score(a: dict[str, np.ndarray], U: np.ndarray, Z: np.ndarray, stress: np.ndarray, lenders: np.ndarray,
+           shocked: np.ndarray, apps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Utility bills paid on time, and the external score drifting to a target set by behaviour."""
     utility = np.clip(a["utility"] + F32(0.35) * (U[U_UTIL] - F32(0.5)) - 0.2 * stress, 0, 1)
     # the external score drifts to a target set by behaviour here and elsewhere
     # (a shock means arrears at other lenders and late utility bills: the score falls; arrears here
@@ -127,14 +170,4 @@ def behave(s: State, U: np.ndarray, Z: np.ndarray, policy: np.ndarray | float,
     a["score"] = score
     a["low_n"] = (F32(MEMORY) * a["low_n"] + (score < 600)).astype(F32)
     a["apps_n"] = (F32(MEMORY) * a["apps_n"] + apps).astype(F32)
-    partial = U[U_PARTIAL] < maintenance_rate
-    maint = (partial | outage).astype(np.int8)
-    return {
-        "drawn": drawn, "repaid": repaid, "balance": balance, "overdue_amount": a["overdue"],
-        "days_past_due": a["dpd"], "other_lenders": lenders, "recent_applications": apps,
-        "debt_to_income": dti.astype(F32), "invest_share": invest_share.astype(F32),
-        "rapid_draws": rapid.astype(np.int16), "external_score": score, "utility_on_time": utility.astype(F32),
-        "income": income.astype(F32), "consumption": consumption.astype(F32), "fraud_flag": fraud_flag,
-        "policy_index": np.broadcast_to(np.asarray(policy, dtype=F32), score.shape),
-        "maintenance": maint,
-    }
+    return utility, score

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Any
+
 import numpy as np
 
 from riskml.factors import CAUSES
@@ -115,6 +117,10 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
          env: Env) -> tuple[State, dict[str, np.ndarray]]:
     """Advance borrowers and platform by one month, in place.
 
+    The month's behaviour (``behaviour.behave``), then the platform's decisions on open lines
+    (:func:`_decide`), on suspended and closed ones (:func:`_rectify`), their effect on status,
+    cause and limit (:func:`_apply`) and the month-end review of the acceptance grade (:func:`_review`).
+
     Args:
         s: the state at the end of the previous month (updated in place).
         month: the month being simulated (a scalar, or one per element for the oracle).
@@ -139,20 +145,36 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     active = np.asarray(month) >= 1  # month 0 is the first observed month: no decision yet
     h = hazards(a, rows, U, outage, cfg)
     fired = (U[bh.U_HAZARD:bh.U_HAZARD + len(CAUSES)] < h) & active
+    decisions = _decide(a, rows, h, fired, e)
+    changes = _rectify(a, rows, U, fired, active, policy_seen, e)
+    new_status, new_cause, limit, event, do_cut = _apply(a, U, decisions, changes, e)
+    _review(a, rows, policy)
+    rows["credit_limit"] = limit
+    rows["status"] = new_status
+    rows["cause"] = np.where(new_status != NORMAL, new_cause, np.where(do_cut, event, -1)).astype(np.int8)
+    rows["event"] = event
+    return s, rows
+
+
+def _decide(a: dict[str, np.ndarray], rows: dict[str, np.ndarray], h: np.ndarray, fired: np.ndarray,
+            e: Any) -> tuple[np.ndarray, ...]:
+    """Decisions on open lines: the cause recorded, and whether it closes, cuts or suspends the line.
+
+    Returns ``(chosen, strikes, do_close, do_cut, do_susp, warned)``.
+    """
     # the cause recorded is the fired one whose signal is strongest (highest hazard); fraud first,
     # maintenance only when no risk cause fired
     strength = np.where(fired, h, F32(-1))
     strength[AV] = np.where(fired[AV], F32(2), F32(-1))
     strength[MT] = np.where(fired[MT], F32(0), F32(-1))
     chosen = np.where(fired.any(axis=0), strength.argmax(axis=0), -1).astype(np.int8)
-    status, cause, limit, base = a["status"], a["cause"], a["limit"], a["base_limit"]
+    limit, base = a["limit"], a["base_limit"]
     dpd = rows["days_past_due"]
-    is_open, is_susp, is_closed = status == NORMAL, status == SUSPENDED, status == CLOSED
+    is_open = a["status"] == NORMAL
     uncut = limit >= base * F32(0.999)
     # abnormal-use decisions count; the repeat closes instead of suspending
     strikes = (a["strikes"] + (is_open & (chosen == AB))).astype(np.int8)
     repeat = strikes >= e.abnormal_repeat
-    # decisions on open lines
     do_close = is_open & ((chosen == AV) | (chosen == PT) | ((chosen == AB) & repeat))
     # first arrears and a first score drop cut the limit; arrears under 60 days never suspend
     # (a score-decline warning is its own rung: the next score-decline decision suspends, whatever cut the
@@ -161,13 +183,24 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     do_cut = is_open & ((((chosen == OD) & (dpd < 60)) & uncut) | ((chosen == SD) & ~warned))
     chosen = np.where(is_open & (chosen == OD) & (dpd < 60) & ~uncut, np.int8(-1), chosen).astype(np.int8)
     do_susp = is_open & (chosen >= 0) & ~do_close & ~do_cut
-    # suspended lines: fraud closes, growing arrears escalate to closure
+    return chosen, strikes, do_close, do_cut, do_susp, warned
+
+
+def _rectify(a: dict[str, np.ndarray], rows: dict[str, np.ndarray], U: np.ndarray, fired: np.ndarray,
+             active: np.ndarray, policy_seen: np.ndarray, e: Any) -> tuple[np.ndarray, ...]:
+    """Suspended lines escalate (fraud, growing arrears) or recover once the cause is rectified; closed
+    lines reopen after clean months (never after fraud), a policy closure once the line accepts it again.
+
+    Returns ``(susp_close, susp_cause, clean, recover, reopen)``.
+    """
+    status, cause, base = a["status"], a["cause"], a["base_limit"]
+    dpd = rows["days_past_due"]
+    is_susp, is_closed = status == SUSPENDED, status == CLOSED
     esc_h = _expit(e.escalate_bias + e.escalate_dpd * (dpd.astype(F32) - 90) / 30
                    + e.escalate_amount * rows["overdue_amount"] / base)
     escalate = is_susp & (cause == OD) & (dpd > 0) & (U[bh.U_ESCALATE] < esc_h) & active
     susp_close = is_susp & (fired[AV] | escalate)
     susp_cause = np.where(fired[AV], AV, OD).astype(np.int8)
-    # recovery once the cause is rectified
     drop = a["score_lag3"] - rows["external_score"]
     # (arrears and abnormal use count as rectified once the warning has faded from the record: months of
     # on-time payment, months without investing or rapid draws - not merely a month a suspended line
@@ -183,13 +216,23 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
                  & (rows["debt_to_income"] < 0.6))
     clean = np.where(clean_now, np.minimum(a["clean"] + 1, 1000), 0).astype(np.int16)
     recover = is_susp & ~susp_close & rectified & (U[bh.U_RECOVER] < e.recover) & active
-    # closed lines reopen after clean months, fraud closures never; a policy closure reopens once the
-    # acceptance line in force takes the account back (the policy loosened or the account improved)
     accepted = a["review"] <= acceptance.line(policy_seen)  # last month-end's review, last month's line
     reopen = np.where(cause == PT, accepted & (U[bh.U_REOPEN] < e.policy_reopen),
                       (cause != AV) & (clean >= e.reopen_clean_months) & (U[bh.U_REOPEN] < e.reopen))
     reopen &= is_closed & active
-    # apply
+    return susp_close, susp_cause, clean, recover, reopen
+
+
+def _apply(a: dict[str, np.ndarray], U: np.ndarray, decisions: tuple[np.ndarray, ...],
+           changes: tuple[np.ndarray, ...], e: Any) -> tuple[np.ndarray, ...]:
+    """The month's decisions applied to status, cause, limit and the repair and warning counters.
+
+    Returns ``(new_status, new_cause, limit, event, do_cut)``.
+    """
+    chosen, strikes, do_close, do_cut, do_susp, warned = decisions
+    susp_close, susp_cause, clean, recover, reopen = changes
+    status, cause, limit, base = a["status"], a["cause"], a["limit"], a["base_limit"]
+    is_open = status == NORMAL
     new_status = np.select([do_close | susp_close, do_susp, recover | reopen], [CLOSED, SUSPENDED, NORMAL],
                            status).astype(np.int8)
     event = np.select([is_open & (chosen >= 0), susp_close], [chosen, susp_cause], -1).astype(np.int8)
@@ -207,7 +250,13 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     a["sd_warn"] = warned.astype(np.int8)
     clean = np.where(event >= 0, 0, clean).astype(np.int16)  # clean months count from the last decision
     a["status"], a["cause"], a["limit"], a["clean"] = new_status, new_cause, limit, clean
-    now = acceptance.grade(days_past_due=dpd, other_lenders=rows["other_lenders"],
+    return new_status, new_cause, limit, event, do_cut
+
+
+def _review(a: dict[str, np.ndarray], rows: dict[str, np.ndarray], policy: np.ndarray) -> None:
+    """The platform's month-end review: this month's grade, the review of the last months' grades, and the
+    reviews in a row past this month's acceptance line."""
+    now = acceptance.grade(days_past_due=rows["days_past_due"], other_lenders=rows["other_lenders"],
                            debt_to_income=rows["debt_to_income"], external_score=rows["external_score"])
     lags = [f"grade_lag{k}" for k in range(1, acceptance.MONTHS)]
     a["review"] = acceptance.review(now, *(a[k] for k in lags))
@@ -216,8 +265,3 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     for older, newer in zip(lags[::-1], lags[-2::-1]):  # shift the grade history one month
         a[older] = a[newer]
     a[lags[0]] = now
-    rows["credit_limit"] = limit
-    rows["status"] = new_status
-    rows["cause"] = np.where(new_status != NORMAL, new_cause, np.where(do_cut, event, -1)).astype(np.int8)
-    rows["event"] = event
-    return s, rows

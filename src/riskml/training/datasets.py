@@ -14,7 +14,7 @@ on later ones, no entity in both) or stratified k-fold.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Mapping
 
 import numpy as np
 import pandas as pd
@@ -174,3 +174,20 @@ def from_snapshots(snaps: Snapshots, *, target: str, digest: str, source: str, k
         cause=None if snaps.cause is None else snaps.cause.reset_index(drop=True),
         sim=sim, meta={"n_borrowers": int(keys["borrower_id"].nunique()), **(meta or {})}, rejects=rejects,
     )
+
+
+def make_folds(ds: Dataset, cfg: Mapping[str, Any]) -> list[Fold]:
+    """The folds of a run (``cfg``: its ``split`` settings and ``seed``): out-of-time when the data has a
+    time, else stratified k-fold."""
+    split, seed = cfg["split"], int(cfg["seed"])
+    if ds.time is not None:
+        held = None
+        if ds.from_panel:  # simulated or a lender's panel: the same out-of-time split with held-out borrowers
+            cut = time_cut(ds.time, test_months=split["test_months"], cut=split.get("cut_month"))
+            held = split.get("test_entity_fraction")
+        else:
+            cut = time_cut(ds.time, test_fraction=float(split["time_test_fraction"]))
+        return [out_of_time_split(ds.time, ds.groups, cut=cut, valid_fraction=float(split["valid_fraction"]),
+                                  seed=seed, test_entity_fraction=None if held is None else float(held))]
+    return kfold_splits(ds.y, ds.groups, n_splits=int(split["n_splits"]),
+                        valid_fraction=float(split["valid_fraction"]), seed=seed)
