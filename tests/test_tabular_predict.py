@@ -122,3 +122,27 @@ def test_a_killed_table_job_resumes_to_the_same_output(tabular, tmp_path, monkey
     again = predict.run(predict_cfg(tabular.model_dir, inp, out, "bucket_rows=1000"))
     assert again.summary["resumed_buckets"] == 2
     assert sha256_file(again.output) == sha256_file(clean.output)
+
+
+def test_a_table_job_keeps_the_history_jobs_guarantees(tabular, tmp_path, monkeypatch):
+    """The table job runs in the history job's frame: one job at a time on an output, an earlier summary
+    removed before any work, and conservation checked before the output is renamed into place (a
+    BatchError, never an AssertionError, and nothing under the output's name)."""
+    from riskml.exceptions import BatchError, InputError
+    from riskml.io.files import job_lock
+
+    out = tmp_path / "t.parquet"
+    with job_lock(out, what="riskml.predict job"):  # another job holds the output
+        with pytest.raises(InputError, match="another riskml.predict job"):
+            predict.run(predict_cfg(tabular.model_dir, CSV, out))
+    assert not out.exists()
+    stale = tmp_path / "t.summary.json"
+    stale.write_text('{"claims": "an earlier job"}')
+    real = table_job.score_table
+
+    def drops_a_row(good, *args, **kwargs):  # a scorer that loses a row: conservation must catch it
+        return real(good, *args, **kwargs).iloc[1:]
+    monkeypatch.setattr(table_job, "score_table", drops_a_row)
+    with pytest.raises(BatchError, match="expected each input row exactly once"):
+        predict.run(predict_cfg(tabular.model_dir, CSV, out))
+    assert not out.exists() and not stale.exists()  # no output under its name, and no summary speaking of one

@@ -14,12 +14,13 @@ otherwise.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import time
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -93,6 +94,32 @@ def check_outputs(output: str | Path, inputs: list[Path]) -> Path:
     return out
 
 
+@contextlib.contextmanager
+def job_frame(output: Path) -> Iterator[tuple[Path, Path]]:
+    """The frame every streamed job (histories or a table) runs in: one job at a time writes an output
+    (a lock), Arrow allocates from a pool that keeps its memory, and an earlier job's summary and
+    rejects are removed before any work, so a summary beside the output always speaks of the output
+    there. Yields the rejects' and the summary's paths."""
+    rejects_path, summary_path = side_paths(output)
+    with job_lock(output, what="riskml.predict job"), batch.reused_memory():
+        for stale in (summary_path, rejects_path):  # the summary first: it is what claims completion
+            stale.unlink(missing_ok=True)
+        yield rejects_path, summary_path
+
+
+def check_conservation(work: batch.WorkDir, output: Path, *, input_count: int, scored: int, rejected: int,
+                       unit: str) -> None:
+    """Every input borrower (or table row) scored or rejected exactly once, checked on the finished parts
+    before anything is renamed into place; otherwise a :class:`BatchError`, and the work folder is cleared
+    so that a rerun starts clean."""
+    if input_count == scored + rejected:
+        return
+    work.remove()
+    raise BatchError(f"{output}: the finished parts hold {scored} scored and {rejected} rejected {unit}s for "
+                     f"{input_count} input {unit}s; expected each input {unit} exactly once. Nothing was written, "
+                     "and the work folder is cleared so that a rerun starts clean")
+
+
 def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema: pa.Schema, fmt: str,
             bucket_rows: int, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
             settings: dict[str, Any], summary_extra: dict[str, Any], plan: batch.Plan | None = None,
@@ -128,10 +155,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
             settings = {**settings, "cut": "row groups"}  # never reuse parts cut another way
             score_parts = partial(batch_pool.score_pieces, pieces=pieces, workers=n, columns=columns,
                                   schema=schema, as_of=as_of, score=score)
-    rejects_path, summary_path = side_paths(output)
-    with job_lock(output, what="riskml.predict job"), batch.reused_memory():
-        for stale in (summary_path, rejects_path):  # the summary first: it is what claims completion
-            stale.unlink(missing_ok=True)
+    with job_frame(output) as (rejects_path, summary_path):
         work = batch.WorkDir(output, plan.fingerprint(settings))
         # one parquet file from this process: assembled beside the scoring, renamed in by finish
         assembly = results.Assembly(output, schema) if score_parts is None and fmt == "parquet" else None

@@ -23,7 +23,7 @@ import pyarrow as pa
 from riskml import __version__
 from riskml.batch import stream as batch
 from riskml.batch import results
-from riskml.batch.job import BatchResult, side_paths
+from riskml.batch.job import BatchResult, check_conservation, check_outputs, job_frame
 from riskml.io.files import read_table, write_json
 from riskml.exceptions import ModelError
 from riskml.explain.scoring import ScoringModel
@@ -85,9 +85,45 @@ def run_table_job(*, input: str | Path, output: str | Path, model: ScoringModel,
     schema = table_schema(model, top_k)
     reject_schema = pa.schema([(id_column, pa.string()), ("file", pa.string()), ("row", pa.int64()),
                                ("reason", pa.string())])
-    output = Path(output)
-    rejects_path, summary_path = side_paths(output)
-    work = batch.WorkDir(output, batch.fingerprint(files, settings))
+    output = check_outputs(output, [Path(input), *files])
+    with job_frame(output) as (rejects_path, summary_path):
+        work = batch.WorkDir(output, batch.fingerprint(files, settings))
+        resumed = _score_buckets(files, columns, work, model, bucket_rows=bucket_rows, top_k=top_k,
+                                 include_other=include_other, band_edges=band_edges, band_labels=band_labels,
+                                 schema=schema, reject_schema=reject_schema, id_column=id_column, numeric=numeric,
+                                 categories=categories)
+        input_rows = sum(int(f.read_text()) for f in (work.root / "counts").iterdir())
+        check_conservation(work, output, input_count=input_rows, unit="row",
+                           scored=sum(results.read_part(p, columns=["risk_band"]).num_rows
+                                      for p in work.parts("scored")),
+                           rejected=sum(results.read_part(p, columns=["row"]).num_rows
+                                        for p in work.parts("rejects")))
+        n_scored = results.assemble(work.parts("scored"), output, schema, fmt=fmt)
+        rej = results.assemble_rejects(work.parts("rejects"), rejects_path, fmt=fmt)
+        scored = batch.concat([results.read_part(p, columns=["risk_band", UNSEEN])
+                               for p in work.parts("scored")]).to_pandas()
+        seconds = time.perf_counter() - t0
+        summary = {
+            "kind": "table", "input": [str(f) for f in files], "input_rows": input_rows,
+            "scored_rows": int(n_scored), "rejected_rows": int(len(rej)),
+            "rejects_by_reason": {str(k): int(v) for k, v in rej["reason"].value_counts().sort_index().items()},
+            "unseen_categories": _unseen_counts(scored[UNSEEN]),
+            "risk_band": {str(k): int(v) for k, v in scored["risk_band"].value_counts().sort_index().items()},
+            "buckets": len(work.parts("scored")), "resumed_buckets": resumed, "seconds": round(seconds, 3),
+            "rows_per_second": round(n_scored / seconds, 1) if seconds else None, **summary_extra,
+            "output": str(output), "rejects": str(rejects_path), "riskml_version": __version__,
+        }
+        write_json(summary, summary_path)  # last: its presence says the job finished
+        work.remove()
+    return BatchResult(output, rejects_path, summary_path, summary)
+
+
+def _score_buckets(files: Sequence[Path], columns: list[str], work: batch.WorkDir, model: ScoringModel, *,
+                   bucket_rows: int, top_k: int, include_other: bool, band_edges: Sequence[float],
+                   band_labels: Sequence[str], schema: pa.Schema, reject_schema: pa.Schema, id_column: str,
+                   numeric: list[str], categories: dict[str, list]) -> int:
+    """Score the buckets not yet in ``work`` (each bucket's rows counted first); returns how many were
+    resumed."""
     counts = work.root / "counts"
     counts.mkdir(exist_ok=True)
     names = np.array([str(f) for f in files], dtype=object)
@@ -110,28 +146,7 @@ def run_table_job(*, input: str | Path, output: str | Path, model: ScoringModel,
                                 "reason": reason[bad].astype("string").array})
         results.write_part(rejects, rej_part, reject_schema)
         results.write_part(scored[schema.names], part, schema)  # written last: marks the bucket done
-
-    n_scored = results.assemble(work.parts("scored"), output, schema, fmt=fmt)
-    rej = results.assemble_rejects(work.parts("rejects"), rejects_path, fmt=fmt)
-    scored = batch.concat([results.read_part(p, columns=["risk_band", UNSEEN])
-                           for p in work.parts("scored")]).to_pandas()
-    input_rows = sum(int(f.read_text()) for f in counts.iterdir())
-    if input_rows != n_scored + len(rej):  # conservation: never drop a row silently
-        raise AssertionError(f"{input_rows} input rows != {n_scored} scored + {len(rej)} rejected")
-    seconds = time.perf_counter() - t0
-    summary = {
-        "kind": "table", "input": [str(f) for f in files], "input_rows": input_rows, "scored_rows": int(n_scored),
-        "rejected_rows": int(len(rej)),
-        "rejects_by_reason": {str(k): int(v) for k, v in rej["reason"].value_counts().sort_index().items()},
-        "unseen_categories": _unseen_counts(scored[UNSEEN]),
-        "risk_band": {str(k): int(v) for k, v in scored["risk_band"].value_counts().sort_index().items()},
-        "buckets": len(work.parts("scored")), "resumed_buckets": resumed, "seconds": round(seconds, 3),
-        "rows_per_second": round(n_scored / seconds, 1) if seconds else None, **summary_extra,
-        "output": str(output), "rejects": str(rejects_path), "riskml_version": __version__,
-    }
-    write_json(summary, summary_path)  # last: its presence says the job finished
-    work.remove()
-    return BatchResult(output, rejects_path, summary_path, summary)
+    return resumed
 
 
 def describe_table(result: BatchResult, *, n: int = 3) -> str:

@@ -2,10 +2,12 @@
 and scoring of borrower histories with all of them.
 
 - ``trees``: LightGBM trees as flat arrays (exact thresholds, splits, bitsets), shared by the two below;
-- ``treeshap``: exact path-dependent TreeSHAP with the factors as players;
+- ``treeshap``, ``treeshap_kernel``: exact path-dependent TreeSHAP with the factors as players;
 - ``predictor``: LightGBM's trees compiled for scoring (``Booster.predict``'s probabilities, faster);
 - ``reasons``: contributions -> reasons in the documented factors, advice, fidelity;
-- ``scoring``: histories -> one explained prediction per borrower.
+- ``scoring``: histories -> one explained prediction per borrower;
+- ``recovery``: the recovery side's platform rules and the cause on record;
+- ``tabular_scoring``: the same for rows of a table.
 """
 
 from riskml.explain.reasons import (MAX_REASONS, FactorExplainer, Fidelity, adverse_contributions, advice_for,

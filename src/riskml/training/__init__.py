@@ -1,10 +1,12 @@
-"""The training stage: data sets and splits, estimators, metrics and plots, and
-the evaluation steps of a run. Stage code: frames and arrays in, fitted models,
-numbers and figures out; no files, no MLflow (``riskml.train`` tracks).
+"""The training stage: data sets and splits, estimators, and fitting them. Stage code: frames and
+arrays in, fitted models out; no files, no MLflow (``riskml.train`` tracks).
 
-- ``datasets``: :class:`Dataset` (what every model trains on) and the splits;
+- ``datasets``: :class:`Dataset` (what every model trains on), the splits and a run's folds;
 - ``tabular``: a flat table as a :class:`Dataset`;
-- ``models``: LightGBM and the scikit-learn baselines;
-- ``metrics``: metrics, the leakage scan and plots;
-- ``steps``: the evaluation steps of one training run.
+- ``models``: LightGBM and the scikit-learn baselines (:func:`~riskml.training.models.fit_one`);
+- ``select``: ``model=auto``, the choice among them on inner folds;
+- ``fit``: the model a config names, one estimator or ``model=auto``'s choice;
+- ``trees``: LightGBM's text model read as flat trees;
+- ``scorecard``: the logistic baseline's scorecard (optbinning);
+- ``distributed``: the same fit with ``lightgbm.dask`` on a cluster.
 """
