@@ -43,7 +43,9 @@ demo: $(STAMP)
 	@echo "  MLflow UI     $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db"
 
 test: $(STAMP)
-	$(BIN)/python -m pytest --durations=25
+	@# two workers, a test file each at a time: much of the suite waits (servers, processes, compiling),
+	@# so the second core is spent rather than idle; a file's module fixtures stay in one worker
+	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_generate.py
