@@ -59,6 +59,7 @@ from riskml.training.select import selection_metrics, selection_tags
 from riskml.training.fit import fit
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, proba_frame
 from riskml.evaluation.report import Reports, build_reports
+from riskml.explain import warmup
 from riskml.evaluation.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
                                      plots, scan_leakage, scenario_fidelity, summarise_folds, validation_metrics)
 
@@ -161,6 +162,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult | SystemResult:
     """Train as ``cfg`` says: the scoring system (``target=system``) or one model; see the module docstring."""
     cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False) if isinstance(cfg, DictConfig) else cfg
     check_config(cfg)
+    if cfg["model"]["name"] == "lightgbm" and cfg["data"]["kind"] != "tabular":
+        warmup.start()  # the scoring kernels compile while the models fit, not after
     base = tracking.launch_dir()
     with connect(cfg.get("cluster")) as client:  # none: None, this process
         # the data first: a bad input fails before a tracking store is created or a run started
