@@ -427,3 +427,24 @@ def test_the_fast_path_of_the_cause_on_record_takes_only_strictly_sorted_rows(bi
     from riskml.schema import in_key_order
 
     assert in_key_order(np.asarray(bid, dtype=float), np.asarray(month, dtype=float), strict=True) is expected
+
+
+def test_the_kernel_warm_up_compiles_the_types_a_job_uses_and_never_fails_a_run(trained, panel, monkeypatch):
+    """After the warm-up, scoring real histories with the trained system compiles no new kernel signature
+    (the warm-up compiled what a job uses); a warm-up that fails is logged, never raised."""
+    from riskml.explain import predictor, treeshap_kernel, warmup
+    from riskml.features import at_month
+    from riskml.store.loading import open_model
+
+    warmup.compile_kernels()
+    kernels = (at_month._kernel, predictor._raw_kernel, treeshap_kernel._kernel)
+    before = [set(k.signatures) for k in kernels]
+    system = open_model(str(trained / "models" / "riskml"))
+    one = panel[panel["borrower_id"].isin(panel["borrower_id"].unique()[:200])]
+    scored = scoring.score_histories(one, system.adverse, system.recovery, status=system.status)
+    assert len(scored) == 200
+    assert [set(k.signatures) for k in kernels] == before
+    monkeypatch.setattr(warmup, "compile_kernels", lambda: 1 / 0)
+    thread = warmup.start()
+    thread.join(30)
+    assert not thread.is_alive()
