@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -27,7 +26,7 @@ import pandas as pd
 import pyarrow as pa
 
 from riskml import __version__
-from riskml.io.files import ParquetSink, clean_stale_temps, read_json, read_table, sha256_file, write_json
+from riskml.io.files import ParquetSink, atomic_dir, read_json, read_table, sha256_file, write_json
 from riskml.exceptions import InputError
 from riskml.simulate import SimConfig
 from riskml.simulate.run import iter_chunk_columns, panel_frame, panel_table
@@ -51,67 +50,52 @@ def write_dataset(sim: SimConfig, out: str | os.PathLike, *, name: str, config: 
     and summary come back.
     """
     out = Path(out)
-    clean_stale_temps(out)  # temp folders of generate runs that were killed (100+ MB each)
-    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    summary = Summary()
-    try:
+    head = {"name": name, "created_by": "riskml.generate", "package_version": __version__, "seed": sim.seed,
+            "scenario": sim.scenario, "n_months": sim.n_months, "config": dict(config), "sim_config": sim.to_dict()}
+    # the folder replaces an earlier data set of the same name only once it is complete, manifest last
+    with atomic_dir(out) as tmp:
         if write_parts is not None:  # the same chunks simulated on a cluster, one part each
             entries, summary = write_parts(sim, tmp)
-            _finish(tmp, out, {"name": name, "created_by": "riskml.generate", "package_version": __version__,
-                               "seed": sim.seed, "scenario": sim.scenario, "n_months": sim.n_months,
-                               "config": dict(config), "sim_config": sim.to_dict(), **summary.to_dict(), **entries})
-            return out, summary
-        panel_sink = truth_sink = None
-
-        def write(cols: dict[str, np.ndarray], truth: pd.DataFrame) -> None:
-            panel_sink.write(panel_table(cols, schema))
-            truth_sink.write(truth)
-
-        # one thread writes chunk i (parquet encoding and zstd release the GIL) while chunk i+1 is
-        # simulated: the two halves of the job overlap on two cores; one chunk waits at most
-        with ThreadPoolExecutor(1) as writer:
-            pending = None
-            for cols, truth in iter_chunk_columns(sim):
-                if panel_sink is None:  # the schema of the frames (pandas metadata included), then Arrow straight
-                    schema = pa.Schema.from_pandas(panel_frame({c: v[:0] for c, v in cols.items()}),
-                                                   preserve_index=False)
-                    panel_sink = ParquetSink(tmp / PANEL_FILE, schema, row_group_size=sim.block_size * sim.n_months,
-                                             use_dictionary=DICT_COLUMNS)
-                    truth_sink = ParquetSink(tmp / TRUTH_FILE, pa.Schema.from_pandas(truth, preserve_index=False),
-                                             row_group_size=sim.block_size)
-                summary.add(cols)
-                if pending is not None:
-                    pending.result()  # in order, and an error of the writer stops the job here
-                pending = writer.submit(write, cols, truth)
-            if pending is not None:
-                pending.result()
-        panel_sink.close()
-        truth_sink.close()
-        manifest = {
-            "name": name, "created_by": "riskml.generate", "package_version": __version__,
-            "seed": sim.seed, "scenario": sim.scenario, "n_months": sim.n_months,
-            "config": dict(config), "sim_config": sim.to_dict(),
-            "row_counts": {PANEL_FILE: panel_sink.rows, TRUTH_FILE: truth_sink.rows},
-            **summary.to_dict(),
-            "files": {f: {"sha256": sink.sha256, "bytes": (tmp / f).stat().st_size}
-                      for f, sink in ((PANEL_FILE, panel_sink), (TRUTH_FILE, truth_sink))},
-        }
-        _finish(tmp, out, manifest)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            entries, summary = _write_files(sim, tmp)
+        write_json({**head, **summary.to_dict(), **entries}, tmp / MANIFEST_FILE)
     return out, summary
 
 
-def _finish(tmp: Path, out: Path, manifest: dict[str, Any]) -> None:
-    """Write the manifest last, then rename the complete folder into place."""
-    write_json(manifest, tmp / MANIFEST_FILE)
-    if out.exists():  # replace an earlier data set of the same name only once the new one is complete
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-        shutil.rmtree(old)
-    os.replace(tmp, out)
+def _write_files(sim: SimConfig, tmp: Path) -> tuple[dict[str, Any], Summary]:
+    """Simulate ``sim`` chunk by chunk into ``tmp``'s panel and truth files; their manifest entries and
+    the run's summary."""
+    summary = Summary()
+    panel_sink = truth_sink = None
+
+    def write(cols: dict[str, np.ndarray], truth: pd.DataFrame) -> None:
+        panel_sink.write(panel_table(cols, schema))
+        truth_sink.write(truth)
+
+    # one thread writes chunk i (parquet encoding and zstd release the GIL) while chunk i+1 is
+    # simulated: the two halves of the job overlap on two cores; one chunk waits at most
+    with ThreadPoolExecutor(1) as writer:
+        pending = None
+        for cols, truth in iter_chunk_columns(sim):
+            if panel_sink is None:  # the schema of the frames (pandas metadata included), then Arrow straight
+                schema = pa.Schema.from_pandas(panel_frame({c: v[:0] for c, v in cols.items()}),
+                                               preserve_index=False)
+                panel_sink = ParquetSink(tmp / PANEL_FILE, schema, row_group_size=sim.block_size * sim.n_months,
+                                         use_dictionary=DICT_COLUMNS)
+                truth_sink = ParquetSink(tmp / TRUTH_FILE, pa.Schema.from_pandas(truth, preserve_index=False),
+                                         row_group_size=sim.block_size)
+            summary.add(cols)
+            if pending is not None:
+                pending.result()  # in order, and an error of the writer stops the job here
+            pending = writer.submit(write, cols, truth)
+        if pending is not None:
+            pending.result()
+    panel_sink.close()
+    truth_sink.close()
+    entries = {"row_counts": {PANEL_FILE: panel_sink.rows, TRUTH_FILE: truth_sink.rows},
+               "files": {f: {"sha256": sink.sha256, "bytes": (tmp / f).stat().st_size}
+                         for f, sink in ((PANEL_FILE, panel_sink), (TRUTH_FILE, truth_sink))}}
+    return entries, summary
 
 
 def panel_path(path: str | os.PathLike) -> Path:

@@ -25,13 +25,12 @@ Folders are written beside their final place and swapped in whole
 from __future__ import annotations
 
 import os
-import shutil
 from pathlib import Path
 from typing import Any, Mapping
 
 import lightgbm as lgb
 
-from riskml.io.files import atomic_path, clean_stale_temps, read_json, sha256_file, write_json
+from riskml.io.files import atomic_dir, atomic_path, read_json, sha256_file, write_json
 from riskml.exceptions import ModelError
 from riskml.explain.scoring import ScoringModel, ScoringSystem
 
@@ -94,28 +93,12 @@ def export_model_dir(model_text: str, manifest: Mapping[str, Any], path: str | o
 
 
 def swap_in(path: str | os.PathLike, write) -> Path:
-    """Build a folder with ``write(tmp)`` next to ``path``, then replace ``path`` with it in two renames.
-
-    A kill at any point leaves either the old folder or the new one under
-    ``path`` (and at most a hidden temporary, removed by the next export).
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    try:
+    """Build a folder with ``write(tmp)`` next to ``path``, then replace ``path`` with it whole
+    (:func:`riskml.io.files.atomic_dir`): a kill at any point leaves either the old folder or the new
+    one under ``path``, and at most a hidden temporary that the next export removes."""
+    with atomic_dir(path) as tmp:
         write(tmp)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{os.getpid()}")
-            os.replace(path, old)
-            os.replace(tmp, path)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, path)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return path
+    return Path(path)
 
 
 def _count_trees(text: str) -> int:

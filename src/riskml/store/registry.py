@@ -25,7 +25,7 @@ from pathlib import Path
 import mlflow
 from mlflow.tracking import MlflowClient
 
-from riskml.io.files import clean_stale_temps, write_json
+from riskml.io.files import atomic_dir, write_json
 from riskml.store.model_store import (CHECKSUMS_FILE, MANIFEST_FILE, MODEL_FILE, SYSTEM_FILE, VERSION_FILE,
                                      checksums_sha256, registered_version, swap_in, verify_checksums)
 from riskml.store.tracking import CHECKSUMS_TAG, MODEL_ARTIFACT, MODEL_URI_TAG, launch_dir
@@ -201,20 +201,12 @@ def _verified(target: Path, expected: str | None) -> Path:
 
 def _download(uri: str, target: Path, version: tuple[str, int] | None) -> None:
     """Download ``uri`` into ``target`` whole (a hidden temporary renamed into place)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale_temps(target)
-    tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir()
-    try:
+    with atomic_dir(target) as tmp:
         mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=str(tmp))
         for stamp in tmp.rglob(VERSION_FILE):  # a stamp of another registration of the same logged model
             stamp.unlink()
         if version is not None:  # the registry knows which version this download is
             write_json({"model_name": version[0], "model_version": version[1]}, _model_folder(tmp) / VERSION_FILE)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def export(folder: str | os.PathLike, out: str | os.PathLike, *, name: str, version: int | None) -> Path:
@@ -222,7 +214,7 @@ def export(folder: str | os.PathLike, out: str | os.PathLike, *, name: str, vers
     folder = Path(folder)
 
     def write(tmp: Path) -> None:
-        shutil.copytree(folder, tmp)
+        shutil.copytree(folder, tmp, dirs_exist_ok=True)  # tmp: the empty folder atomic_dir made
         write_json({"model_name": name, "model_version": version}, tmp / VERSION_FILE)
 
     return swap_in(out, write)
