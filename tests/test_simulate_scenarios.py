@@ -1,4 +1,4 @@
-"""Scenarios (issues #2 and #11): tightening closes marginal accounts; a maintenance month."""
+"""Scenarios: tightening closes marginal accounts; a maintenance month."""
 
 from __future__ import annotations
 

@@ -19,7 +19,6 @@ import logging
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-import numpy as np
 import pandas as pd
 
 from riskml.io.files import write_parquet
@@ -31,7 +30,7 @@ CACHE_DIR = ".eval_cache"
 
 
 def key_of(parts: Mapping[str, Any]) -> str:
-    """A stable hash of ``parts``: JSON values as they are, frames and arrays by their bytes."""
+    """A stable hash of ``parts``: JSON values as they are, frames by their values."""
     h = hashlib.sha256()
     for name in sorted(parts):
         value = parts[name]
@@ -39,8 +38,6 @@ def key_of(parts: Mapping[str, Any]) -> str:
         if isinstance(value, pd.DataFrame):  # values by content, whatever their dtype (categories too)
             h.update(json.dumps([str(c) for c in value.columns]).encode())
             h.update(pd.util.hash_pandas_object(value, index=False).to_numpy().tobytes())
-        elif isinstance(value, np.ndarray):
-            h.update(np.ascontiguousarray(value).tobytes())
         else:
             h.update(json.dumps(value, sort_keys=True, default=str).encode())
     return h.hexdigest()[:24]

@@ -167,13 +167,11 @@ def information_values(X: pd.DataFrame, y_binary, feature_factors: Mapping[str, 
     """
     if binning not in ("quantile", "optimal"):
         raise ValueError(f"binning must be 'quantile' or 'optimal'; got {binning!r}")
-    if binning == "optimal":
-        def iv_of(frame: pd.DataFrame) -> pd.Series:
-            return optimal_iv(frame, y, max_n_prebins=max_n_prebins)
-    else:
-        def iv_of(frame: pd.DataFrame) -> pd.Series:
-            return quantile_iv(frame, y)
     y = np.asarray(y_binary).astype(np.int64)
+
+    def iv_of(frame: pd.DataFrame) -> pd.Series:
+        return optimal_iv(frame, y, max_n_prebins=max_n_prebins) if binning == "optimal" else quantile_iv(frame, y)
+
     feat = iv_of(X)
     feat = pd.DataFrame({"feature": feat.index, "factor": feat.index.map(dict(feature_factors)),
                          "iv": feat.to_numpy()}).sort_values("iv", ascending=False, kind="stable")

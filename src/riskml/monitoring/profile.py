@@ -61,7 +61,9 @@ def numeric_bins(values, *, n_bins: int = 10, months: np.ndarray | None = None,
     """The bins of a numeric column: ``{"kind", "edges"}`` (see the module docstring); ``platform``, when
     known, says whether the column is platform-wide instead of ``months``."""
     x = np.asarray(values, dtype=np.float64)
-    if platform if platform is not None else platform_wide(x, months):
+    if platform is None:
+        platform = platform_wide(x, months)
+    if platform:
         lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
         tol = 1e-6 * max(1.0, abs(hi - lo))
         return {"kind": "platform", "edges": [lo - tol, hi + tol]}

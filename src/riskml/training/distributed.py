@@ -7,7 +7,7 @@ is an ordinary ``lgb.Booster`` (LightGBM text), wrapped in the same
 :class:`~riskml.training.models.FittedModel` as a single-machine fit and
 calibrated on the same validation split.
 
-``lightgbm.dask`` has no early stopping (LightGBM issues #3712, #4493: it
+``lightgbm.dask`` has no early stopping (a known limitation upstream: it
 hangs when workers hold different validation parts), so the booster trains
 ``num_boost_round`` rounds and the early-stopping rule of ``lgb.early_stopping``
 (stop after ``early_stopping_rounds`` rounds without a strictly lower
