@@ -86,6 +86,8 @@ def test_kfold_is_stratified_and_entity_disjoint():
     (["model.learning_rate=-1"], "model.learning_rate", "-1"),
     (["model.num_boost_round=0"], "model.num_boost_round", "0"),
     (["model=logistic"], "model.name", "target=system"),
+    (["eval.cache=maybe"], "eval.cache", "maybe"),
+    (["report.iv_binning=cart"], "report.iv_binning", "cart"),
 ])
 def test_bad_config_fails_before_training(tmp_path, overrides, key, match):
     with pytest.raises(ConfigError, match=match) as e:

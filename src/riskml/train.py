@@ -125,6 +125,8 @@ def check_config(cfg: dict[str, Any]) -> None:
         if cfg["model"]["name"] != "lightgbm":
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], f"none for model={cfg['model']['name']} "
                               "(a cluster trains LightGBM only, with lightgbm.dask)")
+    if not isinstance(cfg["eval"].get("cache", True), bool):
+        raise ConfigError("eval.cache", cfg["eval"]["cache"], "true or false")
     if cfg["report"].get("iv_binning", "quantile") not in ("quantile", "optimal"):
         raise ConfigError("report.iv_binning", cfg["report"]["iv_binning"], "'quantile' or 'optimal'")
     thr = cfg["leakage"]["threshold"]
@@ -184,7 +186,7 @@ def _target_label(cfg: dict[str, Any], ds: Dataset) -> str:
 
 def eval_cache(cfg: dict[str, Any], ds: Dataset) -> EvalCache:
     """Where the evaluation's simulations are kept: beside a simulated data set (``eval.cache``), else in memory."""
-    keep = bool(cfg["eval"].get("cache", True)) and ds.sim is not None
+    keep = cfg["eval"].get("cache", True) and ds.sim is not None
     return EvalCache(Path(ds.source) / CACHE_DIR if keep else None)
 
 
