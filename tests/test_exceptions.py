@@ -1,6 +1,8 @@
+import numpy as np
 import pytest
 
-from riskml.exceptions import ConfigError, exit_on_error
+from riskml.exceptions import ConfigError, exit_on_error, whole_number
+from riskml.kernels import kernel_threads, share_of_threads
 
 
 def test_entry_points_end_riskml_errors_with_one_line_and_let_bugs_through():
@@ -19,3 +21,28 @@ def test_entry_points_end_riskml_errors_with_one_line_and_let_bugs_through():
     with pytest.raises(KeyError):  # a bug keeps its traceback
         bug()
     assert exit_on_error("p")(lambda x: x + 1)(1) == 2
+
+
+@pytest.mark.parametrize("value", [0, -1, 2.0, 2.5, True, "3", None, 11])
+def test_whole_number_refuses_what_is_not_a_whole_number_in_range(value):
+    with pytest.raises(ConfigError, match=rf"config key 'k': got {value!r}; expected a whole number in \[1, 10\]"):
+        whole_number("k", value, 1, 10)
+
+
+def test_whole_number_takes_numpy_integers_and_says_what_the_number_means():
+    got = whole_number("k", np.int64(3), 1)
+    assert got == 3 and type(got) is int
+    with pytest.raises(ConfigError, match=r"expected a whole number of months >= 0 \(0: none\)$"):
+        whole_number("k", -1, 0, what="a whole number of months", note="0: none")
+
+
+def test_kernel_threads_are_set_for_the_block_and_restored():
+    import numba as nb
+
+    before = nb.get_num_threads()
+    with kernel_threads(1):
+        assert nb.get_num_threads() == 1
+    assert nb.get_num_threads() == before
+    with kernel_threads(None):  # None keeps the calling thread's count
+        assert nb.get_num_threads() == before
+    assert share_of_threads(before * 4) == 1  # never below one thread

@@ -111,7 +111,7 @@ def test_top_reasons_order_ties_and_only_risk_increasing():
 
 @pytest.mark.parametrize("k", [0, 5, 2.5, True, "3"])
 def test_top_reasons_k_is_1_to_4(k):
-    with pytest.raises(ConfigError, match="from 1 to 4"):
+    with pytest.raises(ConfigError, match=r"in \[1, 4\]"):
         top_reasons(np.zeros((1, 2)), ["overdue", "other"], k=k)
 
 

@@ -30,13 +30,13 @@ def test_yaml_defaults_equal_the_dataclass_defaults(cfg):
 
 
 @pytest.mark.parametrize("key, value, match", [
-    ("n_borrowers", -1, r"'n_borrowers': got -1; expected an integer >= 1"),
+    ("n_borrowers", -1, r"'n_borrowers': got -1; expected a whole number >= 1"),
     ("n_borrowers", 2.5, r"'n_borrowers': got 2.5"),
     ("seed", -3, r"'seed': got -3"),
     ("workers", 0, r"'workers': got 0"),
     ("n_months", 8, r"'n_months': got 8; expected more than horizon \(3\) \+ min_history \(6\)"),
     ("horizon", 0, r"'horizon': got 0"),
-    ("n_months", 1000, r"'n_months': got 1000; expected an integer in \[1, 240\]"),
+    ("n_months", 1000, r"'n_months': got 1000; expected a whole number in \[1, 240\]"),
     ("type_mix", {"steady": 1.0, "lucky": 0.5}, r"'type_mix'.*unknown \['lucky'\]"),
 ])
 def test_bad_top_level_values(cfg, key, value, match):
@@ -47,7 +47,7 @@ def test_bad_top_level_values(cfg, key, value, match):
 def test_bad_scenario_and_engine_values(cfg):
     c = OmegaConf.to_container(cfg)
     c["scenario"]["tighten_month"] = 40
-    with pytest.raises(ConfigError, match=r"'tighten_month': got 40; expected an integer in \[0, 23\]"):
+    with pytest.raises(ConfigError, match=r"'tighten_month': got 40; expected a whole number in \[0, 23\]"):
         SimConfig.from_cfg(OmegaConf.create(c))
     c = OmegaConf.to_container(cfg)
     c["scenario"]["name"] = "boom"

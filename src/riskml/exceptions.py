@@ -4,6 +4,7 @@ where it came from (file, column, row or config key)."""
 from __future__ import annotations
 
 import functools
+import numbers
 import sys
 from typing import Any, Callable, TypeVar
 
@@ -23,6 +24,19 @@ class ConfigError(RiskmlError, ValueError):
 
     def __reduce__(self):  # pickles whole, so an error raised in a worker process reaches the job intact
         return type(self), (self.key, self.value, self.expected)
+
+
+def whole_number(key: str, value: object, lo: int, hi: int | None = None, *, what: str = "a whole number",
+                 note: str = "") -> int:
+    """``value`` as an int when it is a whole number (Python or numpy, never a bool) in ``[lo, hi]``;
+    otherwise a :class:`ConfigError` naming ``key``. Every whole-number setting is checked here, so
+    the rule and its message are written once. ``note`` adds what the number means, in brackets."""
+    ok = (isinstance(value, numbers.Integral) and not isinstance(value, bool)
+          and value >= lo and (hi is None or value <= hi))
+    if not ok:
+        bounds = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ConfigError(key, value, f"{what} {bounds}" + (f" ({note})" if note else ""))
+    return int(value)
 
 
 class SchemaError(RiskmlError, ValueError):

@@ -33,7 +33,7 @@ from riskml.batch import stream as batch
 from riskml.batch.bucket import prepare, split_rows
 from riskml.batch.job import input_plan
 from riskml.io.files import atomic_path, job_lock, read_json, read_table, table_files, write_json
-from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError, exit_on_error
+from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError, exit_on_error, whole_number
 from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import LEVELS, Thresholds, drift
@@ -64,17 +64,13 @@ class MonitorResult:
 def _validate(cfg: dict[str, Any]) -> Thresholds:
     if not cfg.get("input") and not cfg.get("predictions"):
         raise ConfigError("input", cfg.get("input"), "borrower histories (input=PATH), predictions=PATH, or both")
-    if cfg.get("as_of") is not None and (isinstance(cfg["as_of"], bool) or not isinstance(cfg["as_of"], int)
-                                         or cfg["as_of"] < 0):
-        raise ConfigError("as_of", cfg["as_of"], "null or a month index >= 0")
+    if cfg.get("as_of") is not None:
+        whole_number("as_of", cfg["as_of"], 0, what="null or a month index")
     if cfg.get("fail_on") not in ("act", "watch", "never"):
         raise ConfigError("fail_on", cfg.get("fail_on"), "'act', 'watch' or 'never'")
-    rows = cfg.get("bucket_rows", 500_000)
-    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1000:
-        raise ConfigError("bucket_rows", rows, "an integer >= 1000 (input rows per bucket of whole borrowers)")
-    back = cfg.get("migration_months", 1)
-    if isinstance(back, bool) or not isinstance(back, int) or back < 0:
-        raise ConfigError("migration_months", back, "a whole number of months >= 0 (0: no band migration)")
+    whole_number("bucket_rows", cfg.get("bucket_rows", 500_000), 1000, note="input rows per bucket of whole borrowers")
+    whole_number("migration_months", cfg.get("migration_months", 1), 0, what="a whole number of months",
+                 note="0: no band migration")
     tol = cfg.get("backtest_tolerance")
     if isinstance(tol, bool) or not isinstance(tol, (int, float)) or not 0 < tol < 1:
         raise ConfigError("backtest_tolerance", tol, "a number strictly between 0 and 1")

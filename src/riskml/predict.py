@@ -29,7 +29,7 @@ from riskml.cluster.client import check_cluster, connect
 from riskml.io.files import read_table, table_files
 from riskml.store.loading import open_model
 from riskml.store.tracking_uri import check_uri
-from riskml.exceptions import ConfigError, exit_on_error
+from riskml.exceptions import ConfigError, exit_on_error, whole_number
 from riskml.batch.table_job import describe_table, run_table_job
 from riskml.explain import MAX_REASONS, check_top_k
 from riskml.explain.scoring import ScoringModel, score_histories
@@ -51,11 +51,10 @@ def _validate(cfg: DictConfig) -> str:
     check_cluster(cfg.get("cluster"))
     check_top_k(cfg.top_k)
     check_uri(cfg.get("tracking_uri"), key="tracking_uri")
-    if not (isinstance(cfg.bucket_rows, int) and cfg.bucket_rows >= 1000):
-        raise ConfigError("bucket_rows", cfg.bucket_rows, "an integer >= 1000")
+    whole_number("bucket_rows", cfg.bucket_rows, 1000)
     check_workers(cfg.get("workers", 1))
-    if cfg.as_of is not None and not (isinstance(cfg.as_of, int) and cfg.as_of >= 0):
-        raise ConfigError("as_of", cfg.as_of, "null (each borrower's last month) or a month index >= 0")
+    if cfg.as_of is not None:
+        whole_number("as_of", cfg.as_of, 0, what="null (each borrower's last month) or a month index")
     return fmt
 
 

@@ -51,7 +51,7 @@ from riskml.io.eval_cache import CACHE_DIR, EvalCache
 from riskml.store.model_store import ROLES
 from riskml.store.ship import export_dir, ship_single, ship_system
 from riskml.sources import example_histories, load_data, panel_record
-from riskml.exceptions import ConfigError, exit_on_error
+from riskml.exceptions import ConfigError, exit_on_error, whole_number
 from riskml.features import TARGETS, get_target
 from riskml.training.datasets import Dataset, make_folds, valid_mask
 from riskml.measure.metrics import raise_on_leaks
@@ -103,9 +103,7 @@ class SystemResult:
 def check_config(cfg: dict[str, Any]) -> None:
     """Fail on a bad config before any data is read or model trained."""
     for key in ("seed", "num_threads"):
-        v = cfg.get(key)
-        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-            raise ConfigError(key, v, "a whole number >= 0")
+        whole_number(key, cfg.get(key), 0)
     check_model_config(cfg["model"])
     if not isinstance(cfg["register"].get("metric"), str):
         raise ConfigError("register.metric", cfg["register"].get("metric"), "a metric name, e.g. roc_auc_adverse")

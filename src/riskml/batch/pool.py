@@ -41,6 +41,7 @@ from tqdm import tqdm
 from riskml.batch import stream as batch
 from riskml.batch.pieces import Piece, file_pieces, read_piece
 from riskml.exceptions import ConfigError
+from riskml.kernels import set_kernel_threads
 
 #: ``workers=auto`` uses worker processes from this many input rows on; a smaller job is done
 #: before they would have started (about 2 s each to import and receive the models).
@@ -108,9 +109,7 @@ def _die_with_parent() -> None:
 
 def _start(score: Callable[[pd.DataFrame], pd.DataFrame], threads: int) -> None:
     _die_with_parent()
-    import numba
-
-    numba.set_num_threads(threads)  # the workers share the cores: no more kernel threads than their share
+    set_kernel_threads(threads)  # the workers share the cores: no more kernel threads than their share
     batch.reuse_memory()  # for the worker's life: it only scores buckets
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the job process, which stops the pool
     _STATE["score"] = score

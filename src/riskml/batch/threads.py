@@ -26,6 +26,7 @@ from tqdm import tqdm
 from riskml.batch import stream as batch
 from riskml.batch import results
 from riskml.batch.bucket import borrower_count, prepare, score_rows, write_bucket
+from riskml.kernels import set_kernel_threads, share_of_threads
 
 __all__ = ["SCORING_THREADS", "score_buckets", "scoring_threads"]
 
@@ -65,9 +66,7 @@ def score_buckets(plan: batch.Plan, work: batch.WorkDir, *, columns: list[str], 
     writing: Future | None = None
     scoring: deque[tuple[Path, Path, Future | None]] = deque()  # in bucket order; None: resumed
     threads = scoring_threads()
-    # the kernels' threads shared out between the scoring threads (numba's count is per thread): on 2
-    # cores each runs its kernels alone, where a team of 2 per thread only oversubscribed the cores
-    share = partial(nb.set_num_threads, max(1, nb.get_num_threads() // threads))
+    share = partial(set_kernel_threads, share_of_threads(threads))
     with ThreadPoolExecutor(1) as writer, ThreadPoolExecutor(threads, initializer=share) as scorers:
         def hand_on(limit: int) -> None:  # the oldest buckets to the writer, until ``limit`` are left
             nonlocal writing

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from typing import Any, Iterator, Mapping
 
 from riskml import __version__
-from riskml.exceptions import ConfigError
+from riskml.exceptions import ConfigError, whole_number
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +48,6 @@ class ClusterSpec:
     memory_limit: str = "auto"
     dashboard: bool = False
     address: str | None = None
-
-
-def _whole(key: str, value: Any, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ConfigError(key, value, f"a whole number >= {lo}")
-    return value
 
 
 def check_cluster(cfg: Mapping[str, Any] | None, *, key: str = "cluster") -> ClusterSpec:
@@ -76,8 +70,8 @@ def check_cluster(cfg: Mapping[str, Any] | None, *, key: str = "cluster") -> Clu
     dashboard = cfg.get("dashboard", False)
     if not isinstance(dashboard, bool):
         raise ConfigError(f"{key}.dashboard", dashboard, "true or false")
-    return ClusterSpec(kind=kind, workers=_whole(f"{key}.workers", cfg.get("workers", 2), 1),
-                       threads_per_worker=_whole(f"{key}.threads_per_worker", cfg.get("threads_per_worker", 1), 1),
+    return ClusterSpec(kind=kind, workers=whole_number(f"{key}.workers", cfg.get("workers", 2), 1),
+                       threads_per_worker=whole_number(f"{key}.threads_per_worker", cfg.get("threads_per_worker", 1), 1),
                        memory_limit=memory, dashboard=dashboard)
 
 

@@ -29,7 +29,8 @@ import pandas as pd
 from riskml import factors as catalogue
 from riskml.explain import trees, treeshap
 from riskml.features.windows import FeatureSpec, rectify
-from riskml.exceptions import ConfigError, ModelError, SchemaError
+from riskml.exceptions import ConfigError, ModelError, SchemaError, whole_number
+from riskml.kernels import kernel_threads
 
 _log = logging.getLogger(__name__)
 
@@ -39,9 +40,7 @@ MAX_REASONS = 4
 
 def check_top_k(k: object, *, key: str = "top_k") -> int:
     """Validate a number of reasons (1..``MAX_REASONS``); ``key`` names the config key in the error."""
-    if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or not 1 <= k <= MAX_REASONS:
-        raise ConfigError(key, k, f"an integer from 1 to {MAX_REASONS} (adverse-action practice)")
-    return int(k)
+    return whole_number(key, k, 1, MAX_REASONS, note="adverse-action practice")
 
 
 class FactorExplainer:
@@ -67,9 +66,8 @@ class FactorExplainer:
                  factor_order: Sequence[str] | None = None, *, n_threads: int | None = None,
                  dump: dict | None = None):
         most = nb.config.NUMBA_NUM_THREADS
-        if n_threads is not None and (not isinstance(n_threads, (int, np.integer)) or isinstance(n_threads, bool)
-                                      or not 1 <= n_threads <= most):
-            raise ConfigError("n_threads", n_threads, f"an integer from 1 to {most} or None")
+        if n_threads is not None:
+            whole_number("n_threads", n_threads, 1, most, what="None or a whole number")
         self.booster, self.n_threads = booster, n_threads
         self.features_ = list(booster.feature_name())
         missing = [f for f in self.features_ if f not in feature_factors]
@@ -118,12 +116,8 @@ class FactorExplainer:
         """
         X = self.matrix(X)
         if self.tables_ is not None:
-            before = nb.get_num_threads()
-            nb.set_num_threads(int(self.n_threads or before))
-            try:
+            with kernel_threads(self.n_threads):
                 return treeshap.contributions(self.tables_, X)
-            finally:
-                nb.set_num_threads(before)
         threads = {"num_threads": self.n_threads} if self.n_threads else {}
         raw = np.asarray(self.booster.predict(X, pred_contrib=True, **threads))
         n_feat = len(self.features_)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from riskml.exceptions import ConfigError
+from riskml.exceptions import ConfigError, whole_number
 from riskml.platform import effective_status
 from riskml.schema import STATUS_CODE
 
@@ -71,9 +71,7 @@ def get_target(name: str) -> Target:
 
 def check_horizon(horizon: object) -> int:
     """Validate a horizon (a positive whole number of months)."""
-    if isinstance(horizon, bool) or not isinstance(horizon, (int, np.integer)) or horizon < 1:
-        raise ConfigError("horizon", horizon, "a positive whole number of months")
-    return int(horizon)
+    return whole_number("horizon", horizon, 1, what="a whole number of months")
 
 
 def eligible_codes(target: Target) -> np.ndarray:

@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from riskml.features import at_month, grid as _grid
-from riskml.exceptions import ConfigError
+from riskml.exceptions import ConfigError, whole_number
 from riskml.factors import CAUSES
 from riskml.features.labels import check_horizon, eligible_codes, get_target, make_labels
 from riskml.schema import PANEL, STATUSES, require_columns
@@ -80,12 +80,6 @@ class _Plan:
     dense: frozenset[str] = frozenset()   # columns whose grids are NaN in the pad rows only
 
 
-def _int_param(key: str, value: object, lo: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo:
-        raise ConfigError(key, value, f"a whole number >= {lo}")
-    return int(value)
-
-
 def _grids(panel: pd.DataFrame, layout: _grid.Layout, source: str):
     values = _grid.behaviour_arrays(panel, source)
     st = _grid.status_codes(panel, source)
@@ -117,7 +111,7 @@ def _plan_snapshots(panel, target, horizon, min_history, every, windows) -> _Pla
     require_columns(panel, PANEL, source=source)
     tgt = get_target(target)
     h = tgt.horizon if horizon is None else check_horizon(horizon)
-    min_history, every = _int_param("min_history", min_history, 1), _int_param("every", every, 1)
+    min_history, every = whole_number("min_history", min_history, 1), whole_number("every", every, 1)
     specs = feature_specs(windows)
     pad = max(check_windows(windows))
     layout = _grid.left_layout(panel, pad=pad, source=source)
@@ -208,7 +202,7 @@ def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: 
         ``min_history - 1`` to ``n_months - 1 - H``.
     """
     plan = _plan_snapshots(panel, target, horizon, min_history, every, windows)
-    return _build(plan, _int_param("chunk_borrowers", chunk_borrowers, 1))
+    return _build(plan, whole_number("chunk_borrowers", chunk_borrowers, 1))
 
 
 def iter_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: int | None = None,
@@ -216,7 +210,7 @@ def iter_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: i
                    chunk_borrowers: int = CHUNK_BORROWERS) -> Iterator[Snapshots]:
     """Like :func:`build_snapshots`, one :class:`Snapshots` per chunk of borrowers."""
     plan = _plan_snapshots(panel, target, horizon, min_history, every, windows)
-    n, chunk = plan.layout.n_borrowers, _int_param("chunk_borrowers", chunk_borrowers, 1)
+    n, chunk = plan.layout.n_borrowers, whole_number("chunk_borrowers", chunk_borrowers, 1)
     for b0 in range(0, n, chunk):
         b1 = min(b0 + chunk, n)
         r0, r1 = int(plan.offsets[b0]), int(plan.offsets[b1])
@@ -246,7 +240,7 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
         raise ConfigError("engine", engine, "'compiled' or 'grids'")
     require_columns(panel, PANEL, source=source)
     if as_of is not None:
-        as_of = _int_param("as_of", as_of, 0)
+        as_of = whole_number("as_of", as_of, 0)
     specs = feature_specs(windows)
     pad = max(check_windows(windows))
     layout = _grid.regular_layout(panel, pad=pad, source=source)
@@ -264,7 +258,7 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
         plan = _finish(layout, values, status, cause, np.array([row]), take, layout.anchor[:, None], None, None,
                        specs)
         plan.dense = _dense(layout, values)
-        return _build(plan, _int_param("chunk_borrowers", chunk_borrowers, 1))
+        return _build(plan, whole_number("chunk_borrowers", chunk_borrowers, 1))
     values = _grid.behaviour_arrays(panel, source)
     st, cc = _grid.status_codes(panel, source), _grid.cause_codes(panel, source)
     plan = _finish(layout, values, _status_at(layout, st, row)[None, :], None, np.array([0]), take,

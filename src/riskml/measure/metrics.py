@@ -22,7 +22,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score, roc_curve
 
-from riskml.exceptions import ConfigError, LeakageError
+from riskml.exceptions import ConfigError, LeakageError, whole_number
 from riskml.schema import class_probabilities
 
 log = logging.getLogger(__name__)
@@ -53,8 +53,7 @@ def expected_calibration_error(y_true, p, n_bins: int = 10) -> float:
 
     Bin ``k`` holds ``k/n_bins <= p < (k+1)/n_bins`` (the last bin includes 1).
     """
-    if not isinstance(n_bins, (int, np.integer)) or n_bins < 1:
-        raise ConfigError("n_bins", n_bins, "a positive whole number")
+    whole_number("n_bins", n_bins, 1)
     y = np.asarray(y_true, dtype=np.float64)
     p = np.asarray(p, dtype=np.float64)
     if len(y) == 0:

@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from omegaconf import OmegaConf
 
-from riskml.exceptions import ConfigError
+from riskml.exceptions import ConfigError, whole_number
 from riskml.schema import BORROWER_TYPES
 
 SCENARIOS = ("baseline", "tightening", "maintenance")
@@ -181,35 +181,35 @@ class SimConfig:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for the first key whose value is not allowed."""
-        _int("n_borrowers", self.n_borrowers, 1)
-        _int("horizon", self.horizon, 1)
-        _int("min_history", self.min_history, 1)
+        whole_number("n_borrowers", self.n_borrowers, 1)
+        whole_number("horizon", self.horizon, 1)
+        whole_number("min_history", self.min_history, 1)
         # 20 years of monthly history: more is no credit line's record, and memory grows with it (1000 took 7 GB)
-        _int("n_months", self.n_months, 1, MAX_MONTHS)
+        whole_number("n_months", self.n_months, 1, MAX_MONTHS)
         if self.n_months <= self.horizon + self.min_history:
             raise ConfigError("n_months", self.n_months, f"more than horizon ({self.horizon}) + min_history "
                               f"({self.min_history}) = {self.horizon + self.min_history} months")
-        _int("seed", self.seed, 0)
-        _int("block_size", self.block_size, 16)
-        _int("chunk_borrowers", self.chunk_borrowers, 1)
-        _int("workers", self.workers, 1)
+        whole_number("seed", self.seed, 0)
+        whole_number("block_size", self.block_size, 16)
+        whole_number("chunk_borrowers", self.chunk_borrowers, 1)
+        whole_number("workers", self.workers, 1)
         if self.scenario not in SCENARIOS:
             raise ConfigError("scenario", self.scenario, f"one of {list(SCENARIOS)}")
         if len(self.type_mix) != len(BORROWER_TYPES) or not math.isclose(sum(self.type_mix), 1.0, abs_tol=1e-6):
             raise ConfigError("type_mix", self.type_mix, f"shares of {list(BORROWER_TYPES)} summing to 1")
         for key in ("policy_base", "policy_amplitude", "tighten_level", "outage_share", "maintenance_rate"):
             _prob(key, getattr(self, key))
-        _int("policy_period", self.policy_period, 1)
+        whole_number("policy_period", self.policy_period, 1)
         if self.tighten_month is not None:
-            _int("tighten_month", self.tighten_month, 0, self.n_months - 1)
+            whole_number("tighten_month", self.tighten_month, 0, self.n_months - 1)
         for m in self.maintenance_months:
-            _int("maintenance_months", m, 0, self.n_months - 1)
+            whole_number("maintenance_months", m, 0, self.n_months - 1)
         e = self.engine
         for key in ("overdue_cut", "fraud_false_flag", "cut_factor", "recover", "reopen", "restore_step",
                     "rectify", "policy_rate", "policy_reopen"):
             _prob(f"engine.{key}", getattr(e, key))
         for key in ("abnormal_repeat", "reopen_clean_months", "rectify_months"):
-            _int(f"engine.{key}", getattr(e, key), 1)
+            whole_number(f"engine.{key}", getattr(e, key), 1)
 
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9_.-]+$")
@@ -248,13 +248,6 @@ def _number(key: str, v: Any) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
         raise ConfigError(key, v, "a finite number")
     return v
-
-
-def _int(key: str, v: Any, lo: int, hi: int | None = None) -> None:
-    ok = isinstance(v, int) and not isinstance(v, bool) and v >= lo and (hi is None or v <= hi)
-    if not ok:
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ConfigError(key, v, f"an integer {rng}")
 
 
 def _prob(key: str, v: Any) -> None:

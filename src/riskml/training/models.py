@@ -36,7 +36,7 @@ from tqdm.auto import tqdm
 
 from riskml import __version__
 
-from riskml.exceptions import ConfigError
+from riskml.exceptions import ConfigError, whole_number
 from riskml.schema import class_probabilities
 from riskml.measure.calibration import Calibrator, fit_calibrator
 
@@ -286,8 +286,7 @@ def _calibrate(model: FittedModel, cal_cfg: Mapping[str, Any] | None, X_valid: p
         log.info("no validation split: the model stays uncalibrated")
         return None
     per_bin = cal_cfg.get("events_per_bin", 40)
-    if isinstance(per_bin, bool) or not isinstance(per_bin, int) or per_bin < 5:
-        raise ConfigError("model.calibration.events_per_bin", per_bin, "a whole number >= 5")
+    per_bin = whole_number("model.calibration.events_per_bin", per_bin, 5)
     raw = class_probabilities(model.booster.predict(X_valid[model.feature_names], num_threads=model.num_threads or 0))
     cal = fit_calibrator(np.asarray(y_valid) > 0, 1.0 - raw[:, 0], events_per_bin=per_bin)
     if cal is None:

@@ -21,7 +21,6 @@ import re
 from dataclasses import dataclass, field
 from typing import Sequence
 
-import numpy as np
 
 #: A threshold every finite value is below: the root split that sends only NaN (and +inf) right.
 _ABOVE_ALL = 1.7976931348623157e308
