@@ -1,7 +1,7 @@
 """Where the work runs: this process, a Dask ``LocalCluster``, or a running Dask scheduler.
 
 The ``cluster`` setting that ``riskml.generate``, ``riskml.train`` and
-``riskml.predict`` share (``conf/cluster/``, ``conf/predict/cluster/``):
+``riskml.predict`` share (``conf/groups/cluster/``):
 
 * ``kind: none`` (the default): today's single-machine path, unchanged;
 * ``kind: local``: a ``LocalCluster`` of ``workers`` processes bound to
