@@ -24,7 +24,7 @@ from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError
 from riskml.batch import results
 from riskml.io.datasets import load_dataset
 from riskml.io.files import sha256_file
-from riskml.store.model_store import load_model_dir, write_system_dir
+from riskml.store.model_store import load_model_dir, open_system, write_system_dir
 
 @pytest.fixture(scope="session")
 def trained(small_system) -> Path:
@@ -326,6 +326,20 @@ def test_as_of_scores_an_earlier_month_and_rejects_borrowers_without_history(tra
     out = pd.read_parquet(r.output)
     assert (out["as_of_month"] == 8).all() and len(out) == 30
     assert pd.read_parquet(r.rejects)["reason"].tolist() == ["no month at or before as_of=8"]
+
+
+def test_a_borrower_whose_history_ends_before_as_of_is_a_reject_not_a_made_up_state(trained, panel, tmp_path):
+    gone = panel["borrower_id"].min()
+    ended = panel[(panel["borrower_id"] == gone) & (panel["month"] <= 5)]  # its last row: month 5
+    inp = tmp_path / "in.parquet"
+    pd.concat([panel[panel["borrower_id"].between(gone + 1, gone + 20)], ended]).to_parquet(inp)
+    r = predict.run(cfg_for(trained, inp, tmp_path / "o.parquet", "as_of=8"))
+    out, rej = pd.read_parquet(r.output), pd.read_parquet(r.rejects)
+    assert gone not in set(out["borrower_id"]) and len(out) == 20
+    assert rej["borrower_id"].tolist() == [gone]  # one reject line per borrower, as for other borrower problems
+    assert (rej["reason"] == "no row at as_of=8: the history ends before it").all()
+    with pytest.raises(SchemaError, match="no row at as_of=8"):  # the library refuses it too
+        open_system(trained / "models" / "riskml").score(ended, as_of=8)
 
 
 def test_killed_job_resumes_to_the_same_complete_output(trained, tmp_path, monkeypatch):

@@ -68,15 +68,21 @@ def split_rows(rows: pa.Table, *, as_of: int | None) -> tuple[pd.DataFrame, pd.D
         order = np.lexsort((row, fil, bid))
         a = {c: v[order] for c, v in a.items()}
         bid, fil, row = a["borrower_id"], a[batch.FILE], a[batch.ROW]
-    texts = [*_BATCH_PROBLEMS, f"no month at or before as_of={as_of}"]
+    texts = [*_BATCH_PROBLEMS, f"no month at or before as_of={as_of}",
+             f"no row at as_of={as_of}: the history ends before it"]
     code = problem_codes(a, PANEL, a[_REASON])
     # rows may come in any order (parquet rows carry none): months are sorted below, never rejected;
     # two rows of one month are a duplicate, flagged above
     new = np.r_[True, bid[1:] != bid[:-1]]
     group = np.cumsum(new) - 1  # borrower of each row (rows sorted by borrower)
     if as_of is not None:
-        has = np.bincount(group, weights=a["month"] <= as_of, minlength=group[-1] + 1 if len(group) else 0) > 0
-        code[new & ~has[group] & (code == 0)] = len(texts) - 1
+        # a line's state is known only in a month it has a row for: one whose rows stop before as_of
+        # is not scored as if its last state (or a missing one) still held
+        n = group[-1] + 1 if len(group) else 0
+        before = np.bincount(group, weights=a["month"] <= as_of, minlength=n) > 0
+        at = np.bincount(group, weights=a["month"] == as_of, minlength=n) > 0
+        code[new & ~before[group] & (code == 0)] = len(texts) - 2
+        code[new & before[group] & ~at[group] & (code == 0)] = len(texts) - 1
     bad = np.bincount(group, weights=code > 0, minlength=group[-1] + 1 if len(group) else 0)[group] > 0
     texts_arr = np.asarray(texts, dtype=object)
     hit = np.flatnonzero(code > 0)

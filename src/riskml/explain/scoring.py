@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 
 from riskml import factors
-from riskml.exceptions import ModelError
+from riskml.exceptions import ModelError, SchemaError
 from riskml.explain import trees
 from riskml.explain.predictor import TreePredictor
 from riskml.explain.recovery import cause_at, recovery_rule, recovery_side
@@ -232,6 +232,10 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
     keys, X = snaps.keys, snaps.X
     n = len(keys)
     st = np.asarray(keys["status"].cat.codes, dtype=np.int64)  # status codes, in STATUSES order
+    if (st < 0).any():  # no row at as_of: the state that month is unknown, and never made up
+        who = keys["borrower_id"].to_numpy()[st < 0]
+        raise SchemaError(f"score_histories: {len(who)} borrower(s) have no row at as_of={as_of}, e.g. "
+                          f"borrower_id {who[0]!r}; expected a row in the month scored (a batch job rejects them)")
     p = {c: np.full(n, np.nan) for c in ("p_normal", "p_suspended", "p_closed", "p_adverse", "score_points",
                                          "p_recovery_6m")}
     band_names = list(dict.fromkeys([*bands.labels, *STATUSES]))
