@@ -462,3 +462,19 @@ def test_the_kernel_warm_up_compiles_the_types_a_job_uses_and_never_fails_a_run(
     thread = warmup.start()
     thread.join(30)
     assert not thread.is_alive()
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_borrower_ids_beyond_double_precision_stay_exact(trained, panel, tmp_path, fmt):
+    big = 2**53  # 2**53 + 1 has no float64 of its own: read as a double it becomes 2**53
+    two = panel[panel["borrower_id"].isin([0, 1])].copy()
+    two["borrower_id"] = np.where(two["borrower_id"] == 0, big, big + 1).astype(np.int64)
+    bad = panel[panel["borrower_id"] == 2].assign(borrower_id=big + 3)
+    bad.loc[bad.index[0], "drawn"] = -5.0  # a reject names its borrower exactly too
+    rows = pd.concat([two, bad])
+    inp = tmp_path / f"in.{fmt}"
+    rows.to_csv(inp, index=False) if fmt == "csv" else rows.to_parquet(inp)
+    r = predict.run(cfg_for(trained, inp, tmp_path / "o.parquet"))
+    out = pq.read_table(r.output).column("borrower_id").to_pylist()
+    assert sorted(out) == [big, big + 1]
+    assert pq.read_table(r.rejects).column("borrower_id").to_pylist() == [big + 3]

@@ -1,9 +1,10 @@
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from riskml.exceptions import SchemaError
-from riskml.schema import BEHAVIOUR, PANEL, cast, require_columns, row_problems
+from riskml.schema import BEHAVIOUR, PANEL, cast, exact_integers, require_columns, row_problems
 
 
 def good_panel(n_borrowers=2, n_months=3) -> pd.DataFrame:
@@ -129,3 +130,13 @@ def test_row_checks_flag_the_first_problem_of_each_row_as_whole_column_numpy_che
     got = problem_codes(cols, PANEL)
     assert (want > 0).mean() > 0.2 and len(np.unique(want)) > 10  # many kinds of problem, not a vacuous check
     assert np.array_equal(got, want)
+
+
+def test_whole_numbers_written_as_digits_are_read_exactly_beyond_double_precision():
+    cells = pa.array(["9007199254740993", " 12 ", "12.0", "12.5", "abc", None, "", "9223372036854775807",
+                      "9223372036854775808", "-3"])
+    values, ok = exact_integers(cells)
+    assert ok.tolist() == [True, True, True, False, False, False, False, True, False, True]
+    assert values[ok].tolist() == [2**53 + 1, 12, 12, 2**63 - 1, -3]  # -3: a whole number; its range is checked later
+    ints, ok = exact_integers(pa.array([2**53 + 1, None], pa.int64()))
+    assert ints[0] == 2**53 + 1 and ok.tolist() == [True, False]

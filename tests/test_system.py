@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -22,6 +23,7 @@ from riskml import predict, train
 from riskml.store import model_store
 from riskml.store import registry
 from riskml.store import tracking
+from riskml.store.pyfunc_system import request_options
 from riskml.store.ship import request_rows
 from riskml.exceptions import ConfigError, InputError
 
@@ -83,12 +85,38 @@ def test_the_registered_model_takes_histories_and_returns_what_batch_prediction_
     rows = panel[panel["borrower_id"].isin(few_ids)].sample(frac=1.0, random_state=0)  # in any order
     model = mlflow.pyfunc.load_model("models:/riskml@champion")
     got = model.predict(request_rows(rows))
+    assert got["p_recovery_6m"].dtype == "Float64"  # missing numbers as nulls: valid JSON when served
     want = pd.read_parquet(out)
     want = want[want["borrower_id"].isin(few_ids)].reset_index(drop=True)
     assert len(got) == len(few_ids) and (got["status"] != "normal").any()  # both sides of the account
-    pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    pd.testing.assert_frame_equal(plain(got), plain(want), check_dtype=False)
+    # the file riskml.generate writes, as it is (int8..int64 and float32 columns): the signature takes it
+    pd.testing.assert_frame_equal(plain(model.predict(rows.reset_index(drop=True))), plain(want),
+                                  check_dtype=False)
+    # params are declared and honoured: a month of the past is scored as the batch job scores it
+    earlier = model.predict(request_rows(rows), params={"as_of": 8, "what_if": False})
+    batch = predict.run(predict_cfg(tmp / "data" / "default" / "panel.parquet", tmp_path / "b8.parquet",
+                                    "model=models:/riskml@champion", f"tracking_uri=sqlite:///{tmp}/mlflow.db",
+                                    "as_of=8", "what_if=false"))
+    want8 = pd.read_parquet(batch.output).pipe(lambda f: f[f["borrower_id"].isin(few_ids)]).reset_index(drop=True)
+    assert (earlier["as_of_month"] == 8).all()
+    pd.testing.assert_frame_equal(plain(earlier), plain(want8), check_dtype=False)
+    with pytest.raises(ConfigError, match="params"):  # a key riskml does not know is refused, not ignored
+        request_options({"as_off": 8})
     reqs = (Path(mlflow.artifacts.download_artifacts("models:/riskml/1")) / "requirements.txt").read_text()
     assert "riskml==" in reqs and f"mlflow=={mlflow.__version__}" in reqs  # pinned, not 'mlflow'
+
+
+def plain(frame: pd.DataFrame) -> pd.DataFrame:
+    """Nullable floats as float64 (NaN for missing), text columns (the served model's nullable strings, the
+    batch file's categoricals) as objects: the values compared, not their storage."""
+    out = frame.astype({c: "float64" if t == "Float64" else object for c, t in frame.dtypes.items()
+                        if t == "Float64" or t == "string" or isinstance(t, pd.CategoricalDtype)})
+    return out.mask(out.isna(), np.nan)
+
+
+def strict_json(constant: str):
+    raise AssertionError(f"the response holds a bare {constant}: not JSON")
 
 
 @pytest.mark.slow
@@ -102,14 +130,27 @@ def test_mlflow_models_serve_answers_a_rest_request_of_borrower_months(system, t
     with serving(cmd, port, what="mlflow models serve", cwd=tmp_path, env=env) as url:
         panel = pd.read_parquet(tmp / "data" / "default" / "panel.parquet")
         rows = request_rows(panel[panel["borrower_id"] < 6])
-        body = json.dumps({"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}).encode()
-        req = urllib.request.Request(f"{url}/invocations", data=body, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=120) as r:
-            served = pd.DataFrame(json.loads(r.read())["predictions"])
+        big = rows[rows["borrower_id"] == 5].assign(borrower_id=2**53 + 1)  # no double of its own
+        rows = pd.concat([rows[rows["borrower_id"] < 5], big], ignore_index=True)
+        def ask(**params):
+            body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False)), "params": params}
+            req = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=120) as r:
+                return pd.DataFrame(json.loads(r.read(), parse_constant=strict_json)["predictions"])
+
+        served = ask()
         local = mlflow.pyfunc.load_model("models:/riskml@champion").predict(rows)
-        assert served["borrower_id"].tolist() == local["borrower_id"].tolist() == list(range(6))
+        assert served["borrower_id"].tolist() == local["borrower_id"].tolist() == [*range(5), 2**53 + 1]
         np.testing.assert_allclose(served["p_adverse"].astype(float), local["p_adverse"].astype(float), rtol=1e-12)
         assert served["reason_1"].astype(object).fillna("").tolist() == local["reason_1"].astype(object).fillna("").tolist()
+        assert (ask(as_of=8)["as_of_month"] == 8).all()  # the request's params are honoured
+        rows.loc[0, "status"] = "bogus"  # a bad row: a bad request, riskml's line, no server paths
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            ask()
+        body = refused.value.read().decode()
+        assert refused.value.code == 400 and "status not one of" in json.loads(body)["message"]
+        assert "stack_trace" not in body and "Traceback" not in body and "site-packages" not in body
 
 
 @pytest.mark.slow

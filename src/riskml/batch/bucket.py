@@ -18,7 +18,7 @@ import pyarrow as pa
 from riskml.batch import results
 from riskml.batch import stream as batch
 from riskml.factors import CAUSES
-from riskml.schema import (PANEL, PANEL_PROBLEMS, STATUS_DTYPE, category_dtype, coerce_columns, in_key_order,
+from riskml.schema import (PANEL, PANEL_PROBLEMS, STATUS_DTYPE, category_dtype, coerce_columns, exact_integers, in_key_order,
                            problem_codes, to_numpy)
 
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
@@ -39,7 +39,13 @@ def prepare(raw: pa.Table) -> pa.Table:
     cols, first = coerce_columns(raw, PANEL)
     cols.update({batch.FILE: raw.column(batch.FILE).to_numpy(), batch.ROW: raw.column(batch.ROW).to_numpy(),
                  _REASON: first})
-    return pa.table(cols)
+    table = pa.table(cols)
+    if "borrower_id" in cols and cols["borrower_id"].dtype.kind == "f":
+        # some ids are missing or not whole: the others stay exact int64 (a double rounds ids beyond
+        # 2**53, merging two borrowers), the bad ones null, which sends their rows to the rejects
+        ids, ok = exact_integers(raw.column("borrower_id"))
+        table = table.set_column(table.schema.get_field_index("borrower_id"), "borrower_id", pa.array(ids, mask=~ok))
+    return table
 
 
 def _arrays(rows: pa.Table) -> dict[str, np.ndarray]:
@@ -109,11 +115,20 @@ def missing_id_rejects(rows: pa.Table) -> pd.DataFrame:
 def _reject_frame(rejects: pd.DataFrame, files: tuple[Path, ...]) -> pd.DataFrame:
     names = np.array([str(f) for f in files], dtype=object)
     return pd.DataFrame({
-        "borrower_id": pd.array(rejects["borrower_id"].to_numpy(dtype="float64"), dtype="Int64"),  # null: no id
+        "borrower_id": _nullable_ids(rejects["borrower_id"].to_numpy()),  # null: no id
         "file": names[rejects[batch.FILE].to_numpy(dtype=np.int64)] if len(rejects) else [],
         "row": rejects[batch.ROW].to_numpy(dtype=np.int64),
         "reason": rejects["reason"].astype("string").to_numpy(),
     })
+
+
+def _nullable_ids(ids: np.ndarray) -> pd.arrays.IntegerArray:
+    """Reject ids as nullable int64: exact where they are integers, null where there was none (NaN)."""
+    if ids.dtype.kind in "iu":
+        return pd.array(ids.astype(np.int64, copy=False), dtype="Int64")
+    ids = ids.astype(np.float64)
+    missing = np.isnan(ids)
+    return pd.arrays.IntegerArray(np.where(missing, 0, ids).astype(np.int64), missing)
 
 
 def score_rows(rows: pa.Table, *, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],

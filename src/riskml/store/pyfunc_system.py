@@ -17,6 +17,7 @@ Rows that fail validation raise one error naming each bad row and its reason
 from __future__ import annotations
 
 import mlflow
+from mlflow.exceptions import MlflowException
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -24,7 +25,8 @@ import pyarrow as pa
 from riskml.batch.stream import FILE, ROW
 from riskml.batch.bucket import prepare, split_rows
 from riskml.store.model_store import open_system, registered_version
-from riskml.exceptions import SchemaError
+from riskml.exceptions import ConfigError, RiskmlError, SchemaError, whole_number
+from riskml.explain.reasons import check_top_k
 from riskml.schema import PANEL, missing_columns, prediction_schema
 from riskml.measure.scale import Bands, PointsScale
 
@@ -41,8 +43,35 @@ class RiskmlSystem(mlflow.pyfunc.PythonModel):
                                              for k, v in registered_version(folder).items()})
 
     def predict(self, context, model_input: pd.DataFrame, params=None) -> pd.DataFrame:
-        opts = {**DEFAULTS, **{k: v for k, v in (params or {}).items() if k in DEFAULTS}}
-        return score_rows(self.system, model_input, **opts)
+        """The prediction contract for ``model_input``; missing values (P(recovery) of a normal account, a
+        third reason) are nullable floats and strings, so a served response holds ``null``, valid JSON,
+        where NaN and categoricals would give a bare ``NaN``.
+        A bad request raises MLflow's own error type with riskml's one-line message: the server answers
+        it as a bad request without a stack trace of the server's paths."""
+        try:
+            scored = score_rows(self.system, model_input, **request_options(params))
+        except RiskmlError as e:
+            raise MlflowException.invalid_parameter_value(str(e)) from None
+        nullable = {c: "Float64" if t.kind == "f" else "string" for c, t in scored.dtypes.items()
+                    if t.kind == "f" or isinstance(t, pd.CategoricalDtype)}
+        return scored.astype(nullable)
+
+
+def request_options(params) -> dict:
+    """A request's ``params`` over :data:`DEFAULTS`, checked as ``riskml.predict`` checks its config;
+    a key riskml does not know is refused, not ignored."""
+    params = dict(params or {})
+    unknown = sorted(set(params) - set(DEFAULTS))
+    if unknown:
+        raise ConfigError("params", unknown, f"only {sorted(DEFAULTS)}")
+    opts = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None or k == "as_of"}}
+    if opts["as_of"] is not None:
+        opts["as_of"] = whole_number("params.as_of", opts["as_of"], 0, what="null or a month index")
+    opts["top_k"] = check_top_k(opts["top_k"], key="params.top_k")
+    for key in ("what_if", "include_other"):
+        if not isinstance(opts[key], (bool, np.bool_)):
+            raise ConfigError(f"params.{key}", opts[key], "true or false")
+    return opts
 
 
 def score_rows(system, rows: pd.DataFrame, *, as_of=None, top_k=3, what_if=True, include_other=False

@@ -19,12 +19,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from mlflow.models import ModelSignature
-from mlflow.types import ColSpec, Schema
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from riskml.store import registry
 from riskml.store import tracking
 from riskml.store.model_store import checksums_sha256, open_system, write_model_dir, write_system_dir
-from riskml.store.pyfunc_system import score_rows
+from riskml.store.pyfunc_system import DEFAULTS, score_rows
 from riskml.schema import PANEL, prediction_schema
 
 log = logging.getLogger(__name__)
@@ -33,24 +33,31 @@ _MLFLOW_TYPES = {"int64": "long", "int32": "integer", "double": "double", "strin
 
 
 def system_signature(top_k: int = 3) -> ModelSignature:
-    """Borrower-month rows in (panel columns; ``cause`` optional; numbers as doubles, so a JSON request
-    need not know the storage types), the prediction contract out."""
-    inputs = [ColSpec("string" if c.categories else "double", c.name, required=c.name in PANEL.required)
-              for c in PANEL.columns]
+    """The prediction contract out, and the options a request may pass as ``params``.
+
+    No input schema: MLflow would cast the rows before riskml sees them, and its casts refuse the panel
+    file ``riskml.generate`` writes (categorical states; "Can not safely convert int64 to float64" where a
+    column is declared a double) or read an id beyond 2**53 as a double, making two borrowers one. The
+    rows are checked by the panel contract instead, as a batch job checks them, each bad row named with
+    its reason; the logged input example shows the columns."""
     # dictionary-encoded text columns travel as strings
     outputs = [ColSpec(_MLFLOW_TYPES["string" if pa.types.is_dictionary(f.type) else str(f.type)], f.name)
                for f in prediction_schema(top_k)]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+    # the options a request may pass as ``params`` (declared, so MLflow hands them on rather than drop them)
+    params = ParamSchema([ParamSpec(k, "boolean" if isinstance(v, bool) else "long", v) for k, v in DEFAULTS.items()])
+    return ModelSignature(inputs=None, outputs=Schema(outputs), params=params)
 
 
 def request_rows(panel: pd.DataFrame) -> pd.DataFrame:
-    """Panel rows as a JSON request carries them: numbers as floats, categories as strings (null kept)."""
+    """Panel rows as a JSON request carries them: whole-number columns as int64, other numbers as
+    floats, categories as strings (null kept)."""
     out = pd.DataFrame(index=panel.index)
     for c in PANEL.columns:
         if c.name not in panel.columns:
             continue
         s = panel[c.name]
-        out[c.name] = (s.astype(object).where(s.notna(), None) if c.categories else s.astype("float64"))
+        out[c.name] = (s.astype(object).where(s.notna(), None) if c.categories
+                       else s.astype("int64" if c.dtype.startswith("int") else "float64"))
     return out.reset_index(drop=True)
 
 
