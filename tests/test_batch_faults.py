@@ -136,6 +136,24 @@ def test_output_equal_to_or_inside_the_input_is_refused_before_anything_is_writt
     assert sha256_file(inp) == before and sorted(p.name for p in folder.iterdir()) == ["a.parquet"]
 
 
+def test_an_output_that_reaches_the_input_through_a_link_is_refused(models, panel_file, tmp_path):
+    rows = pd.read_parquet(panel_file).head(500)
+    data = tmp_path / "data"
+    data.mkdir()
+    rows.to_parquet(data / "a.parquet")
+    before = sha256_file(data / "a.parquet")
+    (tmp_path / "out").symlink_to(data)  # an output folder that is a link to the input folder
+    (tmp_path / "in.parquet").symlink_to(data / "a.parquet")  # an input that is a link to the output
+    os.link(data / "a.parquet", tmp_path / "hard.parquet")  # another name of the same file
+    for inp, out in [(data, tmp_path / "out" / "scores.parquet"), (tmp_path / "in.parquet", data / "a.parquet"),
+                     (data / "a.parquet", tmp_path / "in.parquet"), (tmp_path / "hard.parquet", data / "a.parquet")]:
+        with pytest.raises(ConfigError, match="config key 'output'.*apart from the input"):
+            predict.run(cfg(models, inp, out))
+    with pytest.raises(ConfigError, match="config key 'output'"):  # the input folder itself, through its link
+        predict.run(cfg(models, data, tmp_path / "out"))
+    assert sha256_file(data / "a.parquet") == before and sorted(p.name for p in data.iterdir()) == ["a.parquet"]
+
+
 @pytest.mark.parametrize("case, match", [
     ("is_dir", "it is a folder"),
     ("under_file", "is a file"),

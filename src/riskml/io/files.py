@@ -164,9 +164,13 @@ def _check_place(out: Path, key: str, inputs: Iterable[str | os.PathLike]) -> Pa
         raise ConfigError(key, str(out), f"a path under folders; {anc} is a file")
     if not os.access(anc, os.W_OK | os.X_OK):
         raise ConfigError(key, str(out), f"a path riskml may write; folder {anc} is not writable")
+    # compared where the links lead (a linked output folder, an input that is a link to the output)
+    # and as files (a hard link is the same file under another name)
+    real = Path(os.path.realpath(out))
     for f in inputs:
-        src = Path(os.path.abspath(f))
-        if out == src or (src.is_dir() and src in out.parents) or out in src.parents:
+        src, src_real = Path(os.path.abspath(f)), Path(os.path.realpath(f))
+        same = real == src_real or (real.exists() and src_real.exists() and os.path.samefile(real, src_real))
+        if same or (src_real.is_dir() and src_real in real.parents) or real in src_real.parents:
             raise ConfigError(key, str(out), f"an output apart from the input {src} (it would overwrite it "
                               "or be read as input next time)")
     return out
