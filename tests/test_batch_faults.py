@@ -3,22 +3,24 @@ nothing mixed between jobs, nothing half-written that looks complete, rows in an
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import threading
+import time
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 from conftest import kill_on_call
 from hydra import compose, initialize_config_module
 
 from riskml import predict
 from riskml.batch import job as batch_job
+from riskml.batch import stream
 from riskml.io import files
-from riskml.io.datasets import load_dataset
 from riskml.io.files import sha256_file
 from riskml.exceptions import ConfigError, InputError, ModelError
 
@@ -250,3 +252,43 @@ def test_the_job_allocates_from_a_pool_that_keeps_memory_and_gives_the_process_i
     with pytest.raises(RuntimeError, match="scoring failed"):
         predict.run(cfg(models, panel_file, tmp_path / "q.parquet"))
     assert pa.default_memory_pool().backend_name == before  # a failed job gives it back too
+
+
+def test_the_read_ahead_is_bounded_whatever_the_batches_hold():
+    made = []
+
+    def items():  # batches without rows (a header-only file), then rows, never ending on its own
+        for i in itertools.count():
+            made.append(i)
+            yield pa.table({"x": pa.array([], pa.int64()) if i < 5 else pa.array([i], pa.int64())})
+
+    it = stream._ahead(items(), rows=10**12)  # a huge bucket: it must not read the whole input ahead
+    assert next(it).num_rows == 0
+    time.sleep(0.2)
+    assert len(made) <= stream.MAX_AHEAD + 2
+
+
+@pytest.mark.parametrize("kind", ["parquet", "csv", "folder"])
+def test_an_input_without_rows_ends_at_once_with_one_line(models, panel_file, tmp_path, kind):
+    empty = pd.read_parquet(panel_file).head(0)
+    inp = tmp_path / ("in" if kind == "folder" else f"in.{kind}")
+    if kind == "folder":
+        inp.mkdir()
+        empty.to_parquet(inp / "a.parquet")
+        empty.to_parquet(inp / "b.parquet")
+    else:
+        empty.to_csv(inp, index=False) if kind == "csv" else empty.to_parquet(inp)
+    with pytest.raises(InputError, match=r"in(\.parquet|\.csv)?: no rows; expected borrower-month rows"):
+        predict.run(cfg(models, inp, tmp_path / "o.parquet"))
+    assert not (tmp_path / "o.parquet").exists()
+
+
+def test_a_folder_whose_first_part_is_empty_scores_the_rest(models, panel_file, tmp_path):
+    rows = pd.read_parquet(panel_file)
+    rows = rows[rows["borrower_id"] < 20]
+    inp = tmp_path / "in"
+    inp.mkdir()
+    rows.head(0).to_parquet(inp / "a.parquet")
+    rows.to_parquet(inp / "b.parquet")
+    out = pd.read_parquet(predict.run(cfg(models, inp, tmp_path / "o.parquet")).output)
+    assert sorted(out["borrower_id"]) == list(range(20))

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from riskml.batch import stream as batch
 from riskml.batch.bucket import prepare, split_rows
-from riskml.batch.job import input_plan
+from riskml.batch.job import check_rows, input_plan
 from riskml.io.files import atomic_path, job_lock, read_json, read_table, table_files, write_json
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError, exit_on_error, whole_number
 from riskml.features.snapshots import build_features
@@ -118,7 +118,7 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
     ``riskml.predict`` does), so memory stays flat however big the portfolio; every total is the
     whole batch's (shares are summed weighted by rows)."""
     files, columns = input_plan(cfg["input"])
-    plan = batch.plan(cfg["input"], bucket_rows=int(cfg["bucket_rows"]))
+    plan = check_rows(batch.plan(cfg["input"], bucket_rows=int(cfg["bucket_rows"])), cfg["input"])
     scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
     back = int(cfg.get("migration_months", 1))
     with_migration = back > 0 and as_of - back >= months[0]

@@ -32,7 +32,7 @@ from riskml.batch import results
 from riskml.batch.bucket import OPTIONAL_COLUMNS
 from riskml.io.files import (PARTS_MANIFEST, atomic_path, check_output_dir, check_output_path, is_folder_output,
                                job_lock, sha256_file, write_json, write_parquet)
-from riskml.exceptions import BatchError, ConfigError, SchemaError
+from riskml.exceptions import BatchError, ConfigError, InputError, SchemaError
 from riskml.schema import PANEL, STATUSES
 
 @dataclass
@@ -81,6 +81,15 @@ def output_format(output: str | Path, fmt: str | None, *, key: str = "format", p
     if fmt not in (None, ext):
         raise ConfigError(key, fmt, f"null or {ext!r}, the format of output {Path(output).name!r}")
     return ext
+
+
+def check_rows(plan: batch.Plan, input: str | Path) -> batch.Plan:
+    """The plan of an input that has rows; an input without any (a header-only file, empty parts) ends
+    the job at once with one line, before anything is written."""
+    if plan.rows == 0:
+        raise InputError(f"{input}: no rows; expected borrower-month rows (the file or folder holds only "
+                         "column names)")
+    return plan
 
 
 def check_outputs(output: str | Path, inputs: list[Path]) -> Path:
@@ -143,7 +152,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
     (:mod:`riskml.batch.pool`): the same parts, the same output bytes.
     """
     t0 = time.perf_counter()
-    plan = plan or batch.plan(input, bucket_rows=bucket_rows)
+    plan = check_rows(plan or batch.plan(input, bucket_rows=bucket_rows), input)
     output = check_outputs(output, [Path(input), *plan.files])
     if score_parts is None:
         from riskml.batch import pool as batch_pool  # the pool's imports, only where a job may use one

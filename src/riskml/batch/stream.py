@@ -226,6 +226,10 @@ def numbered(raw: pa.Table, fi: int, first_row: int) -> pa.Table:
         ROW, pa.array(np.arange(first_row, first_row + n, dtype=np.int64)))
 
 
+#: Batches read ahead at most (a batch is at most a parquet row group or 16 MiB of CSV)
+MAX_AHEAD = 8
+
+
 def _ahead(items: Iterator[pa.Table], *, rows: int = 0) -> Iterator[pa.Table]:
     """``items`` made ahead in a thread, about ``rows`` rows ahead (at least one item): reading and
     decoding parquet (Arrow releases the GIL) overlaps with the caller's work on the bucket before.
@@ -239,7 +243,9 @@ def _ahead(items: Iterator[pa.Table], *, rows: int = 0) -> Iterator[pa.Table]:
         seen = count = 0
         while (item := pending.popleft().result()) is not end:
             seen, count = seen + item.num_rows, count + 1
-            while not pending or len(pending) * seen < rows * count:  # pending x mean rows per item < rows
+            # pending x mean rows per item < rows, and never more than MAX_AHEAD items: batches without
+            # rows (an empty file) or a huge bucket would otherwise queue reads without end
+            while not pending or (len(pending) < MAX_AHEAD and len(pending) * seen < rows * count):
                 pending.append(pool.submit(next, items, end))
             yield item
 
