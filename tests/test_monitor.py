@@ -238,3 +238,41 @@ def test_monitor_rejects_bad_config_and_a_model_without_profile(model_dir, tmp_p
                             tmp_path / "bare")
     with pytest.raises(ModelError, match="reference_profile.json"):
         monitor.run(_monitor_cfg(tmp_path, bare, "input=x.parquet"))
+
+
+def test_the_monitor_checks_whose_and_which_month_predictions_it_reads(model_dir, loaded, tmp_path):
+    _, profile = loaded
+    as_of = profile["months"][-1]
+    write_parquet(simulate(SimConfig(n_borrowers=300, seed=42)).panel, tmp_path / "panel.parquet")
+    with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+        pcfg = compose("predict", overrides=[f"input={tmp_path / 'panel.parquet'}", f"output={tmp_path / 'p.parquet'}",
+                                             f"model={model_dir}", f"as_of={as_of}", "what_if=false"])
+    predict.run(pcfg)
+    preds = pd.read_parquet(tmp_path / "p.parquet")
+    preds.assign(model_name="another_model").to_parquet(tmp_path / "other.parquet")
+    with pytest.raises(ModelError, match=r"predictions.*'another_model'.*expected the monitored model"):
+        monitor.run(_monitor_cfg(tmp_path, model_dir, f"predictions={tmp_path / 'other.parquet'}",
+                                 "tracking.enabled=false"))
+    with pytest.raises(ConfigError, match=rf"config key 'as_of': got {as_of - 2}.*a month the predictions"):
+        monitor.run(_monitor_cfg(tmp_path, model_dir, f"predictions={tmp_path / 'p.parquet'}", f"as_of={as_of - 2}",
+                                 "tracking.enabled=false"))
+    assert not (tmp_path / "report" / "monitor.json").exists()  # nothing reported of what was not asked
+
+
+@pytest.mark.parametrize("accounts", ["one borrower", "all down"])
+def test_too_few_accounts_is_said_and_never_a_psi_level(model_dir, loaded, tmp_path, accounts):
+    _, profile = loaded
+    as_of = profile["months"][-1]
+    panel = simulate(SimConfig(n_borrowers=300, seed=43)).panel
+    if accounts == "one borrower":
+        panel = panel[panel["borrower_id"] == panel.loc[panel["status"].eq("normal") & panel["month"].eq(as_of),
+                                                        "borrower_id"].iloc[0]]
+    else:
+        panel = panel.assign(status=pd.Categorical(["suspended"] * len(panel), dtype=panel["status"].dtype))
+    write_parquet(panel, tmp_path / "panel.parquet")
+    result = monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'panel.parquet'}", f"as_of={as_of}",
+                                      "tracking.enabled=false"))
+    doc = result.document
+    assert doc["level"] == "too_few_accounts" and doc["min_accounts"] == 200
+    assert set(doc["levels"].values()) == {"too_few_accounts"}
+    assert result.exit_code == monitor.EXIT_TOO_FEW and "too_few_accounts" in result.html_path.read_text()

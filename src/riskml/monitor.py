@@ -36,7 +36,7 @@ from riskml.io.files import atomic_path, job_lock, read_json, read_table, table_
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError, exit_on_error, whole_number
 from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
-from riskml.monitoring.drift import LEVELS, Thresholds, drift
+from riskml.monitoring.drift import LEVELS, TOO_FEW, Thresholds, drift
 from riskml.monitoring.migration import Migration, band_labels, band_migration
 from riskml.monitoring.profile import NO_REASON, Scored, batch_shares, score_rows
 from riskml.monitoring.report import monitor_document, monitor_html
@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 PROFILE_FILE = "reference_profile.json"
 EXIT_ALARM = 3
+#: exit status when too few accounts were normal at the month for any level to mean something
+EXIT_TOO_FEW = 4
 
 
 @dataclass
@@ -68,6 +70,8 @@ def _validate(cfg: dict[str, Any]) -> Thresholds:
         whole_number("as_of", cfg["as_of"], 0, what="null or a month index")
     if cfg.get("fail_on") not in ("act", "watch", "never"):
         raise ConfigError("fail_on", cfg.get("fail_on"), "'act', 'watch' or 'never'")
+    cfg["min_accounts"] = whole_number("min_accounts", cfg.get("min_accounts", 200), 1,
+                                       note="accounts below which no drift level is given")
     whole_number("bucket_rows", cfg.get("bucket_rows", 500_000), 1000, note="input rows per bucket of whole borrowers")
     whole_number("migration_months", cfg.get("migration_months", 1), 0, what="a whole number of months",
                  note="0: no band migration")
@@ -191,6 +195,21 @@ def _served(predictions: pd.DataFrame, as_of: int) -> tuple[pd.DataFrame, Scored
     return n, Scored(n["p_adverse"].to_numpy(np.float64), pd.DataFrame(), reason)
 
 
+def _check_predictions(preds: pd.DataFrame, system, as_of: int | None) -> None:
+    """Predictions of the monitored model, for the month monitored: another model's scores reported under
+    this one's name, or another month's (nothing to compare, every level made up), are refused."""
+    for col, want in (("model_name", system.name), ("model_version", str(system.version))):
+        if col in preds.columns:
+            seen = sorted(set(preds[col].astype(str).dropna()) - {want})
+            if seen:
+                raise ModelError(f"predictions: {col} {seen[0]!r} in {int((preds[col].astype(str) != want).sum())} "
+                                 f"row(s); expected the monitored model {system.name!r} v{system.version} "
+                                 "(model=URI of the model that made them)")
+    months = sorted(int(m) for m in pd.unique(preds["as_of_month"].dropna())) if "as_of_month" in preds else []
+    if as_of is not None and as_of not in months:
+        raise ConfigError("as_of", as_of, f"a month the predictions were made for {months[:10]}")
+
+
 def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
     """Monitor one batch; see the module docstring."""
     cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
@@ -202,6 +221,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
     as_of = cfg.get("as_of")
     files = table_files(cfg["input"]) if cfg.get("input") else []
     months = _months(files) if files else None
+    if preds is not None:
+        _check_predictions(preds, system, as_of)
     if as_of is None:
         as_of = int(preds["as_of_month"].max()) if preds is not None else months[1]
     if months is not None and not months[0] <= as_of <= months[1]:
@@ -238,7 +259,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
                    "rejected_borrowers": 0 if hist is None else hist.rejected_borrowers,
                    "rejected_rows": 0 if hist is None else hist.rejected_rows,
                    "reference_months": profile.get("months"), "mean_p_adverse": shares.get("mean_p_adverse"),
-                   "reference_mean_p_adverse": profile.get("mean_p_adverse")}
+                   "reference_mean_p_adverse": profile.get("mean_p_adverse"), "min_accounts": cfg["min_accounts"]}
         doc = monitor_document(drift=result, backtest_table=bt_table, backtest_metrics=bt_metrics,
                                thresholds=thresholds, context=context, migration=migration)
         page = monitor_html(doc, result, bt_table, thresholds, migration=migration)
@@ -247,7 +268,12 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
         with atomic_path(html_path) as tmp:
             tmp.write_text(page)
     fail = cfg["fail_on"]
-    code = EXIT_ALARM if fail != "never" and LEVELS.index(doc["level"]) >= LEVELS.index(fail) else 0
+    if doc["level"] == TOO_FEW:
+        code = EXIT_TOO_FEW if fail != "never" else 0
+        log.warning("monitoring %s v%s at month %s: %d accounts normal at that month, fewer than min_accounts=%d; "
+                    "no drift level is given", system.name, system.version, as_of, doc["n_scored"], doc["min_accounts"])
+    else:
+        code = EXIT_ALARM if fail != "never" and LEVELS.index(doc["level"]) >= LEVELS.index(fail) else 0
     run_id = _track(cfg, doc, page, result, bt_table) if cfg["tracking"].get("enabled", True) else None
     log.info("monitoring %s v%s at month %s: %s (%s)", system.name, system.version, as_of, doc["level"],
              doc["levels"])
@@ -267,7 +293,7 @@ def _track(cfg: dict[str, Any], doc: dict[str, Any], page: str, result, bt_table
                    "reasons_psi": doc["drift"]["reasons_psi"], "max_feature_psi": doc["drift"]["max_feature_psi"],
                    "features_act": len(doc["drift"]["features_act"]),
                    "features_watch": len(doc["drift"]["features_watch"]), "n_scored": doc["n_scored"],
-                   "level": LEVELS.index(doc["level"])}
+                   "level": LEVELS.index(doc["level"]) if doc["level"] in LEVELS else -1}
         if doc["backtest"] is not None:
             metrics.update({f"backtest_{k}": doc["backtest"][k] for k in ("auc", "ks", "predicted_rate",
                                                                           "observed_rate", "n")})

@@ -35,7 +35,7 @@ text-align:right}th{background:#f6f8fa;text-align:center}td.t,th.t{text-align:le
 """
 
 #: Cell values that colour their cell (levels and ok flags).
-_CLASSES = {"ok": "ok", "watch": "watch", "act": "act", "True": "ok", "False": "bad"}
+_CLASSES = {"ok": "ok", "watch": "watch", "act": "act", "too_few_accounts": "watch", "True": "ok", "False": "bad"}
 
 
 def esc(text: object) -> str:

@@ -23,6 +23,8 @@ import pandas as pd
 from riskml.exceptions import ConfigError
 
 LEVELS = ("ok", "watch", "act")
+#: said instead of a level where too few accounts were compared: the PSI of a handful is noise
+TOO_FEW = "too_few_accounts"
 
 
 def psi(expected, actual, *, eps: float = 1e-4) -> float:

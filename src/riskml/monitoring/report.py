@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from riskml.monitoring.drift import Drift, Thresholds, worst
+from riskml.monitoring.drift import TOO_FEW, Drift, Thresholds, worst
 from riskml.monitoring.migration import Migration
 from riskml.measure import html
 
@@ -26,11 +26,15 @@ def monitor_document(*, drift: Drift, backtest_table: pd.DataFrame | None, backt
                      thresholds: Thresholds, context: Mapping[str, Any], migration: Migration | None = None
                      ) -> dict[str, Any]:
     """Everything a scheduler or a person needs: the level, what alarmed, and every table."""
-    levels = dict(drift.levels)
+    least = int(context.get("min_accounts") or 0)
+    few = int(context.get("n_scored") or 0) < least
+    levels = {k: TOO_FEW if few else v for k, v in drift.levels.items()}
     if backtest_metrics is not None:
-        levels["backtest"] = "ok" if backtest_metrics["bands_ok"] else "act"
+        levels["backtest"] = (TOO_FEW if backtest_metrics["n"] < least else
+                              "ok" if backtest_metrics["bands_ok"] else "act")
     return {
-        "level": worst(levels.values()), "levels": levels, **dict(context),
+        "level": TOO_FEW if few else worst(v for v in levels.values() if v != TOO_FEW), "levels": levels,
+        **dict(context),
         "thresholds": {"watch": thresholds.watch, "act": thresholds.act},
         "drift": drift.summary(), "features": _records(drift.features), "factors": _records(drift.factors),
         "bands": _records(drift.bands), "reasons": _records(drift.reasons),
