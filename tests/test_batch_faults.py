@@ -6,7 +6,10 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -21,6 +24,7 @@ from riskml import predict
 from riskml.batch import job as batch_job
 from riskml.batch import stream
 from riskml.io import files
+from riskml.store import model_store
 from riskml.io.files import sha256_file
 from riskml.exceptions import ConfigError, InputError, ModelError
 
@@ -292,3 +296,59 @@ def test_a_folder_whose_first_part_is_empty_scores_the_rest(models, panel_file, 
     rows.to_parquet(inp / "b.parquet")
     out = pd.read_parquet(predict.run(cfg(models, inp, tmp_path / "o.parquet")).output)
     assert sorted(out["borrower_id"]) == list(range(20))
+
+
+def _crafted(models: Path, tmp_path: Path, edit) -> Path:
+    """A copy of the system folder changed by ``edit(folder)``, its checksums and manifests made to match
+    again: what a hostile folder looks like (checksums vouch for integrity, not intent)."""
+    folder = tmp_path / "crafted"
+    shutil.copytree(models / "models" / "riskml", folder)
+    edit(folder)
+    for role in ("adverse", "status", "recovery"):
+        manifest = json.loads((folder / role / "manifest.json").read_text())
+        manifest["model_sha256"] = sha256_file(folder / role / "model.txt")
+        (folder / role / "manifest.json").write_text(json.dumps(manifest))
+        model_store._write_checksums(folder / role)
+    model_store._write_checksums(folder)
+    return folder
+
+
+def test_a_role_that_is_a_path_is_refused_before_any_model_is_read(models, tmp_path):
+    shutil.copytree(models / "models" / "riskml" / "adverse", tmp_path / "x")  # a model outside the folder
+
+    def edit(folder):
+        system = json.loads((folder / "system.json").read_text())
+        system["roles"] = {"../x": "../x", **system["roles"]}
+        (folder / "system.json").write_text(json.dumps(system))
+
+    with pytest.raises(ModelError, match=r"role '\.\./x'.*expected roles named"):
+        model_store.load_system_dir(_crafted(models, tmp_path, edit))
+
+
+def test_a_checksum_entry_outside_the_folder_is_refused_unread(models, tmp_path):
+    (tmp_path / "outside.txt").write_text("not the model's")
+
+    folder = _crafted(models, tmp_path, lambda folder: None)
+    sums = json.loads((folder / "checksums.json").read_text())
+    (folder / "checksums.json").write_text(json.dumps({**sums, "../outside.txt": sha256_file(tmp_path / "outside.txt")}))
+    with pytest.raises(ModelError, match=r"entry '\.\./outside\.txt' lies outside the model folder"):
+        model_store.verify_checksums(folder)
+
+
+@pytest.mark.parametrize("change, match", [
+    (("left_child=1 ", "left_child=9 "), r"tree 0: left_child\[0\]=9; expected"),
+    (("tree_sizes=", "tree_sizes=1"), r"tree_sizes\[0\]=1\d+; expected"),
+    (("max_feature_idx=", "max_feature_idx=9"), r"feature_names for max_feature_idx"),
+])
+def test_a_crafted_model_text_is_refused_before_lightgbm_reads_it(models, tmp_path, change, match):
+    def edit(folder):
+        text = (folder / "adverse" / "model.txt").read_text()
+        assert change[0] in text
+        (folder / "adverse" / "model.txt").write_text(text.replace(change[0], change[1], 1))
+
+    folder = _crafted(models, tmp_path, edit)
+    # in a process of its own: were the text handed to LightGBM, it could crash the process, not raise
+    code = f"from riskml.store.model_store import open_system; open_system({str(folder)!r})"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and re.search(match, done.stderr.strip().splitlines()[-1]), done.stderr[-800:]
+    assert done.stderr.strip().splitlines()[-1].startswith("riskml.exceptions.ModelError")

@@ -32,6 +32,7 @@ import lightgbm as lgb
 
 from riskml.io.files import atomic_dir, atomic_path, read_json, sha256_file, write_json
 from riskml.exceptions import ModelError
+from riskml.store.model_text import check_model_text
 from riskml.explain.scoring import ScoringModel, ScoringSystem
 
 MODEL_FILE, MANIFEST_FILE, SYSTEM_FILE, CHECKSUMS_FILE = "model.txt", "manifest.json", "system.json", "checksums.json"
@@ -62,8 +63,17 @@ def verify_checksums(folder: str | os.PathLike, *, expected: str | None = None) 
     if expected is not None and got != expected:
         raise ModelError(f"{folder / CHECKSUMS_FILE}: sha256 {got} differs from the {expected} recorded at "
                          "registration; the model changed after it was registered")
-    for rel, want in read_json(folder / CHECKSUMS_FILE).items():
+    listed = read_json(folder / CHECKSUMS_FILE)
+    if not isinstance(listed, dict):
+        raise ModelError(f"{folder / CHECKSUMS_FILE}: expected an object of file name -> sha256")
+    inside = Path(os.path.realpath(folder))
+    for rel, want in listed.items():
         f = folder / rel
+        # only files of this folder are read: an entry such as ../x or /etc/x, or a link that leads out,
+        # would make riskml read (and vouch for) a file it was never given
+        if Path(rel).is_absolute() or ".." in Path(rel).parts or inside not in Path(os.path.realpath(f)).parents:
+            raise ModelError(f"{folder / CHECKSUMS_FILE}: entry {rel!r} lies outside the model folder; expected "
+                             "the folder's own files")
         if not f.is_file():
             raise ModelError(f"{f}: listed in {CHECKSUMS_FILE} but missing; the model folder is incomplete")
         if sha256_file(f) != want:
@@ -112,6 +122,7 @@ def _read_booster(model_file: Path, manifest: Mapping[str, Any]) -> lgb.Booster:
         raise ModelError(f"{model_file}: the LightGBM model is incomplete ({n} trees, "
                          f"{manifest.get('num_trees')} expected, 'end of trees' "
                          f"{'present' if 'end of trees' in text else 'missing'}); expected a whole model text")
+    check_model_text(text, model_file)  # a crafted model text crashes LightGBM's loader: checked first
     return lgb.Booster(model_str=text)
 
 
@@ -179,7 +190,13 @@ def load_system_dir(path: str | os.PathLike, *, expected_checksums: str | None =
     if system.get("kind") != SYSTEM_KIND:
         raise ModelError(f"{path / SYSTEM_FILE}: kind {system.get('kind')!r}; expected {SYSTEM_KIND!r}")
     models = {}
-    for role in system.get("roles", {}):
+    roles = system.get("roles", {})
+    if not isinstance(roles, dict):
+        raise ModelError(f"{path / SYSTEM_FILE}: roles {roles!r}; expected an object of role -> folder")
+    for role in roles:
+        if role not in ROLES or roles[role] != role:  # a role is a name of ROLES, never a path (../x)
+            raise ModelError(f"{path / SYSTEM_FILE}: role {role!r} -> {roles[role]!r}; expected roles named "
+                             f"{list(ROLES)}, each in the folder of its name")
         booster, manifest = load_model_dir(path / role, verify=False)  # covered by the folder's checksums
         check_role(role, manifest, source=str(path / role))
         models[role] = (booster, manifest)
