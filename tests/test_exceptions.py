@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from riskml.exceptions import ConfigError, exit_on_error, whole_number
-from riskml.kernels import kernel_threads, share_of_threads
+from riskml.explain.kernel_threads import kernel_threads, share_of_threads
 
 
 def test_entry_points_end_riskml_errors_with_one_line_and_let_bugs_through():

@@ -12,7 +12,7 @@ SRC = Path(riskml.__file__).parent
 
 #: the floors from the ground up; a module may import its own package and any floor below its own
 FLOORS = [
-    ["riskml", "riskml.exceptions", "riskml.factors", "riskml.kernels"],   # the spine
+    ["riskml", "riskml.exceptions", "riskml.factors", "riskml.cells"],   # the spine
     ["riskml.schema"],
     ["riskml.platform"],                                  # the platform's own rules
     ["riskml.simulate"],

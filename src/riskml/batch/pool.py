@@ -41,7 +41,7 @@ from tqdm import tqdm
 from riskml.batch import stream as batch
 from riskml.batch.pieces import Piece, file_pieces, read_piece
 from riskml.exceptions import ConfigError
-from riskml.kernels import set_kernel_threads
+from riskml.explain.kernel_threads import set_kernel_threads
 
 #: ``workers=auto`` uses worker processes from this many input rows on; a smaller job is done
 #: before they would have started (about 2 s each to import and receive the models).

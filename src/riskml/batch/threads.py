@@ -26,7 +26,7 @@ from tqdm import tqdm
 from riskml.batch import stream as batch
 from riskml.batch import results
 from riskml.batch.bucket import borrower_count, prepare, score_rows, write_bucket
-from riskml.kernels import set_kernel_threads, share_of_threads
+from riskml.explain.kernel_threads import set_kernel_threads, share_of_threads
 
 __all__ = ["SCORING_THREADS", "score_buckets", "scoring_threads"]
 

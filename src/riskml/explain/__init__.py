@@ -7,7 +7,9 @@ and scoring of borrower histories with all of them.
 - ``reasons``: contributions -> reasons in the documented factors, advice, fidelity;
 - ``scoring``: histories -> one explained prediction per borrower;
 - ``recovery``: the recovery side's platform rules and the cause on record;
-- ``tabular_scoring``: the same for rows of a table.
+- ``tabular_scoring``: the same for rows of a table;
+- ``warmup``: the kernels compiled in the background while a train fits;
+- ``kernel_threads``: how many threads the compiled kernels use, set the same way by every caller.
 """
 
 from riskml.explain.reasons import (MAX_REASONS, FactorExplainer, Fidelity, adverse_contributions, advice_for,

@@ -30,7 +30,7 @@ from riskml import factors as catalogue
 from riskml.explain import trees, treeshap
 from riskml.features.windows import FeatureSpec, rectify
 from riskml.exceptions import ConfigError, ModelError, SchemaError, whole_number
-from riskml.kernels import kernel_threads
+from riskml.explain.kernel_threads import kernel_threads
 
 _log = logging.getLogger(__name__)
 
