@@ -228,6 +228,8 @@ def test_monitor_rejects_bad_config_and_a_model_without_profile(model_dir, tmp_p
             monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'busy.parquet'}"))
     with pytest.raises(ConfigError, match=r"config key 'as_of'.*99.*0\.\.23"):  # past the input's months
         monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'busy.parquet'}", "as_of=99"))
+    with pytest.raises(ConfigError, match=r"config key 'treshold'"):  # a +key riskml never reads
+        monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "+treshold=0.3"))
     with pytest.raises(ConfigError, match=r"config key 'bucket_rows'.*10"):
         monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "bucket_rows=10"))
     with pytest.raises(ConfigError, match=r"config key 'migration_months'.*-1"):

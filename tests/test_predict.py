@@ -311,7 +311,8 @@ def test_a_model_that_does_not_fit_the_input_is_refused(trained, panel, tmp_path
     assert not (tmp_path / "o.parquet").exists()
 
 
-@pytest.mark.parametrize("override, key", [("top_k=5", "top_k"), ("format=xlsx", "format"), ("as_of=-1", "as_of")])
+@pytest.mark.parametrize("override, key", [("top_k=5", "top_k"), ("format=xlsx", "format"), ("as_of=-1", "as_of"),
+                                           ("what_if=maybe", "what_if"), ("+whatif=false", "whatif")])
 def test_bad_config_is_named(trained, tmp_path, override, key):
     with pytest.raises(ConfigError, match=f"config key '{key}'"):
         predict.run(cfg_for(trained, tmp_path / "x.parquet", tmp_path / "o.parquet", override))
@@ -478,3 +479,16 @@ def test_borrower_ids_beyond_double_precision_stay_exact(trained, panel, tmp_pat
     out = pq.read_table(r.output).column("borrower_id").to_pylist()
     assert sorted(out) == [big, big + 1]
     assert pq.read_table(r.rejects).column("borrower_id").to_pylist() == [big + 3]
+
+
+def test_state_codes_in_any_case_and_a_month_far_out_are_read_as_they_mean(trained, panel, tmp_path):
+    rows = panel[panel["borrower_id"] < 12].copy()
+    rows.to_csv(tmp_path / "plain.csv", index=False)
+    shouting = rows.assign(status=rows["status"].astype(str).str.upper().str.pad(9, side="left"))
+    far = rows[rows["borrower_id"] == 11].tail(1).assign(month=2_000_000_000)
+    pd.concat([shouting, far]).to_csv(tmp_path / "odd.csv", index=False)
+    plain = pd.read_parquet(predict.run(cfg_for(trained, tmp_path / "plain.csv", tmp_path / "p.parquet")).output)
+    r = predict.run(cfg_for(trained, tmp_path / "odd.csv", tmp_path / "o.parquet"))
+    odd = pd.read_parquet(r.output)
+    pd.testing.assert_frame_equal(odd, plain[plain["borrower_id"] < 11].reset_index(drop=True))
+    assert pd.read_parquet(r.rejects)["reason"].tolist() == ["month above 1200"]  # its borrower, once

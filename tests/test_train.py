@@ -88,6 +88,9 @@ def test_kfold_is_stratified_and_entity_disjoint():
     (["model=logistic"], "model.name", "target=system"),
     (["eval.cache=maybe"], "eval.cache", "maybe"),
     (["report.iv_binning=cart"], "report.iv_binning", "cart"),
+    (["split.test_months=abc"], "split.test_months", "abc"),
+    (["split.valid_fraction=1.5"], "split.valid_fraction", "strictly between 0 and 1"),
+    (["+test_month=3"], "test_month", "a \\+key adds a key riskml never reads"),
 ])
 def test_bad_config_fails_before_training(tmp_path, overrides, key, match):
     with pytest.raises(ConfigError, match=match) as e:

@@ -39,6 +39,13 @@ def whole_number(key: str, value: object, lo: int, hi: int | None = None, *, wha
     return int(value)
 
 
+def fraction(key: str, value: object) -> float:
+    """``value`` as a float strictly between 0 and 1 (a share of rows or borrowers), else a :class:`ConfigError`."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < 1:
+        raise ConfigError(key, value, "a number strictly between 0 and 1")
+    return float(value)
+
+
 class SchemaError(RiskmlError, ValueError):
     """Input data does not follow a column contract (missing column, wrong type)."""
 

@@ -22,6 +22,7 @@ from omegaconf import DictConfig, OmegaConf
 from riskml.cluster.client import check_cluster, connect
 from riskml.cluster.generate import parts_writer
 from riskml.io.datasets import write_dataset
+from riskml.io.files import check_known_keys
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.simulate import SimConfig
 from riskml.simulate.config import check_name
@@ -32,6 +33,7 @@ def run(cfg: DictConfig) -> Path:
     Every key is validated before any work (:class:`ConfigError` names the
     key, the value and what is allowed). A summary is printed at the end.
     """
+    check_known_keys(cfg, "generate")
     sim = SimConfig.from_cfg(cfg)
     name = check_name(cfg.get("name"))
     data_dir = cfg.get("data_dir")

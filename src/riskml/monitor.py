@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from riskml.batch import stream as batch
 from riskml.batch.bucket import prepare, split_rows
 from riskml.batch.job import check_rows, input_plan
-from riskml.io.files import atomic_path, job_lock, read_json, read_table, table_files, write_json
+from riskml.io.files import atomic_path, check_known_keys, job_lock, read_json, read_table, table_files, write_json
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError, exit_on_error, whole_number
 from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
@@ -64,6 +64,7 @@ class MonitorResult:
 
 
 def _validate(cfg: dict[str, Any]) -> Thresholds:
+    check_known_keys(cfg, "monitor/monitor")
     if not cfg.get("input") and not cfg.get("predictions"):
         raise ConfigError("input", cfg.get("input"), "borrower histories (input=PATH), predictions=PATH, or both")
     if cfg.get("as_of") is not None:

@@ -26,7 +26,7 @@ from riskml.batch import stream as batch
 from riskml.batch.pool import check_workers
 from riskml.batch.job import BatchResult, check_outputs, input_plan, output_format, run_job
 from riskml.cluster.client import check_cluster, connect
-from riskml.io.files import read_table, table_files
+from riskml.io.files import check_known_keys, read_table, table_files
 from riskml.store.loading import open_model
 from riskml.store.tracking_uri import check_uri
 from riskml.exceptions import ConfigError, exit_on_error, whole_number
@@ -43,6 +43,10 @@ PredictResult = BatchResult  # what a batch wrote: output, rejects, summary
 
 def _validate(cfg: DictConfig) -> str:
     """Config checks that need no file; returns the output format (from the output's extension)."""
+    check_known_keys(cfg, "predict/predict")
+    for key in ("what_if", "include_other"):  # a word such as 'maybe' is not taken for true
+        if not isinstance(cfg.get(key), bool):
+            raise ConfigError(key, cfg.get(key), "true or false")
     if not cfg.get("input"):
         raise ConfigError("input", cfg.get("input"), "a parquet/CSV file or a folder of them (input=PATH)")
     if not cfg.get("output"):

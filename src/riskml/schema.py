@@ -79,6 +79,8 @@ class Contract:
 
 
 _F, _I8, _I16, _I32, _I64 = "float32", "int8", "int16", "int32", "int64"
+#: the last month index a panel may hold: a century of monthly history
+MAX_MONTH = 1200
 
 #: Observable behaviour per borrower-month (what features may read).
 BEHAVIOUR: tuple[Column, ...] = (
@@ -106,7 +108,8 @@ PANEL = Contract(
     name="panel",
     columns=(
         Column("borrower_id", _I64, "borrower identifier", 0),
-        Column("month", _I32, "month index from the start of the history", 0),
+        # bounded: a month index far out (a YYYYMM month, 2e9) would make every grid that long
+        Column("month", _I32, "month index from the start of the history", 0, MAX_MONTH),
         *BEHAVIOUR,
         Column("status", "category", "account state at month end", categories=STATUSES),
         Column("cause", "category", "factor id of the decision in force (null: none)",
@@ -251,7 +254,9 @@ def _category_codes(arr: pa.ChunkedArray, categories: tuple[str, ...]) -> np.nda
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
     if isinstance(arr, pa.ChunkedArray):  # no chunks at all
         return np.zeros(0, dtype=np.int8)
-    values = pc.utf8_trim_whitespace(arr.dictionary.cast(pa.string())).to_pylist()  # a few distinct values
+    # a few distinct values, matched without regard to case or spaces ('Normal ' is normal): a lender's
+    # capitalised codes would otherwise reject every row
+    values = pc.utf8_lower(pc.utf8_trim_whitespace(arr.dictionary.cast(pa.string()))).to_pylist()
     lookup = np.array([categories.index(v) if v in categories else -2 for v in values] + [-1], dtype=np.int8)
     idx = arr.indices
     if pa.types.is_unsigned_integer(idx.type):

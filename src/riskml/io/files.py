@@ -332,3 +332,22 @@ def read_table(path: str | os.PathLike, *, columns: list[str] | None = None) -> 
         except (OSError, ValueError, pa.ArrowException) as e:
             raise InputError(f"{f}: cannot read ({type(e).__name__}: {e})") from None
     return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+
+
+def check_known_keys(cfg: Any, config: str) -> None:
+    """Refuse a top-level key the command's config file (``conf/<config>.yaml``) does not name, nor its
+    defaults list: Hydra takes ``+whatif=false`` as a new key, and the run would go on without it."""
+    from importlib.resources import files as package_files
+
+    from omegaconf import OmegaConf
+
+    raw = OmegaConf.to_container(OmegaConf.create(package_files("riskml.conf").joinpath(f"{config}.yaml").read_text()))
+    known = {"hydra", *raw}
+    for entry in raw.get("defaults", []):
+        name = next(iter(entry)) if isinstance(entry, dict) else str(entry)
+        if not name.startswith("override ") and name != "_self_":
+            known.add(name.split("@", 1)[-1].split(".", 1)[0].lstrip("/"))  # group@package: the package's top
+    unknown = sorted(set(cfg) - known)
+    if unknown:
+        raise ConfigError(unknown[0], cfg[unknown[0]], f"one of the keys of {config}.yaml "
+                          f"{sorted(known - {'defaults', 'hydra'})} (a +key adds a key riskml never reads)")
