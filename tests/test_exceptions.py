@@ -1,3 +1,6 @@
+import errno
+import os
+
 import numpy as np
 import pytest
 
@@ -46,3 +49,23 @@ def test_kernel_threads_are_set_for_the_block_and_restored():
     with kernel_threads(None):  # None keeps the calling thread's count
         assert nb.get_num_threads() == before
     assert share_of_threads(before * 4) == 1  # never below one thread
+
+
+@pytest.mark.parametrize("code", [errno.ENOSPC, errno.EROFS])
+def test_a_full_or_read_only_disk_ends_an_entry_point_with_one_line(code):
+    @exit_on_error("riskml.generate")
+    def write():
+        raise OSError(code, os.strerror(code), "/data/synthetic/.default.tmp/panel.parquet")
+
+    with pytest.raises(SystemExit) as e:
+        write()
+    line = str(e.value.code)
+    assert "\n" not in line and line.startswith("riskml.generate: /data/synthetic/.default.tmp/panel.parquet: ")
+    assert errno.errorcode[code] in line and "earlier outputs stand" in line
+
+    @exit_on_error("riskml.generate")
+    def missing():
+        raise FileNotFoundError(errno.ENOENT, "No such file", "x")
+
+    with pytest.raises(FileNotFoundError):  # not a disk's failure: a bug keeps its traceback
+        missing()

@@ -9,7 +9,7 @@ import sys
 import pandas as pd
 import pytest
 
-from riskml.exceptions import InputError
+from riskml.exceptions import ConfigError, InputError
 from riskml.io.datasets import load_dataset
 from riskml.generate import run
 from riskml.io.files import sha256_file
@@ -84,10 +84,26 @@ def test_a_failure_while_writing_leaves_no_data_set_and_no_temp_folder(compose, 
         return real(cols, schema)
 
     real = datasets.panel_table
+    earlier = generate(compose, tmp_path, "name=full", "seed=5")
+    sums = {p.name: sha256_file(p) for p in earlier.iterdir()}
     monkeypatch.setattr(datasets, "panel_table", failing)
     with pytest.raises(OSError, match="No space left"):
         generate(compose, tmp_path, "name=full", "chunk_borrowers=64")
-    assert len(calls) == 3 and list(tmp_path.iterdir()) == []
+    assert len(calls) == 3 and list(tmp_path.iterdir()) == [earlier]  # the earlier data set, whole
+    assert {p.name: sha256_file(p) for p in earlier.iterdir()} == sums
+    load_dataset(earlier)  # its manifest still vouches for its files
+
+
+def test_generate_checks_where_it_writes_before_simulating(compose, tmp_path):
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("a user's own file")
+    with pytest.raises(ConfigError, match=r"config key 'name'.*holds other files, which riskml will not delete"):
+        generate(compose, tmp_path, "name=mine")
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(ConfigError, match=r"config key 'name'.*it is a file"):
+        generate(compose, tmp_path, "name=afile")
+    assert (mine / "notes.txt").read_text() == "a user's own file"
 
 
 def cli(tmp_path, *args):
@@ -104,7 +120,7 @@ def test_cli_runs_a_scenario(tmp_path):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["n_borrowers=-1"], ["n_borrowers", "-1", "integer >= 1"]),
+    (["n_borrowers=-1"], ["n_borrowers", "-1", "whole number >= 1"]),
     (["n_months=5"], ["n_months", "horizon", "min_history"]),
     (["scenario=xyz"], ["scenario/xyz", "baseline", "maintenance", "tightening"]),
 ])

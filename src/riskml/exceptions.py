@@ -3,6 +3,7 @@ where it came from (file, column, row or config key)."""
 
 from __future__ import annotations
 
+import errno
 import functools
 import numbers
 import sys
@@ -66,6 +67,10 @@ class LeakageError(RiskmlError):
     """A feature predicts the target too well to be honest."""
 
 
+#: write failures of the machine, not of riskml: said in one line by the entry points
+_WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
 def exit_on_error(prog: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
     """Decorate an entry point so a :class:`RiskmlError` ends it with one clear
     line on stderr and exit status 1, not a traceback (put it under ``@hydra.main``)."""
@@ -77,6 +82,14 @@ def exit_on_error(prog: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
                 return fn(*args, **kwargs)
             except RiskmlError as e:
                 sys.exit(f"{prog}: {e}")
+            except OSError as e:
+                if e.errno not in _WRITE_ERRORS:
+                    raise
+                # a full or read-only disk met while writing: outputs are swapped in whole, so the
+                # earlier ones stand as they were and nothing half-written carries their names
+                sys.exit(f"{prog}: {e.filename or 'an output'}: {e.strerror or e} "
+                         f"({errno.errorcode.get(e.errno, e.errno)}); nothing was replaced: earlier outputs "
+                         "stand as they were")
 
         return entry
 

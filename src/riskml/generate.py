@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from riskml.cluster.client import check_cluster, connect
 from riskml.cluster.generate import parts_writer
-from riskml.io.datasets import write_dataset
+from riskml.io.datasets import check_dataset_place, write_dataset
 from riskml.io.files import check_known_keys
 from riskml.exceptions import ConfigError, exit_on_error
 from riskml.simulate import SimConfig
@@ -39,6 +39,7 @@ def run(cfg: DictConfig) -> Path:
     data_dir = cfg.get("data_dir")
     if not isinstance(data_dir, str) or not data_dir:
         raise ConfigError("data_dir", data_dir, "a folder path (relative to the launch directory)")
+    check_dataset_place(Path(data_dir) / name)
     config = OmegaConf.to_container(cfg, resolve=True) if OmegaConf.is_config(cfg) else dict(cfg)
     cluster = check_cluster(config.get("cluster"))
     with connect(cluster) as client:  # none: this process (and its own pool of `workers`)
