@@ -3,8 +3,12 @@ model export checksums, and a real ``mlflow server`` on 127.0.0.1."""
 
 from __future__ import annotations
 
+import http.server
 import os
+import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import lightgbm as lgb
@@ -212,3 +216,40 @@ def test_a_logged_data_set_has_the_frames_schema_true_row_count_and_our_digest(t
     logged = mlflow.get_run(run_id).inputs.dataset_inputs[0].dataset
     assert logged.digest == "d" * 36 and logged.name == "snapshots"
     assert '"num_rows": 2500' in logged.profile and '"income"' in logged.schema
+
+
+def test_a_tracking_server_that_does_not_answer_fails_the_train_at_once_in_one_line(tmp_path):
+    port = free_port()  # nothing listens there
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "riskml.train", f"tracking.uri=http://127.0.0.1:{port}",
+                           "data.n_borrowers=300"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 1 and time.perf_counter() - started < 60
+    line = done.stderr.strip().splitlines()[-1]
+    assert line.startswith("riskml.train: config key 'tracking.uri'") and "did not within" in line
+    assert not (tmp_path / "data").exists()  # before any data was made
+
+
+def test_a_store_that_fails_mid_run_ends_the_entry_point_in_one_line_after_few_retries(monkeypatch):
+    from riskml.exceptions import exit_on_error
+    from riskml.store.tracking_uri import SERVER_DEFAULTS, check_server
+
+    @exit_on_error("riskml.train")
+    def lost():
+        raise mlflow.exceptions.MlflowException("API request to http://127.0.0.1:1/api failed with exception "
+                                                "Max retries exceeded\n<long traceback text>")
+
+    with pytest.raises(SystemExit) as e:
+        lost()
+    assert str(e.value.code) == ("riskml.train: MLflow: API request to http://127.0.0.1:1/api failed with exception "
+                                 "Max retries exceeded")
+    for name in SERVER_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "7")  # what the user set is kept
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:  # it answers, if only with an error status: a server that is up
+        check_server(f"http://127.0.0.1:{server.server_address[1]}", key="tracking.uri")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "7"

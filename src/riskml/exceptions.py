@@ -72,25 +72,35 @@ _WRITE_ERRORS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EP
 
 
 def exit_on_error(prog: str) -> Callable[[Callable[..., T]], Callable[..., T]]:
-    """Decorate an entry point so a :class:`RiskmlError` ends it with one clear
-    line on stderr and exit status 1, not a traceback (put it under ``@hydra.main``)."""
+    """Decorate an entry point so a :class:`RiskmlError`, a full or read-only disk, or a failing
+    tracking store ends it with one clear line on stderr and exit status 1, not a traceback (put it
+    under ``@hydra.main``); anything else is a bug and keeps its traceback."""
 
     def wrap(fn: Callable[..., T]) -> Callable[..., T]:
         @functools.wraps(fn)
         def entry(*args: Any, **kwargs: Any) -> T:
             try:
                 return fn(*args, **kwargs)
-            except RiskmlError as e:
-                sys.exit(f"{prog}: {e}")
-            except OSError as e:
-                if e.errno not in _WRITE_ERRORS:
+            except Exception as e:
+                line = _one_line(e)
+                if line is None:
                     raise
-                # a full or read-only disk met while writing: outputs are swapped in whole, so the
-                # earlier ones stand as they were and nothing half-written carries their names
-                sys.exit(f"{prog}: {e.filename or 'an output'}: {e.strerror or e} "
-                         f"({errno.errorcode.get(e.errno, e.errno)}); nothing was replaced: earlier outputs "
-                         "stand as they were")
+                sys.exit(f"{prog}: {line}")
 
         return entry
 
     return wrap
+
+
+def _one_line(e: Exception) -> str | None:
+    if isinstance(e, RiskmlError):
+        return str(e)
+    if isinstance(e, OSError) and e.errno in _WRITE_ERRORS:
+        # outputs are swapped in whole, so the earlier ones stand and nothing half-written has their names
+        return (f"{e.filename or 'an output'}: {e.strerror or e} ({errno.errorcode.get(e.errno, e.errno)}); "
+                "nothing was replaced: earlier outputs stand as they were")
+    if type(e).__module__.startswith("mlflow"):
+        # the tracking store failed (a server gone mid-run, a store that refuses): MLflow's first line
+        text = str(e).strip()
+        return f"MLflow: {text.splitlines()[0] if text else type(e).__name__}"
+    return None

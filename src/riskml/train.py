@@ -51,6 +51,7 @@ from riskml.io.eval_cache import CACHE_DIR, EvalCache
 from riskml.io.files import check_known_keys
 from riskml.store.model_store import ROLES
 from riskml.store.ship import export_dir, ship_single, ship_system
+from riskml.store.tracking_uri import check_server, check_uri
 from riskml.sources import example_histories, load_data, panel_record
 from riskml.exceptions import ConfigError, exit_on_error, fraction, whole_number
 from riskml.features import TARGETS, get_target
@@ -133,6 +134,8 @@ def check_config(cfg: dict[str, Any]) -> None:
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:
         raise ConfigError("leakage.threshold", thr, "a number in (0.5, 1]")
     _check_split(cfg["split"])
+    # a tracking server that is down fails here, in seconds, not after the data and the fits
+    check_server(check_uri(cfg["tracking"].get("uri"), key="tracking.uri"), key="tracking.uri")
 
 
 def _check_split(split: dict[str, Any]) -> None:

@@ -34,7 +34,7 @@ from mlflow.tracking import MlflowClient
 
 from riskml import __version__
 from riskml.io.files import pid_alive
-from riskml.store.tracking_uri import check_uri, default_tracking_uri, launch_dir, sqlite_path
+from riskml.store.tracking_uri import check_server, check_uri, default_tracking_uri, launch_dir, sqlite_path
 from riskml.exceptions import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ def connect(uri: str | None, *, create: bool = True, key: str = "tracking.uri") 
     local SQLite store that does not exist is an error, not a new empty file.
     """
     uri = check_uri(uri, key=key)
+    check_server(uri, key=key)
     db = sqlite_path(uri)
     if db is not None:
         if not create and not db.is_file():
