@@ -373,6 +373,14 @@ def test_cli_exits_non_zero_with_a_clear_message(trained, tmp_path):
     assert p.returncode != 0
     assert "missing required panel column(s)" in p.stderr and "Traceback" not in p.stderr
     assert not (tmp_path / "o.parquet").exists()
+    # every borrower rejected (here: all past as_of's history): the files are written, the exit status says so
+    pd.read_parquet(trained / "data" / "default" / "panel.parquet").query("borrower_id < 5").to_csv(inp, index=False)
+    p = subprocess.run([sys.executable, "-m", "riskml.predict", f"input={inp}", f"output={tmp_path}/o.parquet",
+                        f"model={trained / 'models' / 'riskml'}", "as_of=99"],
+                       capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
+    assert p.returncode == predict.EXIT_ALL_REJECTED, p.stderr[-2000:]
+    assert "every input borrower or row was rejected" in p.stderr.strip().splitlines()[-1]
+    assert len(pd.read_parquet(tmp_path / "o.rejects.parquet")) == 5
 
 
 @pytest.mark.slow

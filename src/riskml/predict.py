@@ -14,6 +14,7 @@ on a Dask cluster by the same code (:mod:`riskml.cluster.predict`).
 from __future__ import annotations
 
 import logging
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -39,6 +40,8 @@ from riskml.measure.scale import Bands, PointsScale
 log = logging.getLogger(__name__)
 
 PredictResult = BatchResult  # what a batch wrote: output, rejects, summary
+#: exit status of a job whose every borrower was rejected (1 is a bad config or input, before any work)
+EXIT_ALL_REJECTED = 5
 
 
 def _validate(cfg: DictConfig) -> str:
@@ -154,7 +157,21 @@ def describe(result: PredictResult, *, n: int = 3) -> str:
 @exit_on_error("riskml.predict")
 def main(cfg: DictConfig) -> None:
     log.debug("config:\n%s", OmegaConf.to_yaml(cfg))
-    print(describe(run(cfg)))
+    result = run(cfg)
+    print(describe(result))
+    code = exit_code(result.summary)
+    if code:
+        print(f"riskml.predict: every input borrower or row was rejected, none scored; the reasons are in "
+              f"{result.rejects}", file=sys.stderr)
+        sys.exit(code)
+
+
+def exit_code(summary: dict) -> int:
+    """:data:`EXIT_ALL_REJECTED` for a job that rejected every borrower (an input in another shape, a
+    wrong as_of): its outputs are written, but a scheduler must not take it for a night's scores."""
+    rejected = summary.get("rejected_borrowers", summary.get("rejected_rows", 0))
+    scored = summary.get("scored_borrowers", summary.get("scored_rows", 0))
+    return EXIT_ALL_REJECTED if rejected and not scored else 0
 
 
 if __name__ == "__main__":
