@@ -53,9 +53,9 @@ from riskml.store.model_store import ROLES
 from riskml.store.ship import export_dir, ship_single, ship_system
 from riskml.store.tracking_uri import check_server, check_uri
 from riskml.sources import example_histories, load_data, panel_record
-from riskml.exceptions import ConfigError, exit_on_error, fraction, whole_number
+from riskml.exceptions import ConfigError, exit_on_error, whole_number
 from riskml.features import TARGETS, get_target
-from riskml.training.datasets import Dataset, make_folds, valid_mask
+from riskml.training.datasets import Dataset, check_split_config, make_folds, valid_mask
 from riskml.measure.metrics import raise_on_leaks
 from riskml.training.select import selection_metrics, selection_tags
 from riskml.training.fit import fit
@@ -133,19 +133,9 @@ def check_config(cfg: dict[str, Any]) -> None:
     thr = cfg["leakage"]["threshold"]
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:
         raise ConfigError("leakage.threshold", thr, "a number in (0.5, 1]")
-    _check_split(cfg["split"])
+    check_split_config(cfg["split"])
     # a tracking server that is down fails here, in seconds, not after the data and the fits
     check_server(check_uri(cfg["tracking"].get("uri"), key="tracking.uri"), key="tracking.uri")
-
-
-def _check_split(split: dict[str, Any]) -> None:
-    """The split's settings, before any data is read (their bounds against the data are checked there)."""
-    whole_number("split.test_months", split.get("test_months"), 1)
-    if split.get("cut_month") is not None:
-        whole_number("split.cut_month", split["cut_month"], 0, what="null or a month index")
-    for key in ("test_entity_fraction", "time_test_fraction", "valid_fraction"):
-        fraction(f"split.{key}", split.get(key))
-    whole_number("split.n_splits", split.get("n_splits"), 2)
 
 
 def is_system(cfg: dict[str, Any]) -> bool:

@@ -347,7 +347,7 @@ def check_known_keys(cfg: Any, config: str) -> None:
         name = next(iter(entry)) if isinstance(entry, dict) else str(entry)
         if not name.startswith("override ") and name != "_self_":
             known.add(name.split("@", 1)[-1].split(".", 1)[0].lstrip("/"))  # group@package: the package's top
-    unknown = sorted(set(cfg) - known)
+    unknown = sorted(k for k in set(cfg) - known if not str(k).startswith("_"))  # _name: set by riskml itself
     if unknown:
         raise ConfigError(unknown[0], cfg[unknown[0]], f"one of the keys of {config}.yaml "
                           f"{sorted(known - {'defaults', 'hydra'})} (a +key adds a key riskml never reads)")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
 
-from riskml.exceptions import ConfigError
+from riskml.exceptions import ConfigError, fraction, whole_number
 from riskml.features import Snapshots, get_target
 
 
@@ -85,6 +85,16 @@ def valid_mask(groups: np.ndarray, idx: np.ndarray, fraction: float, seed: int) 
     n_valid = int(round(fraction * len(uniq)))
     chosen = rng.choice(uniq, size=n_valid, replace=False) if n_valid else uniq[:0]
     return np.isin(groups[idx], chosen)
+
+
+def check_split_config(split: Mapping[str, Any]) -> None:
+    """The ``split`` settings, before any data is read (their bounds against the data are checked there)."""
+    whole_number("split.test_months", split.get("test_months"), 1)
+    if split.get("cut_month") is not None:
+        whole_number("split.cut_month", split["cut_month"], 0, what="null or a month index")
+    for key in ("test_entity_fraction", "time_test_fraction", "valid_fraction"):
+        fraction(f"split.{key}", split.get(key))
+    whole_number("split.n_splits", split.get("n_splits"), 2)
 
 
 def time_cut(time: np.ndarray, *, test_months: int | None = None, test_fraction: float | None = None,
