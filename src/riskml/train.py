@@ -63,7 +63,9 @@ from riskml.training.models import FittedModel, build_manifest, check_model_conf
 from riskml.evaluation.report import Reports, build_reports
 from riskml.explain import warmup
 from riskml.evaluation.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
-                                     plots, scan_leakage, scenario_fidelity, summarise_folds, validation_metrics)
+                                     plots, scan_leakage, scenario_fidelity, scenario_snapshots, summarise_folds,
+                                     validation_metrics)
+from riskml.evaluation.whatif import whatif_metrics
 
 log = logging.getLogger(__name__)
 
@@ -246,7 +248,9 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
                        n_test=float(len(folds[0].test)), n_features=float(ds.X.shape[1]))
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
-        fid = _evaluate_on_panel(cfg, ds, test, proba, model, metrics, cache) if ds.from_panel else None
+        fid = (_evaluate_on_panel(cfg, ds, test, proba, model, metrics, cache,
+                                  learn_rows=np.concatenate([folds[0].train, folds[0].valid]))
+               if ds.from_panel else None)
         tracking.log_metrics(metrics)
         importance = importance_by_factor(model, ds, test, seed=int(cfg["seed"]))
         tracking.log_table(importance.to_frame("importance"), "importance_by_factor.csv")
@@ -277,16 +281,23 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
 
 
 def _evaluate_on_panel(cfg: dict[str, Any], ds: Dataset, test: np.ndarray, proba: np.ndarray, model: Any,
-                       metrics: dict[str, float], cache: EvalCache):
+                       metrics: dict[str, float], cache: EvalCache, learn_rows: np.ndarray):
     """A panel's evaluation, tracked on the active run and added to ``metrics``: the gap to the oracle
-    (simulated data), explanation fidelity on the test set and on fresh scenario portfolios, and for a
-    lender's panel its input counts and rejects. Returns the test set's fidelity (None: not measured)."""
+    (simulated data), the what-if against the simulator following the advice (learned on ``learn_rows``
+    where ``eval.whatif_learn`` says), explanation fidelity on the test set and on fresh scenario
+    portfolios, and for a lender's panel its input counts and rejects. Returns the test set's fidelity (None: not measured)."""
     metrics.update(oracle_metrics(ds, test, proba, cfg, cache=cache))
     fid = fidelity_metrics(ds, test, proba, model, cfg)
     if fid is not None:
         metrics.update(fid.as_dict())
         tracking.log_table(fid.confusion, "fidelity_confusion.csv")
         tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
+    advice = whatif_metrics(model, ds, test, proba, cfg, cache=cache, learn_rows=learn_rows,
+                            snapshots=lambda sim: scenario_snapshots(sim, ds, cfg, cache=cache))
+    if advice is not None:  # each actionable reason's p_after against the simulator following the advice
+        metrics.update(advice.metrics)
+        tracking.log_table(advice.per_factor, "whatif_per_factor.csv")
+        tracking.log_table(advice.calibration, "whatif_calibration.csv")
     report = scenario_fidelity(model, ds, cfg, cache=cache)  # fresh portfolios, one per scenario
     if report is not None:
         metrics.update(report.metrics)
