@@ -174,8 +174,8 @@ def test_the_what_if_agrees_with_the_simulator_following_the_advice(trained, tar
     model, ds, run_cfg = trained[target]
     late = ds.keys["month"].to_numpy() >= ds.keys["month"].max() - 3
     test, learn = np.flatnonzero(late), np.flatnonzero(~late)
-    rescored = whatif_metrics(model, ds, test, model.predict_proba(ds.X.iloc[test]), _whatif_cfg(run_cfg, target, False),
-                              cache=EvalCache(None))
+    rescored = whatif_metrics(model, ds, test, model.predict_proba(ds.X.iloc[test]),
+                              _whatif_cfg(run_cfg, target, False), cache=EvalCache(None))
     m = rescored.metrics
     if target == "adverse_3m":
         assert m["whatif_cases"] > 800 and m["whatif_mae"] <= 0.03 and m["whatif_direction"] >= 0.95, m

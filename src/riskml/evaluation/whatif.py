@@ -28,6 +28,7 @@ from riskml import explain
 from riskml.evaluation.steps import side_of
 from riskml.explain.reasons import rank_factors
 from riskml.explain.recovery import recovery_rule, recovery_side
+from riskml.exceptions import ConfigError
 from riskml.factors import CATALOGUE
 from riskml.features.windows import FeatureSpec
 from riskml.measure.whatif_map import fit_change
@@ -182,6 +183,20 @@ class WhatIfReport:
     metrics: dict[str, float]
     per_factor: pd.DataFrame
     calibration: pd.DataFrame
+
+
+def check_whatif(ev: Mapping[str, Any]) -> None:
+    """Fail on a bad ``eval.whatif*`` setting before any data is read (:class:`ConfigError`)."""
+    if not isinstance(ev.get("whatif", True), bool):
+        raise ConfigError("eval.whatif", ev["whatif"], "true or false")
+    for key, lo in (("whatif_k", 1), ("whatif_max_rows", 1), ("whatif_max_cases", 1), ("whatif_n_paths", 2),
+                    ("whatif_fit_cases", 1), ("whatif_fit_n_paths", 2)):
+        v = ev.get(key, lo)
+        if isinstance(v, bool) or not isinstance(v, int) or v < lo or (key == "whatif_k" and v > 4):
+            raise ConfigError(f"eval.{key}", v, f"a whole number >= {lo}" + (" and <= 4" if key == "whatif_k" else ""))
+    learn = ev.get("whatif_learn") or []
+    if not isinstance(learn, (list, tuple)) or any(t not in ("adverse_3m", "status_3m", "recovery_6m") for t in learn):
+        raise ConfigError("eval.whatif_learn", learn, "a list of targets among adverse_3m, status_3m, recovery_6m")
 
 
 def learn_whatif(model: Any, ds: Any, rows: np.ndarray, cfg: Mapping[str, Any], *, cache: Any) -> Any:
