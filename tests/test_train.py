@@ -89,6 +89,7 @@ def test_kfold_is_stratified_and_entity_disjoint():
     (["model=logistic"], "model.name", "target=system"),
     (["eval.cache=maybe"], "eval.cache", "maybe"),
     (["eval.whatif_n_paths=1"], "eval.whatif_n_paths", "1"),
+    (["eval.whatif=sometimes"], "eval.whatif", "sometimes"),
     (["eval.whatif_learn=[churn_3m]"], "eval.whatif_learn", "churn_3m"),
     (["report.iv_binning=cart"], "report.iv_binning", "cart"),
     (["split.test_months=abc"], "split.test_months", "abc"),

@@ -63,9 +63,8 @@ from riskml.training.models import FittedModel, build_manifest, check_model_conf
 from riskml.evaluation.report import Reports, build_reports
 from riskml.explain import warmup
 from riskml.evaluation.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
-                                     plots, scan_leakage, scenario_fidelity, scenario_snapshots, summarise_folds,
-                                     validation_metrics)
-from riskml.evaluation.whatif import check_whatif, whatif_metrics
+                                     plots, scan_leakage, scenario_fidelity, summarise_folds, validation_metrics)
+from riskml.evaluation.whatif import check_eval, whatif_metrics
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +127,7 @@ def check_config(cfg: dict[str, Any]) -> None:
         if cfg["model"]["name"] != "lightgbm":
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], f"none for model={cfg['model']['name']} "
                               "(a cluster trains LightGBM only, with lightgbm.dask)")
-    if not isinstance(cfg["eval"].get("cache", True), bool):
-        raise ConfigError("eval.cache", cfg["eval"]["cache"], "true or false")
-    check_whatif(cfg["eval"])
+    check_eval(cfg["eval"])
     if cfg["report"].get("iv_binning", "quantile") not in ("quantile", "optimal"):
         raise ConfigError("report.iv_binning", cfg["report"]["iv_binning"], "'quantile' or 'optimal'")
     thr = cfg["leakage"]["threshold"]
@@ -249,9 +246,8 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
                        n_test=float(len(folds[0].test)), n_features=float(ds.X.shape[1]))
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
-        fid, advice = (_evaluate_on_panel(cfg, ds, test, proba, model, metrics, cache,
-                                          learn_rows=np.concatenate([folds[0].train, folds[0].valid]))
-                       if ds.from_panel else (None, None))
+        fid, advice = (_evaluate_on_panel(cfg, ds, folds[0], test, proba, model, metrics, cache) if ds.from_panel
+                       else (None, None))
         tracking.log_metrics(metrics)
         importance = importance_by_factor(model, ds, test, seed=int(cfg["seed"]))
         tracking.log_table(importance.to_frame("importance"), "importance_by_factor.csv")
@@ -281,24 +277,21 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
     return result
 
 
-def _evaluate_on_panel(cfg: dict[str, Any], ds: Dataset, test: np.ndarray, proba: np.ndarray, model: Any,
-                       metrics: dict[str, float], cache: EvalCache, learn_rows: np.ndarray):
-    """A panel's evaluation, tracked on the active run and added to ``metrics``: the gap to the oracle
-    (simulated data), the what-if against the simulator following the advice (learned on ``learn_rows``
-    for ``eval.whatif_learn``), explanation fidelity on the test set and on fresh scenario portfolios, and
-    for a lender's panel its input counts and rejects. Returns the fidelity and what-if (None: not measured)."""
+def _evaluate_on_panel(cfg: dict[str, Any], ds: Dataset, fold: Any, test: np.ndarray, proba: np.ndarray,
+                       model: Any, metrics: dict[str, float], cache: EvalCache):
+    """A panel's evaluation, tracked on the active run and added to ``metrics``: the gap to the oracle and the
+    what-if against the simulator following the advice (simulated data), explanation fidelity on the test set
+    and on fresh portfolios, a lender's input counts and rejects. Returns the fidelity and the what-if."""
     metrics.update(oracle_metrics(ds, test, proba, cfg, cache=cache))
     fid = fidelity_metrics(ds, test, proba, model, cfg)
     if fid is not None:
         metrics.update(fid.as_dict())
         tracking.log_table(fid.confusion, "fidelity_confusion.csv")
         tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
-    advice = whatif_metrics(model, ds, test, proba, cfg, cache=cache, learn_rows=learn_rows,
-                            snapshots=lambda sim: scenario_snapshots(sim, ds, cfg, cache=cache))
-    if advice is not None:  # each actionable reason's p_after against the simulator following the advice
-        metrics.update(advice.metrics)
-        for name, table in (("per_factor", advice.per_factor), ("calibration", advice.calibration)):
-            tracking.log_table(table, f"whatif_{name}.csv")
+    advice = whatif_metrics(model, ds, test, proba, cfg, cache=cache, learn_rows=np.r_[fold.train, fold.valid])
+    metrics.update(advice.metrics)  # each actionable reason's p_after against the simulator following the advice
+    for name, table in advice.tables.items():
+        tracking.log_table(table, name)
     report = scenario_fidelity(model, ds, cfg, cache=cache)  # fresh portfolios, one per scenario
     if report is not None:
         metrics.update(report.metrics)

@@ -146,7 +146,7 @@ def _html(ds, model, cfg, target, train, valid, test, y, p, proba, metrics, out:
         parts.append(html.section("Explanation fidelity", html.key_values(fidelity.as_dict()),
                                   html.table(fidelity.per_cause.reset_index()),
                                   note="How often the top reason is the cause the simulator recorded."))
-    if whatif is not None:
+    if whatif is not None and whatif.per_factor is not None:
         parts.append(html.section("What-if against the simulator following the advice",
                                   html.table(whatif.per_factor.reset_index(), digits=4),
                                   note="Each actionable reason's p_after against the oracle under intervention "

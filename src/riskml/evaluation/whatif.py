@@ -18,14 +18,14 @@ than its noise). Stage code: arrays in, numbers and tables out.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
 import numpy as np
 import pandas as pd
 
 from riskml import explain
-from riskml.evaluation.steps import side_of
+from riskml.evaluation.steps import scenario_snapshots, side_of
 from riskml.explain.reasons import rank_factors
 from riskml.explain.recovery import recovery_rule, recovery_side
 from riskml.exceptions import ConfigError
@@ -177,18 +177,27 @@ class WhatIfReport:
     """The what-if of one model on its test set and on a fresh portfolio per scenario of ``eval.whatif_scenarios``.
 
     ``metrics``: the test set's ``whatif_*`` and ``whatif_<scenario>_*``; ``per_factor`` and ``calibration``:
-    :class:`WhatIf`'s tables with a ``data`` level (``test`` or the scenario).
+    :class:`WhatIf`'s tables with a ``data`` level (``test`` or the scenario); all empty when nothing was
+    measured.
     """
 
-    metrics: dict[str, float]
-    per_factor: pd.DataFrame
-    calibration: pd.DataFrame
+    metrics: dict[str, float] = field(default_factory=dict)
+    per_factor: pd.DataFrame | None = None
+    calibration: pd.DataFrame | None = None
+
+    @property
+    def tables(self) -> dict[str, pd.DataFrame]:
+        """The tables a run logs, by file name."""
+        if self.per_factor is None:
+            return {}
+        return {"whatif_per_factor.csv": self.per_factor, "whatif_calibration.csv": self.calibration}
 
 
-def check_whatif(ev: Mapping[str, Any]) -> None:
-    """Fail on a bad ``eval.whatif*`` setting before any data is read (:class:`ConfigError`)."""
-    if not isinstance(ev.get("whatif", True), bool):
-        raise ConfigError("eval.whatif", ev["whatif"], "true or false")
+def check_eval(ev: Mapping[str, Any]) -> None:
+    """Fail on a bad ``eval.cache`` or ``eval.whatif*`` setting before any data is read (:class:`ConfigError`)."""
+    for key in ("cache", "whatif"):
+        if not isinstance(ev.get(key, True), bool):
+            raise ConfigError(f"eval.{key}", ev[key], "true or false")
     for key, lo in (("whatif_k", 1), ("whatif_max_rows", 1), ("whatif_max_cases", 1), ("whatif_n_paths", 2),
                     ("whatif_fit_cases", 1), ("whatif_fit_n_paths", 2)):
         v = ev.get(key, lo)
@@ -252,20 +261,21 @@ def model_after(model: Any, specs: list[FeatureSpec]) -> Callable[[pd.DataFrame,
 
 def whatif_metrics(model: Any, ds: Any, test: np.ndarray, proba: np.ndarray, cfg: Mapping[str, Any], *,
                    cache: Any, snapshots: Callable[[SimConfig], Any] | None = None,
-                   learn_rows: np.ndarray | None = None) -> WhatIfReport | None:
+                   learn_rows: np.ndarray | None = None) -> WhatIfReport:
     """The what-if of a LightGBM model of synthetic data against the intervention truth (see :func:`measure`).
 
     For a target of ``eval.whatif_learn`` the what-if is first learned from the intervention data of the
     training snapshots ``learn_rows`` (:func:`learn_whatif`) and set on ``model`` (its manifest ships it).
 
     On the test snapshots, and on the last ``split.test_months`` snapshot months of a fresh portfolio per
-    scenario of ``eval.whatif_scenarios`` (the fidelity's portfolios: ``snapshots(sim)`` builds their
-    snapshots), at most ``eval.whatif_max_rows`` rows each. ``None`` when ``eval.whatif`` is false or there
-    is nothing to measure.
+    scenario of ``eval.whatif_scenarios`` (the fidelity's portfolios, whose snapshots ``snapshots(sim)``
+    builds: by default as the fidelity does), at most ``eval.whatif_max_rows`` rows each. Empty when
+    ``eval.whatif`` is false or there is nothing to measure.
     """
     ev, target = cfg["eval"], cfg["target"]["name"]
     if not ev.get("whatif", True) or model.kind != "lightgbm" or ds.sim is None or ds.cause is None:
-        return None
+        return WhatIfReport()
+    snapshots = snapshots or (lambda sim: scenario_snapshots(sim, ds, cfg, cache=cache))
     side, horizon, seed = side_of(target), int(cfg["target"]["horizon"]), int(cfg["seed"])
     if target in (ev.get("whatif_learn") or ()) and learn_rows is not None:
         model.whatif = learn_whatif(model, ds, learn_rows, cfg, cache=cache)
@@ -292,8 +302,6 @@ def whatif_metrics(model: Any, ds: Any, test: np.ndarray, proba: np.ndarray, cfg
                            ds.cause.iloc[test], "test")}
     months = int(cfg["split"].get("test_months") or 4)
     for name, scenario in (ev.get("whatif_scenarios") or {}).items():
-        if snapshots is None:
-            break
         n = min(int(ev.get("fidelity_n_borrowers", 20_000)), ds.sim.n_borrowers)
         sim = ds.sim.with_scenario(scenario, n_borrowers=n, seed=ds.sim.seed + int(ev.get("fidelity_seed_offset", 1)))
         snaps = snapshots(sim)
@@ -304,7 +312,7 @@ def whatif_metrics(model: Any, ds: Any, test: np.ndarray, proba: np.ndarray, cfg
                             snaps.cause.iloc[last], name)
     results = {k: v for k, v in results.items() if v is not None}
     if not results:
-        return None
+        return WhatIfReport()
     metrics = {}
     for name, r in results.items():
         metrics.update(r.metrics if name == "test" else
