@@ -30,9 +30,9 @@ def compose() -> Callable:
     return make
 
 
-#: The small scoring system the suite shares: 2,000 borrowers, 80 rounds, no oracle, plots or fidelity.
+#: The small scoring system the suite shares: 2,000 borrowers, 80 rounds, no oracle, plots, fidelity or what-if.
 SMALL_SYSTEM = ["data.n_borrowers=2000", "model.num_boost_round=80", "model.min_data_in_leaf=50",
-                "eval.oracle=false", "eval.plots=false", "eval.fidelity=false"]
+                "eval.oracle=false", "eval.plots=false", "eval.fidelity=false", "eval.whatif=false"]
 
 
 def train_small_system(tmp: Path) -> Path:

@@ -36,7 +36,8 @@ def cfg_for(tmp: Path, *overrides: str):
         return compose("train", overrides=[*store, *overrides])
 
 
-SMALL = ["data.n_borrowers=2000", "model.num_boost_round=60", "eval.oracle_max_rows=400", "eval.oracle_n_paths=40"]
+SMALL = ["data.n_borrowers=2000", "model.num_boost_round=60", "eval.oracle_max_rows=400", "eval.oracle_n_paths=40",
+         "eval.whatif_max_cases=150", "eval.whatif_n_paths=40"]
 
 
 # --- splits ---------------------------------------------------------------------------------------
@@ -87,6 +88,9 @@ def test_kfold_is_stratified_and_entity_disjoint():
     (["model.num_boost_round=0"], "model.num_boost_round", "0"),
     (["model=logistic"], "model.name", "target=system"),
     (["eval.cache=maybe"], "eval.cache", "maybe"),
+    (["eval.whatif_n_paths=1"], "eval.whatif_n_paths", "1"),
+    (["eval.whatif=sometimes"], "eval.whatif", "sometimes"),
+    (["eval.whatif_learn=[churn_3m]"], "eval.whatif_learn", "churn_3m"),
     (["report.iv_binning=cart"], "report.iv_binning", "cart"),
     (["split.test_months=abc"], "split.test_months", "abc"),
     (["split.valid_fraction=1.5"], "split.valid_fraction", "strictly between 0 and 1"),
@@ -167,6 +171,14 @@ def test_synthetic_lightgbm_run_end_to_end(tmp_path, monkeypatch):
     for name in ("baseline", "tightening", "maintenance"):
         assert scen.loc[("adverse", name)].to_numpy().sum() == m[f"fidelity_adverse_{name}_events"] > 20
         assert 0.6 < m[f"fidelity_adverse_{name}_top1"] <= 1
+    # the what-if against the simulator following the advice: per factor, on the test set and a tightening
+    what = pd.read_csv(mlflow.artifacts.download_artifacts(run_id=result.run_id, artifact_path="whatif_per_factor.csv",
+                                                           dst_path=str(tmp_path / "art")), index_col=[0, 1])
+    assert set(what.index.get_level_values("data")) == {"test", "tightening"}
+    assert m["whatif_cases"] == what.loc[("test", "overall"), "cases"] > 100
+    assert sum(m[f"whatif_cases_{f}"] for f in ("overdue", "multi_lending", "abnormal_use", "score_decline")
+               if f"whatif_cases_{f}" in m) == m["whatif_cases"]
+    assert 0 <= m["whatif_mae"] < 0.1 and 0 <= m["whatif_tightening_mae"] < 0.15
     assert 0.5 < m["valid_roc_auc_adverse"] <= 1  # what tuning selects on
     # out of time: the test snapshots are later than every training snapshot, and borrowers do not cross
     (fold,) = train.make_folds(ds, {"seed": 0, "split": cfg_for(tmp_path).split})

@@ -64,6 +64,7 @@ from riskml.evaluation.report import Reports, build_reports
 from riskml.explain import warmup
 from riskml.evaluation.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
                                      plots, scan_leakage, scenario_fidelity, summarise_folds, validation_metrics)
+from riskml.evaluation.whatif import check_eval, whatif_metrics
 
 log = logging.getLogger(__name__)
 
@@ -126,8 +127,7 @@ def check_config(cfg: dict[str, Any]) -> None:
         if cfg["model"]["name"] != "lightgbm":
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], f"none for model={cfg['model']['name']} "
                               "(a cluster trains LightGBM only, with lightgbm.dask)")
-    if not isinstance(cfg["eval"].get("cache", True), bool):
-        raise ConfigError("eval.cache", cfg["eval"]["cache"], "true or false")
+    check_eval(cfg["eval"])
     if cfg["report"].get("iv_binning", "quantile") not in ("quantile", "optimal"):
         raise ConfigError("report.iv_binning", cfg["report"]["iv_binning"], "'quantile' or 'optimal'")
     thr = cfg["leakage"]["threshold"]
@@ -236,7 +236,8 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
                        n_test=float(len(folds[0].test)), n_features=float(ds.X.shape[1]))
         if model.best_iteration is not None:
             metrics["best_iteration"] = float(model.best_iteration)
-        fid = _evaluate_on_panel(cfg, ds, test, proba, model, metrics, cache) if ds.from_panel else None
+        fid, advice = (_evaluate_on_panel(cfg, ds, folds[0], test, proba, model, metrics, cache) if ds.from_panel
+                       else (None, None))
         tracking.log_metrics(metrics)
         importance = importance_by_factor(model, ds, test, seed=int(cfg["seed"]))
         tracking.log_table(importance.to_frame("importance"), "importance_by_factor.csv")
@@ -247,8 +248,8 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
         reports = None
         if cfg["report"].get("enabled", True):  # the risk team's tables, the model report, the reference profile
             reports = _log_reports(build_reports(ds=ds, model=model, train=folds[0].train, valid=folds[0].valid,
-                                                 test=test, proba=proba, metrics=metrics, leaks=leaks,
-                                                 importance=importance, fidelity=fid, cfg=cfg), metrics)
+                                                 test=test, proba=proba, metrics=metrics, leaks=leaks, cfg=cfg,
+                                                 importance=importance, fidelity=fid, whatif=advice), metrics)
         result = TrainResult(run_id, exp_id, metrics, model, ds, leaks, fold_metrics=per_fold, test_index=test)
         if model.selection:  # model=auto: what the shipped model chose and why
             tracking.set_tags(selection_tags(model))
@@ -266,17 +267,21 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
     return result
 
 
-def _evaluate_on_panel(cfg: dict[str, Any], ds: Dataset, test: np.ndarray, proba: np.ndarray, model: Any,
-                       metrics: dict[str, float], cache: EvalCache):
-    """A panel's evaluation, tracked on the active run and added to ``metrics``: the gap to the oracle
-    (simulated data), explanation fidelity on the test set and on fresh scenario portfolios, and for a
-    lender's panel its input counts and rejects. Returns the test set's fidelity (None: not measured)."""
+def _evaluate_on_panel(cfg: dict[str, Any], ds: Dataset, fold: Any, test: np.ndarray, proba: np.ndarray,
+                       model: Any, metrics: dict[str, float], cache: EvalCache):
+    """A panel's evaluation, tracked on the active run and added to ``metrics``: the gap to the oracle and the
+    what-if against the simulator following the advice (simulated data), explanation fidelity on the test set
+    and on fresh portfolios, a lender's input counts and rejects. Returns the fidelity and the what-if."""
     metrics.update(oracle_metrics(ds, test, proba, cfg, cache=cache))
     fid = fidelity_metrics(ds, test, proba, model, cfg)
     if fid is not None:
         metrics.update(fid.as_dict())
         tracking.log_table(fid.confusion, "fidelity_confusion.csv")
         tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
+    advice = whatif_metrics(model, ds, test, proba, cfg, cache=cache, learn_rows=np.r_[fold.train, fold.valid])
+    metrics.update(advice.metrics)  # each actionable reason's p_after against the simulator following the advice
+    for name, table in advice.tables.items():
+        tracking.log_table(table, name)
     report = scenario_fidelity(model, ds, cfg, cache=cache)  # fresh portfolios, one per scenario
     if report is not None:
         metrics.update(report.metrics)
@@ -287,7 +292,7 @@ def _evaluate_on_panel(cfg: dict[str, Any], ds: Dataset, test: np.ndarray, proba
         metrics.update(extra)
         tracking.set_tags(notes)
         tracking.log_table(ds.rejects.set_index("borrower_id"), "rejects.csv")
-    return fid
+    return fid, advice
 
 
 def _log_reports(reports: Reports, metrics: dict[str, float]) -> Reports:

@@ -2,5 +2,7 @@
 monitoring profile (the only stage that reads training, explain and monitoring together).
 
 - ``steps``: test metrics, the leakage scan, the oracle gap, explanation fidelity, importance, plots;
-- ``report``: the risk team's tables, the HTML model report and the reference profile.
+- ``report``: the risk team's tables, the HTML model report and the reference profile;
+- ``whatif``: each actionable reason's ``p_after`` against the oracle under intervention, and the what-if
+  learned from intervention data.
 """

@@ -57,7 +57,7 @@ def _data_summary(ds: Dataset, train: np.ndarray, valid: np.ndarray, test: np.nd
 
 def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: np.ndarray, test: np.ndarray,
                   proba: np.ndarray, metrics: Mapping[str, float], leaks: list[tuple[str, float]],
-                  importance: pd.Series, fidelity=None, cfg: Mapping[str, Any]) -> Reports:
+                  importance: pd.Series, fidelity=None, whatif=None, cfg: Mapping[str, Any]) -> Reports:
     """The tables, the HTML model report and (LightGBM on a risk target) the reference profile of one run."""
     rcfg, seed = cfg["report"], int(cfg["seed"])
     target = cfg["target"]["name"] if ds.from_panel else str(cfg["data"]["target_column"])
@@ -101,7 +101,7 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
             else None, recent_months=int(rcfg["profile_recent_months"]), max_rows=int(rcfg["profile_max_rows"]),
             seed=seed)
     out.html = _html(ds, model, cfg, target, train, valid, test, y, p, proba, metrics, out, leaks, importance,
-                     fidelity)
+                     fidelity, whatif)
     return out
 
 
@@ -113,7 +113,7 @@ def _metric_table(metrics: Mapping[str, float]) -> dict[str, Any]:
 
 
 def _html(ds, model, cfg, target, train, valid, test, y, p, proba, metrics, out: Reports, leaks, importance,
-          fidelity) -> str:
+          fidelity, whatif=None) -> str:
     t = out.tables
     parts = [html.section("Data", html.key_values(_data_summary(ds, train, valid, test))),
              html.section("Metrics (test set)", html.key_values({**_metric_table(metrics), **{
@@ -146,6 +146,13 @@ def _html(ds, model, cfg, target, train, valid, test, y, p, proba, metrics, out:
         parts.append(html.section("Explanation fidelity", html.key_values(fidelity.as_dict()),
                                   html.table(fidelity.per_cause.reset_index()),
                                   note="How often the top reason is the cause the simulator recorded."))
+    if whatif is not None and whatif.per_factor is not None:
+        parts.append(html.section("What-if against the simulator following the advice",
+                                  html.table(whatif.per_factor.reset_index(), digits=4),
+                                  note="Each actionable reason's p_after against the oracle under intervention "
+                                       "(the future re-simulated with the borrower following the advice): mean "
+                                       "absolute error, bias, the model's own error without the advice, and the "
+                                       "share of cases with a true change whose direction p_after shows."))
     leak_rows = pd.DataFrame(leaks, columns=["feature", "auc"])
     parts.append(html.section("Leakage scan", html.table(leak_rows) if len(leaks) else
                               "<p>No single feature predicts the target near perfectly.</p>",

@@ -185,16 +185,14 @@ def scenario_fidelity(model: FittedModel, ds: Dataset, cfg: Mapping[str, Any], *
     scenarios = ev.get("fidelity_scenarios") or {}
     if not ev.get("fidelity", True) or not scenarios or model.kind != "lightgbm" or ds.sim is None:
         return None
-    target, side = cfg["target"]["name"], side_of(cfg["target"]["name"])
+    side = side_of(cfg["target"]["name"])
     n = min(int(ev.get("fidelity_n_borrowers", 20_000)), ds.sim.n_borrowers)
     seed = ds.sim.seed + int(ev.get("fidelity_seed_offset", 1))
     expl = explain.FactorExplainer(model.booster, ds.feature_factors)
     metrics, per, conf = {}, [], []
     for name, scenario in scenarios.items():
         sim = ds.sim.with_scenario(scenario, n_borrowers=n, seed=seed)
-        panel = (cache or _NoCache()).frame("portfolio", {"sim": sim.to_dict()}, lambda: simulate(sim).panel)
-        snaps = build_snapshots(panel, target=target, horizon=int(cfg["target"]["horizon"]),
-                                min_history=int(cfg["data"]["min_history"]), windows=tuple(ds.meta["windows"]))
+        snaps = scenario_snapshots(sim, ds, cfg, cache=cache)
         rows = _event_rows(snaps.y, snaps.cause, side)
         X = snaps.X.iloc[rows]
         top1, by_rule = top1_reasons(expl, X, model.predict_proba(X), side=side,
@@ -209,6 +207,13 @@ def scenario_fidelity(model: FittedModel, ds: Dataset, cfg: Mapping[str, Any], *
     per_cause = pd.concat(per, ignore_index=True).set_index([*index, "cause"])
     confusion = pd.concat(conf, ignore_index=True).fillna(0).set_index([*index, "true_cause"])
     return FidelityReport(metrics, per_cause, confusion.astype(np.int64))
+
+
+def scenario_snapshots(sim: Any, ds: Dataset, cfg: Mapping[str, Any], *, cache: Cache | None = None) -> Any:
+    """The target's snapshots of the fresh portfolio ``sim`` (simulated once per run: ``cache``)."""
+    panel = (cache or _NoCache()).frame("portfolio", {"sim": sim.to_dict()}, lambda: simulate(sim).panel)
+    return build_snapshots(panel, target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]),
+                           min_history=int(cfg["data"]["min_history"]), windows=tuple(ds.meta["windows"]))
 
 
 def importance_by_factor(model: FittedModel, ds: Dataset, rows: np.ndarray, *, seed: int) -> pd.Series:

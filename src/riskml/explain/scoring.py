@@ -31,6 +31,7 @@ from riskml.features.snapshots import build_features
 from riskml.features.windows import DEFAULT_WINDOWS, feature_specs, rectify_array
 from riskml.schema import STATUSES, category_dtype, class_probabilities
 from riskml.measure.calibration import Calibrator
+from riskml.measure.whatif_map import WhatIfModel
 from riskml.measure.scale import Bands, PointsScale
 
 
@@ -72,6 +73,7 @@ class ScoringModel:
             self._explainer = FactorExplainer(self.booster, self.feature_factors, dump=dump)
         self.predictor = TreePredictor(self.booster, dump=dump)
         self.calibrator = Calibrator.from_dict(self.manifest.get("calibration"))
+        self.whatif_model = WhatIfModel.from_dict(self.manifest.get("whatif_model"))
 
     @property
     def name(self) -> str:
@@ -110,15 +112,24 @@ class ScoringModel:
         A what-if changes only the factor's features, so only the trees that
         split on one of them can change: the rows are rescored on those trees
         (before and after, in one pass) and the rest of the raw score is kept.
+        A model whose manifest has a learned what-if (the change the advice makes,
+        learned from the simulator's intervention data: ``riskml.measure.whatif_map``)
+        adds that change to P(outcome) for a borrower who starts to follow the advice now.
         """
         cols = [j for j, f in enumerate(self.features) if self.feature_factors[f] == factor]
         if raw is None:  # LightGBM scores this model: rescore the rectified rows whole
-            return self.positive(self.proba(rectify_array(X, self.features, factor, self.specs)))
-        trees = self.predictor.trees_using(cols)
-        both = np.concatenate([X, rectify_array(X, self.features, factor, self.specs)])
-        part = self.predictor.raw(both, trees=trees)
-        after = raw + part[len(X):] - part[:len(X)]
-        return self.positive(self.calibrated(class_probabilities(self.predictor.link(after))))
+            rect = self.positive(self.proba(rectify_array(X, self.features, factor, self.specs)))
+            before = rect if self.whatif_model is None else self.positive(self.proba(X))
+        else:
+            trees = self.predictor.trees_using(cols)
+            both = np.concatenate([X, rectify_array(X, self.features, factor, self.specs)])
+            part = self.predictor.raw(both, trees=trees)
+            after = raw + part[len(X):] - part[:len(X)]
+            rect = self.positive(self.calibrated(class_probabilities(self.predictor.link(after))))
+            if self.whatif_model is None:
+                return rect
+            before = self.positive(self.calibrated(class_probabilities(self.predictor.link(raw))))
+        return rect if self.whatif_model is None else self.whatif_model.apply(X, factor, before, rect)
 
 
 def check_features(model: ScoringModel, feature_names: Sequence[str], *, source: str) -> None:

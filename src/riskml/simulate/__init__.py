@@ -7,6 +7,8 @@ Public API:
     simulate(cfg) -> SimResult: the panel and the hidden truth, in memory.
     iter_chunks(cfg): ``(panel_chunk, truth_chunk)`` for streaming large N.
     oracle(cfg, keys, horizon=...): true probability of each worst outcome.
+    intervention.follow_advice(cfg, keys, horizon=...): the same with the borrower following one
+        factor's advice from t+1, and without (the same futures).
 """
 
 from riskml.simulate.config import EngineParams, SimConfig

@@ -12,6 +12,8 @@ is never the first adverse decision (``platform.effective_status``).
 
 from __future__ import annotations
 
+from typing import Callable, NamedTuple
+
 import numpy as np
 import pandas as pd
 
@@ -66,19 +68,36 @@ def replay_states(cfg: SimConfig, keys: pd.DataFrame) -> State:
     return State.concat(out_states).take(order)
 
 
-def _futures(cfg: SimConfig, keys: pd.DataFrame, horizon: int, n_paths: int,
-             seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Worst status and first-event cause of every (snapshot, path), shape (S, n_paths)."""
+class Futures(NamedTuple):
+    """Per (snapshot, path), shape (S, n_paths): the worst effective status, the cause of the first month
+    not normal (-1: none) and whether the line was normal in any month (recovery, raw status)."""
+
+    worst: np.ndarray
+    first: np.ndarray
+    normal_any: np.ndarray
+
+
+def _futures(cfg: SimConfig, keys: pd.DataFrame, horizon: int, n_paths: int, seed: int, *,
+             states: State | None = None,
+             before_step: Callable[[State, np.ndarray], None] | None = None) -> Futures:
+    """The futures of every (snapshot, path).
+
+    ``states``: the snapshots' replayed states (default: :func:`replay_states` of ``keys``), possibly with
+    extra arrays a ``before_step`` hook reads; ``before_step(state, U)`` may rewrite the month's draws
+    before each step (``simulate.intervention``: a borrower following advice). Without a hook the
+    futures are the plain oracle's, draw for draw.
+    """
     if not isinstance(horizon, int) or horizon < 1:
         raise ValueError(f"horizon must be a positive integer; got {horizon!r}")
     if not isinstance(n_paths, int) or n_paths < 2:
         raise ValueError(f"n_paths must be an integer >= 2; got {n_paths!r}")
-    states = replay_states(cfg, keys)
+    states = replay_states(cfg, keys) if states is None else states
     month = keys["month"].to_numpy(dtype=np.int64)
     env = Env.build(cfg, cfg.n_months + horizon)
     S = len(states)
     worst = np.empty((S, n_paths), dtype=np.int8)
     first = np.empty((S, n_paths), dtype=np.int8)
+    normal_any = np.empty((S, n_paths), dtype=bool)
     per = max(1, _PIECE // n_paths)
     for k, lo in enumerate(range(0, S, per)):
         snap = np.repeat(np.arange(lo, min(lo + per, S)), n_paths)
@@ -87,18 +106,23 @@ def _futures(cfg: SimConfig, keys: pd.DataFrame, horizon: int, n_paths: int,
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, seed, _ORACLE_TAG, k]))
         w = s.arrays["status"].copy() * 0
         f = np.full(len(s), -1, dtype=np.int8)
+        up = np.zeros(len(s), dtype=bool)
         draws = BlockDraws([rng], [len(s)])
         for h in range(1, horizon + 1):
             U, Z = draws()
+            if before_step is not None:
+                before_step(s, U)
             s, rows = step(s, m + h, U, Z, cfg, env)
             # the label rule (platform.effective_status): a maintenance suspension is not adverse
             eff = effective_status(rows["status"], rows["cause"])
             w = np.maximum(w, eff)
             # the cause of the first month not normal, as labels.make_labels reads it
             f = np.where((f < 0) & (eff > 0), rows["cause"], f)
-        worst[lo:lo + len(snap) // n_paths] = w.reshape(-1, n_paths)
-        first[lo:lo + len(snap) // n_paths] = f.reshape(-1, n_paths)
-    return worst, first
+            up |= rows["status"] == 0  # recovery_6m's label reads the raw status
+        n = len(snap) // n_paths
+        worst[lo:lo + n], first[lo:lo + n], normal_any[lo:lo + n] = (
+            w.reshape(-1, n_paths), f.reshape(-1, n_paths), up.reshape(-1, n_paths))
+    return Futures(worst, first, normal_any)
 
 
 def oracle(cfg: SimConfig, keys: pd.DataFrame, *, horizon: int, n_paths: int = 200,
@@ -122,7 +146,7 @@ def oracle(cfg: SimConfig, keys: pd.DataFrame, *, horizon: int, n_paths: int = 2
         >>> bool(np.allclose(o[["p_normal", "p_suspended", "p_closed"]].sum(axis=1), 1.0))
         True
     """
-    worst, _ = _futures(cfg, keys, horizon, n_paths, seed)
+    worst = _futures(cfg, keys, horizon, n_paths, seed).worst
     out = pd.DataFrame({"borrower_id": keys["borrower_id"].to_numpy(dtype=np.int64),
                         "month": keys["month"].to_numpy(dtype=np.int32)})
     for code, name in enumerate(STATUSES):
@@ -141,7 +165,7 @@ def oracle_cause(cfg: SimConfig, keys: pd.DataFrame, *, horizon: int, n_paths: i
     Returns one row per key: borrower_id, month, ``p_none`` (no adverse
     decision) and ``p_<cause>`` for every documented cause.
     """
-    _, first = _futures(cfg, keys, horizon, n_paths, seed)
+    first = _futures(cfg, keys, horizon, n_paths, seed).first
     out = pd.DataFrame({"borrower_id": keys["borrower_id"].to_numpy(dtype=np.int64),
                         "month": keys["month"].to_numpy(dtype=np.int32)})
     out["p_none"] = (first < 0).mean(axis=1)

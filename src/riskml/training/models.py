@@ -64,6 +64,7 @@ class FittedModel:
     curve: list[float] = field(default_factory=list)  # LightGBM: validation loss after each boosting round
     calibrator: Calibrator | None = None  # fitted on the validation split; applied by predict_proba
     selection: dict[str, Any] | None = None  # model=auto: the candidates, their scores and what was chosen
+    whatif: Any = None  # the learned what-if (measure.whatif_map.WhatIfModel), shipped in the manifest
 
     @property
     def booster(self) -> lgb.Booster:
@@ -318,6 +319,7 @@ def build_manifest(model: FittedModel, *, feature_factors: Mapping[str, str], fe
         "monotone": "monotone_constraints" in model.params,
         "calibration": None if model.calibrator is None else model.calibrator.to_dict(),
         **({"selection": model.selection} if model.selection else {}),
+        **({"whatif_model": model.whatif.to_dict()} if model.whatif is not None else {}),
     }
 
 
