@@ -26,8 +26,8 @@ import pandas as pd
 import pyarrow as pa
 
 from riskml import __version__
-from riskml.io.files import ParquetSink, atomic_dir, check_output_path, read_json, read_table, sha256_file, write_json
-from riskml.exceptions import ConfigError, InputError
+from riskml.io.files import ParquetSink, atomic_dir, check_output_path, check_own_folder, read_json, read_table, sha256_file, write_json
+from riskml.exceptions import InputError
 from riskml.simulate import SimConfig
 from riskml.simulate.run import iter_chunk_columns, panel_frame, panel_table
 from riskml.simulate.summary import Summary
@@ -43,17 +43,8 @@ def check_dataset_place(out: str | os.PathLike, *, key: str = "name") -> Path:
     """Fail before any simulation when ``out`` cannot take a data set: it is a file, a folder holding
     anything but an earlier riskml data set (which a new one replaces whole), or under a folder riskml
     may not write. Returns the absolute path."""
-    out = Path(os.path.abspath(out))
-    if out.is_file():
-        raise ConfigError(key, str(out), "a folder for the data set; it is a file")
-    if out.is_dir() and any(out.iterdir()):
-        try:
-            made_by = read_json(out / MANIFEST_FILE).get("created_by")
-        except (OSError, ValueError, AttributeError):
-            made_by = None
-        if made_by != "riskml.generate":
-            raise ConfigError(key, str(out), f"a new folder or a data set riskml.generate wrote ({MANIFEST_FILE}); "
-                              "this one holds other files, which riskml will not delete")
+    out = check_own_folder(out, key=key, what="the data set", manifest=MANIFEST_FILE,
+                           claim=("created_by", "riskml.generate"), writer="riskml.generate")
     return check_output_path(out.with_name(f".{out.name}.probe"), key=key).with_name(out.name)
 
 

@@ -131,18 +131,28 @@ def check_output_dir(path: str | os.PathLike, *, key: str, inputs: Iterable[str 
     """Fail before any work when ``path`` cannot be an output folder: it is a file, or a folder holding
     anything but an earlier riskml prediction folder (which a new job replaces whole), or its place is
     not writable or not apart from ``inputs``. Returns the absolute path."""
+    out = check_own_folder(path, key=key, what="the prediction parts", manifest=PARTS_MANIFEST,
+                           claim=("kind", PARTS_KIND), writer="riskml.predict")
+    return _check_place(out, key, inputs)
+
+
+def check_own_folder(path: str | os.PathLike, *, key: str, what: str, manifest: str, claim: tuple[str, str],
+                     writer: str) -> Path:
+    """``path`` as an absolute folder riskml may replace whole: absent, empty, or one whose ``manifest``
+    holds ``claim`` (key, value), i.e. an earlier output of ``writer``; a file or a folder of anything
+    else is a :class:`ConfigError` (riskml never deletes what it did not make)."""
     out = Path(os.path.abspath(path))
     if out.is_file():
-        raise ConfigError(key, str(out), "a folder for the prediction parts; it is a file")
+        raise ConfigError(key, str(out), f"a folder for {what}; it is a file")
     if out.is_dir() and any(out.iterdir()):
         try:
-            kind = read_json(out / PARTS_MANIFEST).get("kind")
+            said = read_json(out / manifest).get(claim[0])
         except (OSError, ValueError, AttributeError):
-            kind = None
-        if kind != PARTS_KIND:
-            raise ConfigError(key, str(out), f"a new folder or one riskml.predict wrote ({PARTS_MANIFEST}); this "
-                              "one holds other files, which riskml will not delete")
-    return _check_place(out, key, inputs)
+            said = None
+        if said != claim[1]:
+            raise ConfigError(key, str(out), f"a new folder or one {writer} wrote ({manifest}); this one holds "
+                              "other files, which riskml will not delete")
+    return out
 
 
 def check_output_path(path: str | os.PathLike, *, key: str, inputs: Iterable[str | os.PathLike] = ()) -> Path:
