@@ -122,7 +122,10 @@ def _plan_snapshots(panel, target, horizon, min_history, every, windows) -> _Pla
         raise ConfigError("min_history", min_history, f"at most {n_months - h} for a panel of {n_months} months "
                           f"and horizon {h} (no month t has min_history months before it and {h} after)")
     y, why = make_labels(status, cause, pos, target=tgt, horizon=h)
-    take = (np.isin(status[pos], eligible_codes(tgt)) & (y >= 0)).T
+    take = np.isin(status[pos], eligible_codes(tgt)) & (y >= 0)
+    # a snapshot needs min_history months of the account's own history: in a book that opens accounts every
+    # month, month t is a young account's first months
+    take = (take & (layout.grid(values[_grid.AGE], 0, layout.n_borrowers)[pos] >= min_history - 1)).T
     months = pos - pad + layout.month_of_row0
     plan = _finish(layout, values, status, cause, pos, take, months, y, why if cause is not None else None, specs)
     plan.dense = _dense(layout, values)
@@ -192,7 +195,7 @@ def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: 
         panel: a panel per ``schema.PANEL`` (a sorted regular grid is fastest).
         target: a key of ``TARGETS``; decides which accounts are eligible at t.
         horizon: months ahead ``H`` (default: the target's).
-        min_history: months of history a snapshot needs (t >= min_history - 1).
+        min_history: months of history a snapshot needs (months on book at t >= min_history - 1).
         every: take a snapshot every ``every`` months.
         windows: trailing windows in months (short, mid, long).
         chunk_borrowers: borrowers per chunk (bounds the intermediate memory).
