@@ -38,7 +38,7 @@ from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import LEVELS, TOO_FEW, Thresholds, drift
 from riskml.monitoring.migration import Migration, band_labels, band_migration
-from riskml.monitoring.profile import NO_REASON, Scored, batch_shares, score_rows
+from riskml.monitoring.profile import NO_REASON, Scored, age_groups, batch_shares, score_rows, standardise
 from riskml.monitoring.report import monitor_document, monitor_html
 from riskml.store.loading import open_model
 from riskml.measure.scale import Bands, PointsScale
@@ -108,13 +108,28 @@ def _add(total: Any, part: Any, w: float) -> Any:
 class Histories:
     """What the batch's histories say at ``as_of``, gathered bucket by bucket of whole borrowers."""
 
-    shares: dict[str, Any]            # on the profile's bins (batch_shares), weighted by each bucket's accounts
+    shares: dict[str, Any]            # on the profile's bins (batch_shares), at the reference's age mix
     ids: np.ndarray                   # accounts normal at as_of
     p_adverse: np.ndarray
     realised: pd.Series | None        # by borrower_id; None when the input stops before as_of + horizon
     migration: Migration | None
     rejected_rows: int
     rejected_borrowers: int
+    too_young: int = 0                # normal accounts younger than every reference row: scored, not compared
+
+
+def _group_shares(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored, by_group: dict) -> int:
+    """Add a bucket's shares to ``by_group`` (age bin -> (shares summed weighted by rows, rows)), one
+    entry per age bin of the profile (a single bin 0 without an age mix); returns the rows left out."""
+    groups = age_groups(profile, X)
+    if groups is None:
+        groups = np.zeros(len(X), dtype=np.int64)
+    for g in np.unique(groups[groups >= 0]):
+        sel = np.flatnonzero(groups == g)
+        part = Scored(scored.p_adverse[sel], scored.factor_contrib.iloc[sel], scored.top_reason[sel])
+        total, n = by_group.get(int(g), (None, 0))
+        by_group[int(g)] = (_add(total, batch_shares(profile, X.iloc[sel], part), len(sel)), n + len(sel))
+    return int((groups < 0).sum())
 
 
 def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], *, as_of: int, months: tuple[int, int],
@@ -128,7 +143,8 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
     back = int(cfg.get("migration_months", 1))
     with_migration = back > 0 and as_of - back >= months[0]
     with_outcomes = months[1] >= as_of + horizon
-    total, weight, empty = None, 0, None
+    by_group: dict[int, tuple[Any, int]] = {}
+    empty, too_young = None, 0
     ids, p_adv, realised, counts = [], [], [], None
     rejected_rows = rejected_borrowers = history_rows = 0
     work = batch.WorkDir(out, plan.fingerprint({"job": "riskml.monitor"}))
@@ -149,10 +165,10 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
             normal = (snaps.keys["status"] == "normal").to_numpy() & at
             X = snaps.X[normal].reset_index(drop=True)
             scored = score_rows(model.proba, model.explainer, X)
-            shares = batch_shares(profile, X, scored)
-            if len(X):
-                total, weight = _add(total, shares, len(X)), weight + len(X)
-            empty = empty or shares
+            too_young += _group_shares(profile, X, scored, by_group)
+            empty = empty or batch_shares(profile, X.iloc[:0], Scored(scored.p_adverse[:0],
+                                                                      scored.factor_contrib.iloc[:0],
+                                                                      scored.top_reason[:0]))
             ids.append(snaps.keys["borrower_id"].to_numpy()[normal])
             p_adv.append(scored.p_adverse)
             if with_outcomes:
@@ -170,11 +186,11 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
                          "nothing to monitor")
     ids_all = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
     return Histories(
-        shares=_add(None, total, 1.0 / weight) if weight else empty,
+        shares=standardise(profile, by_group, _add) or empty,
         ids=ids_all, p_adverse=np.concatenate(p_adv) if p_adv else np.zeros(0),
         realised=pd.Series(pd.concat(realised, ignore_index=True).array, index=ids_all) if with_outcomes else None,
         migration=Migration(as_of - back, as_of, counts) if with_migration and counts is not None else None,
-        rejected_rows=rejected_rows, rejected_borrowers=rejected_borrowers)
+        rejected_rows=rejected_rows, rejected_borrowers=rejected_borrowers, too_young=too_young)
 
 
 def _profile(model, system) -> dict[str, Any]:
@@ -259,6 +275,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
                    "predictions": cfg.get("predictions"), "as_of": as_of, "horizon": horizon, "n_scored": int(len(ids)),
                    "rejected_borrowers": 0 if hist is None else hist.rejected_borrowers,
                    "rejected_rows": 0 if hist is None else hist.rejected_rows,
+                   "not_compared_too_young": 0 if hist is None else hist.too_young,
+                   "age_mix": "reference's" if "age" in profile else "batch's own",
                    "reference_months": profile.get("months"), "mean_p_adverse": shares.get("mean_p_adverse"),
                    "reference_mean_p_adverse": profile.get("mean_p_adverse"), "min_accounts": cfg["min_accounts"]}
         doc = monitor_document(drift=result, backtest_table=bt_table, backtest_metrics=bt_metrics,

@@ -14,6 +14,19 @@ compared by deciles: a batch scored in one month is a single point, and any
 single point is far from the spread of twenty training months. Its bins are
 "below the training range", "inside" and "above", so its PSI is zero while
 the platform stays where the model has seen it, and large when it leaves.
+
+Age mix: a book that opens accounts every month mixes young and seasoned
+accounts, and the mix moves as the book grows; the accounts' features move
+with their age (a longer record, more months in their status). When the
+model reads the account's age (``months_on_book``) the profile keeps the
+reference rows' age mix (``age``: decile bins of months on book and their
+shares), and a batch is compared like with like: its shares are taken within
+each age bin and summed with the reference's weights (:func:`age_groups`,
+:func:`standardise`), and accounts younger than any reference row (too little
+history for a snapshot) are left out of the comparison. A platform-wide
+column is found among the accounts whose windows are full (months on book at
+least ``full_age``): a young account's window over the policy index covers
+fewer months.
 """
 
 from __future__ import annotations
@@ -29,6 +42,8 @@ from riskml.measure.scale import Bands, PointsScale
 
 PROFILE_VERSION = 1
 NO_REASON = "none"
+#: The feature holding the account's age, which the age mix is read from.
+AGE = "months_on_book"
 
 
 def _edges(values: np.ndarray, n_bins: int) -> list[float]:
@@ -111,7 +126,7 @@ def score_rows(proba_fn: Callable[[pd.DataFrame], np.ndarray], explainer: Factor
 
 def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, feature_factors: Mapping[str, str],
                   scale: PointsScale, bands: Bands, months: np.ndarray | None = None, recent_months: int = 1,
-                  max_rows: int = 50_000, n_bins: int = 10, seed: int = 0) -> dict[str, Any]:
+                  max_rows: int = 50_000, n_bins: int = 10, seed: int = 0, full_age: int = 12) -> dict[str, Any]:
     """The reference profile of training rows ``X`` and of what ``score`` says about them.
 
     A batch is scored at one month with each account's full history, while the
@@ -121,6 +136,9 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
     the range of a platform-wide column comes from every training month (the
     range the model has seen). A factor made of platform-wide columns only is
     binned by the range of its contribution over a sample of every month.
+    With an ``months_on_book`` column the profile keeps the reference's age
+    mix, and platform-wide columns are those flat within each month among the
+    accounts at least ``full_age`` months on book (see the module docstring).
     """
     recent = np.ones(len(X), dtype=bool)
     if months is not None:
@@ -130,7 +148,9 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
         rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
     R = X.iloc[rows]
     scored = score(R)
-    features, platform = {}, platform_columns(X, months)
+    aged = np.ones(len(X), dtype=bool) if AGE not in X.columns else X[AGE].to_numpy(np.float64) >= full_age
+    features = {}
+    platform = platform_columns(X[aged], None if months is None else np.asarray(months)[aged])
     for c in X.columns:
         if isinstance(X[c].dtype, pd.CategoricalDtype):
             labels = [str(v) for v in X[c].cat.categories]
@@ -140,9 +160,9 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
                 b = numeric_bins(X[c].to_numpy(np.float64, na_value=np.nan), platform=True)
             else:
                 b = numeric_bins(R[c].to_numpy(np.float64, na_value=np.nan), n_bins=n_bins, platform=False)
+            # (a platform column's reference is inside the training range by construction, and missing where
+            # a young account's window has no month yet)
             features[c] = {**b, "ref": numeric_shares(R[c].to_numpy(np.float64, na_value=np.nan), b["edges"])}
-            if b["kind"] == "platform":  # the reference is "inside the training range", by construction
-                features[c]["ref"] = [0.0, 1.0, 0.0, 0.0]
         features[c]["factor"] = str(feature_factors.get(c, "other"))
     platform = [f for f in scored.factor_contrib.columns
                 if all(features[c]["kind"] == "platform" for c in X.columns if features[c]["factor"] == f)]
@@ -173,7 +193,44 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
                         "ref": category_shares(bands.assign(p_adverse=scored.p_adverse, points=points),
                                                bands.labels)},
         "reasons": {"labels": reasons, "ref": category_shares(scored.top_reason, reasons)},
+        **({"age": age_mix(R[AGE].to_numpy(np.float64), n_bins)} if AGE in R.columns else {}),
     }
+
+
+def age_mix(age: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
+    """The reference's age mix: decile bins of months on book (whole months), their shares, the youngest age."""
+    a = age[np.isfinite(age)]
+    edges = np.unique(np.floor(np.quantile(a, np.arange(1, n_bins) / n_bins))).tolist() if len(a) else []
+    return {"column": AGE, "min": float(a.min()) if len(a) else 0.0, "edges": edges,
+            "ref": numeric_shares(a, edges)[:-1]}
+
+
+def age_groups(profile: Mapping[str, Any], X: pd.DataFrame) -> np.ndarray | None:
+    """Each row's age bin of the profile's age mix (-1: younger than every reference row, or no age);
+    ``None`` when the profile has no age mix or ``X`` no age column (compare the batch as a whole)."""
+    spec = profile.get("age")
+    if spec is None or spec["column"] not in X.columns:
+        return None
+    a = X[spec["column"]].to_numpy(np.float64)
+    g = np.searchsorted(np.asarray(spec["edges"], dtype=np.float64), a, side="left")
+    return np.where(a >= spec["min"], g, -1)
+
+
+def standardise(profile: Mapping[str, Any], by_group: Mapping[int, tuple[Any, float]],
+                add: Callable[[Any, Any, float], Any]) -> Any:
+    """Shares of a batch at the reference's age mix: ``by_group`` maps an age bin to the sum of its
+    buckets' shares weighted by their rows and those rows; each bin's mean shares weigh as much as the
+    bin's reference share (renormalised over the bins the batch has). ``add(total, part, w)`` sums shares."""
+    ref = profile["age"]["ref"] if "age" in profile else None
+    groups = [g for g, (_, n) in sorted(by_group.items()) if g >= 0 and n > 0]
+    weights = {g: (1.0 if ref is None else float(ref[g])) for g in groups}
+    norm = sum(weights.values())
+    out = None
+    for g in groups:
+        if weights[g] > 0:
+            total, n = by_group[g]
+            out = add(out, total, weights[g] / (norm * n))
+    return out
 
 
 def batch_shares(profile: Mapping[str, Any], X: pd.DataFrame | None, scored: Scored | None = None) -> dict[str, Any]:
