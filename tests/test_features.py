@@ -273,7 +273,7 @@ def test_no_single_feature_is_near_perfect_on_simulated_snapshots():
     from riskml.measure.metrics import leakage_scan
     from riskml.simulate import SimConfig, simulate
 
-    panel = simulate(SimConfig(n_borrowers=3000, n_months=24, seed=0)).panel
+    panel = simulate(SimConfig(n_borrowers=3000, n_months=48, seed=0)).panel
     s = build_snapshots(panel, target="adverse_3m")
     assert 0 < s.y.mean() < 0.2 and len(s) > 30_000
     assert leakage_scan(s.X, s.y, threshold=0.95) == []
