@@ -216,11 +216,44 @@ def age_groups(profile: Mapping[str, Any], X: pd.DataFrame) -> np.ndarray | None
     return np.where(a >= spec["min"], g, -1)
 
 
-def standardise(profile: Mapping[str, Any], by_group: Mapping[int, tuple[Any, float]],
-                add: Callable[[Any, Any, float], Any]) -> Any:
+def add_shares(total: Any, part: Any, w: float) -> Any:
+    """``total + w * part`` over nested dicts and lists of numbers (``total`` None: ``w * part``)."""
+    if isinstance(part, dict):
+        return {k: add_shares(None if total is None else total.get(k), v, w) for k, v in part.items()}
+    if isinstance(part, list):
+        return [add_shares(None if total is None else t, v, w) for t, v in zip(total or [None] * len(part), part)]
+    return w * float(part) if total is None else total + w * float(part)
+
+
+def add_by_age(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored, by_group: dict) -> int:
+    """Add a batch's (or a bucket's) shares to ``by_group`` (age bin -> (shares summed weighted by rows,
+    rows)), one entry per age bin of the profile (a single bin 0 without an age mix); returns the rows
+    left out (younger than every reference row)."""
+    groups = age_groups(profile, X)
+    if groups is None:
+        groups = np.zeros(len(X), dtype=np.int64)
+    for g in np.unique(groups[groups >= 0]):
+        sel = np.flatnonzero(groups == g)
+        fc = scored.factor_contrib  # (no columns: scores as served, without contributions)
+        part = Scored(scored.p_adverse[sel], fc.iloc[sel] if len(fc.columns) else fc, scored.top_reason[sel])
+        total, n = by_group.get(int(g), (None, 0))
+        by_group[int(g)] = (add_shares(total, batch_shares(profile, X.iloc[sel], part), len(sel)), n + len(sel))
+    return int((groups < 0).sum())
+
+
+def age_standardised_shares(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored) -> dict[str, Any]:
+    """:func:`batch_shares` of a batch at the reference's age mix (the batch's own without one)."""
+    by_group: dict[int, tuple[Any, int]] = {}
+    add_by_age(profile, X, scored, by_group)
+    fc = scored.factor_contrib
+    return standardise(profile, by_group) or batch_shares(profile, X.iloc[:0], Scored(
+        scored.p_adverse[:0], fc.iloc[:0] if len(fc.columns) else fc, scored.top_reason[:0]))
+
+
+def standardise(profile: Mapping[str, Any], by_group: Mapping[int, tuple[Any, float]]) -> Any:
     """Shares of a batch at the reference's age mix: ``by_group`` maps an age bin to the sum of its
     buckets' shares weighted by their rows and those rows; each bin's mean shares weigh as much as the
-    bin's reference share (renormalised over the bins the batch has). ``add(total, part, w)`` sums shares."""
+    bin's reference share (renormalised over the bins the batch has); ``None`` for an empty batch."""
     ref = profile["age"]["ref"] if "age" in profile else None
     groups = [g for g, (_, n) in sorted(by_group.items()) if g >= 0 and n > 0]
     weights = {g: (1.0 if ref is None else float(ref[g])) for g in groups}
@@ -229,7 +262,7 @@ def standardise(profile: Mapping[str, Any], by_group: Mapping[int, tuple[Any, fl
     for g in groups:
         if weights[g] > 0:
             total, n = by_group[g]
-            out = add(out, total, weights[g] / (norm * n))
+            out = add_shares(out, total, weights[g] / (norm * n))
     return out
 
 
