@@ -22,8 +22,9 @@ from riskml.features.snapshots import build_features, build_snapshots
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import Thresholds, drift, psi
 from riskml.monitoring.migration import band_migration
-from riskml.monitoring.profile import (age_standardised_shares, batch_shares, numeric_bins, numeric_shares,
-                                      platform_columns, platform_wide, score_rows)
+from riskml.monitoring.mix import like_with_like
+from riskml.monitoring.profile import (batch_shares, numeric_bins, numeric_shares, platform_columns, platform_wide,
+                                      score_rows)
 from riskml.simulate import SimConfig, simulate
 from riskml.measure.scale import Bands, PointsScale
 
@@ -53,7 +54,7 @@ def _drift_of(panel: pd.DataFrame, model: ScoringModel, profile: dict, as_of: in
     normal = (snaps.keys["status"] == "normal").to_numpy()
     X = snaps.X[normal].reset_index(drop=True)
     scored = score_rows(model.proba, model.explainer, X)
-    return drift(profile, age_standardised_shares(profile, X, scored), Thresholds()), snaps.keys[normal], scored
+    return drift(*like_with_like(profile, X, scored), Thresholds()), snaps.keys[normal], scored
 
 
 def test_psi_hand_computed():
@@ -123,7 +124,7 @@ def test_the_reference_keeps_its_age_mix_and_a_batch_is_compared_at_it(loaded):
     X = snaps.X[(snaps.keys["status"] == "normal").to_numpy()].reset_index(drop=True)
     scored = score_rows(model.proba, model.explainer, X)
     own = drift(profile, batch_shares(profile, X, scored), Thresholds())
-    like = drift(profile, age_standardised_shares(profile, X, scored), Thresholds())
+    like = drift(*like_with_like(profile, X, scored), Thresholds())
     psi_of = lambda d, f: float(d.features.set_index("feature").loc[f, "psi"])
     assert psi_of(own, "months_on_book") > 0.25 and psi_of(like, "months_on_book") < 0.05
 

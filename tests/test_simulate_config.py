@@ -79,3 +79,10 @@ def test_chunks_are_whole_blocks():
     assert SimConfig(block_size=64, chunk_borrowers=200).chunk_blocks == 3
     assert SimConfig(block_size=64, chunk_borrowers=10).chunk_blocks == 1
     assert SimConfig(n_borrowers=130, block_size=64).n_blocks == 3
+
+
+def test_a_manifest_from_before_the_origination_schedule_is_one_cohort():
+    old = SimConfig(n_borrowers=40, n_months=12).to_dict()
+    for k in ("open_months", "open_ramp_months", "open_ramp_start", "open_season", "open_season_peak"):
+        old.pop(k)
+    assert SimConfig.from_manifest({"sim_config": old}).open_months == 1

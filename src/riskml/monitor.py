@@ -38,8 +38,8 @@ from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import LEVELS, TOO_FEW, Thresholds, drift
 from riskml.monitoring.migration import Migration, band_labels, band_migration
-from riskml.monitoring.profile import (AGE, NO_REASON, Scored, add_by_age, age_standardised_shares, batch_shares,
-                                      score_rows, standardise)
+from riskml.monitoring.mix import add_by_age, batch_tight, for_state, standardise
+from riskml.monitoring.profile import AGE, NO_REASON, Scored, batch_shares, score_rows
 from riskml.monitoring.report import monitor_document, monitor_html
 from riskml.store.loading import open_model
 from riskml.measure.scale import Bands, PointsScale
@@ -108,6 +108,7 @@ class Histories:
     migration: Migration | None
     rejected_rows: int
     rejected_borrowers: int
+    profile: Mapping[str, Any] | None = None  # the reference compared with: the batch's platform state's
     too_young: int = 0                # normal accounts younger than every reference row: scored, not compared
 
 
@@ -123,7 +124,7 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
     with_migration = back > 0 and as_of - back >= months[0]
     with_outcomes = months[1] >= as_of + horizon
     by_group: dict[int, tuple[Any, int]] = {}
-    empty, too_young = None, 0
+    empty, too_young, tight = None, 0, None
     ids, ages, p_adv, realised, counts = [], [], [], [], None
     rejected_rows = rejected_borrowers = history_rows = 0
     work = batch.WorkDir(out, plan.fingerprint({"job": "riskml.monitor"}))
@@ -145,6 +146,7 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
             X = snaps.X[normal].reset_index(drop=True)
             scored = score_rows(model.proba, model.explainer, X)
             too_young += add_by_age(profile, X, scored, by_group)
+            tight = batch_tight(X) if tight is None else tight
             empty = empty or batch_shares(profile, X.iloc[:0], Scored(scored.p_adverse[:0],
                                                                       scored.factor_contrib.iloc[:0],
                                                                       scored.top_reason[:0]))
@@ -165,8 +167,9 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
         raise InputError(f"{cfg['input']}: no valid row at or before month {as_of} ({rejected_rows} rows rejected); "
                          "nothing to monitor")
     ids_all = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    view = for_state(profile, tight)
     return Histories(
-        shares=standardise(profile, by_group) or empty,
+        shares=standardise(view, by_group) or empty, profile=view,
         ids=ids_all, ages=np.concatenate(ages) if ages else np.zeros(0), p_adverse=np.concatenate(p_adv) if p_adv else np.zeros(0),
         realised=pd.Series(pd.concat(realised, ignore_index=True).array, index=ids_all) if with_outcomes else None,
         migration=Migration(as_of - back, as_of, counts) if with_migration and counts is not None else None,
@@ -238,11 +241,15 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
                 shares = batch_shares(profile, None, served_scored)
             else:  # the served scores at the reference's age mix, each account's age from its history
                 age = pd.Series(hist.ages, index=hist.ids).reindex(ids).to_numpy()
-                shares = age_standardised_shares(profile, pd.DataFrame({AGE: age}), served_scored)
+                by_group: dict[int, tuple[Any, int]] = {}
+                add_by_age(hist.profile, pd.DataFrame({AGE: age}), served_scored, by_group)
+                shares = standardise(hist.profile, by_group) or batch_shares(hist.profile, None, served_scored)
             shares["features"], shares["factors"] = ({}, {}) if hist is None else (hist.shares["features"],
                                                                                    hist.shares["factors"])
         else:
             ids, p_adverse, shares = hist.ids, hist.p_adverse, hist.shares
+        if hist is not None:  # the reference of the batch's platform state
+            profile = hist.profile
         result = drift(profile, shares, thresholds)
 
         bt_table = bt_metrics = None
@@ -261,6 +268,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
                    "rejected_rows": 0 if hist is None else hist.rejected_rows,
                    "not_compared_too_young": 0 if hist is None else hist.too_young,
                    "age_mix": "reference's" if "age" in profile and hist is not None else "batch's own",
+                   "platform_tightening": (profile.get("platform_state") or {}).get("tight"),
                    "reference_months": profile.get("months"), "mean_p_adverse": shares.get("mean_p_adverse"),
                    "reference_mean_p_adverse": profile.get("mean_p_adverse"), "min_accounts": cfg["min_accounts"]}
         doc = monitor_document(drift=result, backtest_table=bt_table, backtest_metrics=bt_metrics,

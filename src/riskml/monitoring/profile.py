@@ -37,6 +37,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from riskml import platform as acceptance
 from riskml.explain.reasons import FactorExplainer, adverse_contributions, top_reasons
 from riskml.measure.scale import Bands, PointsScale
 
@@ -44,13 +45,24 @@ PROFILE_VERSION = 1
 NO_REASON = "none"
 #: The feature holding the account's age, which the age mix is read from.
 AGE = "months_on_book"
+#: The platform-wide feature that says whether the platform is tightening (``riskml.platform``).
+POLICY = "policy_index"
+#: Narrowest bin of a factor's contribution (log-odds): a factor that is nearly constant (a fraud flag
+#: few accounts raise) has decile edges a hundredth apart, and the month's other features nudge its
+#: contribution across them; a difference under 0.05 in log-odds is no shift to act on.
+CONTRIB_RESOLUTION = 0.05
 
 
-def _edges(values: np.ndarray, n_bins: int) -> list[float]:
+def _edges(values: np.ndarray, n_bins: int, min_width: float = 0.0) -> list[float]:
     v = values[np.isfinite(values)]
     if len(v) == 0:
         return []
-    return np.unique(np.quantile(v, np.arange(1, n_bins) / n_bins)).tolist()
+    edges = np.unique(np.quantile(v, np.arange(1, n_bins) / n_bins)).tolist()
+    kept: list[float] = []
+    for e in edges:  # a few edges: merge those closer than min_width to the last one kept
+        if not kept or e - kept[-1] >= min_width:
+            kept.append(e)
+    return kept
 
 
 def platform_wide(x: np.ndarray, months: np.ndarray | None) -> bool:
@@ -124,6 +136,17 @@ def score_rows(proba_fn: Callable[[pd.DataFrame], np.ndarray], explainer: Factor
     return Scored(1.0 - proba[:, 0], pd.DataFrame(contrib, columns=explainer.factors), reason)
 
 
+def _sample(rows: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    if len(rows) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
+    return rows
+
+
+def _tight(X: pd.DataFrame) -> np.ndarray | None:
+    """Per row, whether the platform was tightening that month (its policy index above neutral)."""
+    return None if POLICY not in X.columns else acceptance.tightening(X[POLICY].to_numpy(np.float32))
+
+
 def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, feature_factors: Mapping[str, str],
                   scale: PointsScale, bands: Bands, months: np.ndarray | None = None, recent_months: int = 1,
                   max_rows: int = 50_000, n_bins: int = 10, seed: int = 0, full_age: int = 12) -> dict[str, Any]:
@@ -138,36 +161,33 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
     binned by the range of its contribution over a sample of every month.
     With an ``months_on_book`` column the profile keeps the reference's age
     mix, and platform-wide columns are those flat within each month among the
-    accounts at least ``full_age`` months on book (see the module docstring).
+    accounts at least ``full_age`` months on book; with a policy index it keeps
+    a second reference, the last training month in the other platform state
+    (tightening or not), on the same bins (see the module docstring).
     """
-    recent = np.ones(len(X), dtype=bool)
-    if months is not None:
-        recent = np.asarray(months) >= np.unique(months)[-min(recent_months, len(np.unique(months)))]
-    rows = np.flatnonzero(recent)
-    if len(rows) > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
-    R = X.iloc[rows]
-    scored = score(R)
+    m = None if months is None else np.asarray(months)
+    uniq = None if m is None else np.unique(m)
+    recent = np.ones(len(X), dtype=bool) if m is None else m >= uniq[-min(recent_months, len(uniq))]
+    rows = _sample(np.flatnonzero(recent), max_rows, seed)
+    tight = _tight(X)
+    other = None  # rows of the last training month in the other platform state
+    if tight is not None and m is not None:
+        flip = np.flatnonzero(tight != tight[rows[0]])
+        if len(flip):
+            other = _sample(np.flatnonzero(m == m[flip].max()), max_rows, seed)
+    R, scored = X.iloc[rows], score(X.iloc[rows])
+    R2, scored2 = (None, None) if other is None else (X.iloc[other], score(X.iloc[other]))
+    both = R if R2 is None else pd.concat([R, R2])
+    contrib_both = scored.factor_contrib if R2 is None else pd.concat([scored.factor_contrib, scored2.factor_contrib])
+    points = scale.points(scored.p_adverse)
+    points_both = points if R2 is None else np.r_[points, scale.points(scored2.p_adverse)]
     aged = np.ones(len(X), dtype=bool) if AGE not in X.columns else X[AGE].to_numpy(np.float64) >= full_age
-    features = {}
-    platform = platform_columns(X[aged], None if months is None else np.asarray(months)[aged])
-    for c in X.columns:
-        if isinstance(X[c].dtype, pd.CategoricalDtype):
-            labels = [str(v) for v in X[c].cat.categories]
-            features[c] = {"kind": "category", "labels": labels, "ref": category_shares(R[c].astype(object), labels)}
-        else:
-            if c in platform:
-                b = numeric_bins(X[c].to_numpy(np.float64, na_value=np.nan), platform=True)
-            else:
-                b = numeric_bins(R[c].to_numpy(np.float64, na_value=np.nan), n_bins=n_bins, platform=False)
-            # (a platform column's reference is inside the training range by construction, and missing where
-            # a young account's window has no month yet)
-            features[c] = {**b, "ref": numeric_shares(R[c].to_numpy(np.float64, na_value=np.nan), b["edges"])}
-        features[c]["factor"] = str(feature_factors.get(c, "other"))
+    features = _feature_bins(X, R, both, platform_columns(X[aged], None if m is None else m[aged]),
+                             feature_factors, n_bins)
     platform = [f for f in scored.factor_contrib.columns
                 if all(features[c]["kind"] == "platform" for c in X.columns if features[c]["factor"] == f)]
     every = None
-    if platform and months is not None:
+    if platform and m is not None:
         take = np.random.default_rng(seed + 1).choice(len(X), size=min(max_rows, len(X)), replace=False)
         every = score(X.iloc[np.sort(take)]).factor_contrib
     contrib = {}
@@ -177,15 +197,14 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
             tol = 1e-6 * max(1.0, hi - lo)
             contrib[f] = {"kind": "platform", "edges": [lo - tol, hi + tol], "ref": [0.0, 1.0, 0.0, 0.0]}
             continue
-        edges = _edges(scored.factor_contrib[f].to_numpy(), n_bins)
+        edges = _edges(contrib_both[f].to_numpy(), n_bins, CONTRIB_RESOLUTION)
         contrib[f] = {"kind": "numeric", "edges": edges, "ref": numeric_shares(scored.factor_contrib[f], edges)}
-    points = scale.points(scored.p_adverse)
-    score_edges = _edges(points, n_bins)
+    score_edges = _edges(points_both, n_bins)
     reasons = sorted({*map(str, scored.factor_contrib.columns), NO_REASON})
-    return {
+    profile = {
         "version": PROFILE_VERSION, "source": "training rows", "n_rows": int(len(R)),
-        "months": None if months is None else [int(m) for m in np.unique(np.asarray(months)[rows])],
-        "training_months": None if months is None else [int(m) for m in np.unique(months)],
+        "months": None if m is None else [int(v) for v in np.unique(m[rows])],
+        "training_months": None if m is None else [int(v) for v in uniq],
         "points": scale.as_dict(), "bands": bands.as_dict(), "mean_p_adverse": float(np.mean(scored.p_adverse)),
         "features": features, "factors": contrib,
         "score": {"kind": "numeric", "edges": score_edges, "ref": numeric_shares(points, score_edges)},
@@ -193,77 +212,58 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
                         "ref": category_shares(bands.assign(p_adverse=scored.p_adverse, points=points),
                                                bands.labels)},
         "reasons": {"labels": reasons, "ref": category_shares(scored.top_reason, reasons)},
-        **({"age": age_mix(R[AGE].to_numpy(np.float64), n_bins)} if AGE in R.columns else {}),
     }
+    if AGE in R.columns:
+        profile["age"] = age_mix(R[AGE].to_numpy(np.float64), both[AGE].to_numpy(np.float64), n_bins)
+    if tight is not None:
+        profile["platform_state"] = {"column": POLICY, "neutral": acceptance.NEUTRAL, "tight": bool(tight[rows[0]]),
+                                     "other": None if R2 is None else _other_refs(profile, R2, scored2,
+                                                                                  int(m[other[0]]))}
+    return profile
 
 
-def age_mix(age: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
-    """The reference's age mix: decile bins of months on book (whole months), their shares, the youngest age."""
-    a = age[np.isfinite(age)]
-    edges = np.unique(np.floor(np.quantile(a, np.arange(1, n_bins) / n_bins))).tolist() if len(a) else []
-    return {"column": AGE, "min": float(a.min()) if len(a) else 0.0, "edges": edges,
-            "ref": numeric_shares(a, edges)[:-1]}
+def _feature_bins(X: pd.DataFrame, R: pd.DataFrame, both: pd.DataFrame, platform: set[str],
+                  feature_factors: Mapping[str, str], n_bins: int) -> dict[str, dict[str, Any]]:
+    """Every feature's bins (cut on ``both`` references' rows; a platform column's on the training range of
+    ``X``) and the shares of the reference rows ``R`` in them."""
+    features = {}
+    for c in X.columns:
+        if isinstance(X[c].dtype, pd.CategoricalDtype):
+            labels = [str(v) for v in X[c].cat.categories]
+            features[c] = {"kind": "category", "labels": labels, "ref": category_shares(R[c].astype(object), labels)}
+        else:
+            if c in platform:
+                b = numeric_bins(X[c].to_numpy(np.float64, na_value=np.nan), platform=True)
+            else:
+                b = numeric_bins(both[c].to_numpy(np.float64, na_value=np.nan), n_bins=n_bins, platform=False)
+            # (a platform column's reference is inside the training range by construction, and missing where
+            # a young account's window has no month yet)
+            features[c] = {**b, "ref": numeric_shares(R[c].to_numpy(np.float64, na_value=np.nan), b["edges"])}
+        features[c]["factor"] = str(feature_factors.get(c, "other"))
+    return features
 
 
-def age_groups(profile: Mapping[str, Any], X: pd.DataFrame) -> np.ndarray | None:
-    """Each row's age bin of the profile's age mix (-1: younger than every reference row, or no age);
-    ``None`` when the profile has no age mix or ``X`` no age column (compare the batch as a whole)."""
-    spec = profile.get("age")
-    if spec is None or spec["column"] not in X.columns:
-        return None
-    a = X[spec["column"]].to_numpy(np.float64)
-    g = np.searchsorted(np.asarray(spec["edges"], dtype=np.float64), a, side="left")
-    return np.where(a >= spec["min"], g, -1)
-
-
-def add_shares(total: Any, part: Any, w: float) -> Any:
-    """``total + w * part`` over nested dicts and lists of numbers (``total`` None: ``w * part``)."""
-    if isinstance(part, dict):
-        return {k: add_shares(None if total is None else total.get(k), v, w) for k, v in part.items()}
-    if isinstance(part, list):
-        return [add_shares(None if total is None else t, v, w) for t, v in zip(total or [None] * len(part), part)]
-    return w * float(part) if total is None else total + w * float(part)
-
-
-def add_by_age(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored, by_group: dict) -> int:
-    """Add a batch's (or a bucket's) shares to ``by_group`` (age bin -> (shares summed weighted by rows,
-    rows)), one entry per age bin of the profile (a single bin 0 without an age mix); returns the rows
-    left out (younger than every reference row)."""
-    groups = age_groups(profile, X)
-    if groups is None:
-        groups = np.zeros(len(X), dtype=np.int64)
-    for g in np.unique(groups[groups >= 0]):
-        sel = np.flatnonzero(groups == g)
-        fc = scored.factor_contrib  # (no columns: scores as served, without contributions)
-        part = Scored(scored.p_adverse[sel], fc.iloc[sel] if len(fc.columns) else fc, scored.top_reason[sel])
-        total, n = by_group.get(int(g), (None, 0))
-        by_group[int(g)] = (add_shares(total, batch_shares(profile, X.iloc[sel], part), len(sel)), n + len(sel))
-    return int((groups < 0).sum())
-
-
-def age_standardised_shares(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored) -> dict[str, Any]:
-    """:func:`batch_shares` of a batch at the reference's age mix (the batch's own without one)."""
-    by_group: dict[int, tuple[Any, int]] = {}
-    add_by_age(profile, X, scored, by_group)
-    fc = scored.factor_contrib
-    return standardise(profile, by_group) or batch_shares(profile, X.iloc[:0], Scored(
-        scored.p_adverse[:0], fc.iloc[:0] if len(fc.columns) else fc, scored.top_reason[:0]))
-
-
-def standardise(profile: Mapping[str, Any], by_group: Mapping[int, tuple[Any, float]]) -> Any:
-    """Shares of a batch at the reference's age mix: ``by_group`` maps an age bin to the sum of its
-    buckets' shares weighted by their rows and those rows; each bin's mean shares weigh as much as the
-    bin's reference share (renormalised over the bins the batch has); ``None`` for an empty batch."""
-    ref = profile["age"]["ref"] if "age" in profile else None
-    groups = [g for g, (_, n) in sorted(by_group.items()) if g >= 0 and n > 0]
-    weights = {g: (1.0 if ref is None else float(ref[g])) for g in groups}
-    norm = sum(weights.values())
-    out = None
-    for g in groups:
-        if weights[g] > 0:
-            total, n = by_group[g]
-            out = add_shares(out, total, weights[g] / (norm * n))
+def _other_refs(profile: Mapping[str, Any], R: pd.DataFrame, scored: Scored, month: int) -> dict[str, Any]:
+    """The reference shares of the other platform state's month on the profile's bins."""
+    out = batch_shares(profile, R, scored)
+    out.update({"month": month, "n_rows": int(len(R)), "tight": not profile_tight(profile, default=False)})
+    if "age" in profile:
+        out["age"] = numeric_shares(R[AGE].to_numpy(np.float64), profile["age"]["edges"])[:-1]
     return out
+
+
+def profile_tight(profile: Mapping[str, Any], default: bool = False) -> bool:
+    """Whether the platform was tightening in the profile's reference month."""
+    return bool((profile.get("platform_state") or {}).get("tight", default))
+
+
+def age_mix(age: np.ndarray, every: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
+    """The reference's age mix: decile bins of months on book (whole months, cut on ``every`` reference's
+    rows), the shares of ``age`` in them, the youngest age."""
+    a, e = age[np.isfinite(age)], every[np.isfinite(every)]
+    edges = np.unique(np.floor(np.quantile(e, np.arange(1, n_bins) / n_bins))).tolist() if len(e) else []
+    return {"column": AGE, "min": float(e.min()) if len(e) else 0.0, "edges": edges,
+            "ref": numeric_shares(a, edges)[:-1]}
 
 
 def batch_shares(profile: Mapping[str, Any], X: pd.DataFrame | None, scored: Scored | None = None) -> dict[str, Any]:

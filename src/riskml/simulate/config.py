@@ -179,7 +179,10 @@ class SimConfig:
         """The config a stored data set was generated with (its ``manifest.json``)."""
         if "sim_config" not in manifest:
             raise ConfigError("sim_config", None, "a manifest written by riskml.generate")
-        return cls.from_dict(manifest["sim_config"])
+        d = dict(manifest["sim_config"])
+        if "open_months" not in d:  # written before the origination schedule: one cohort, opened at month 0
+            d["open_months"] = 1
+        return cls.from_dict(d)
 
     def with_scenario(self, scenario: Mapping[str, Any], **changes: Any) -> "SimConfig":
         """This config under another scenario (a ``conf/scenario`` group's keys, ``name`` included), validated.
