@@ -10,7 +10,7 @@ Example (12 months, 6 of history before t and 3 after: t runs over months 5..8):
     >>> panel = simulate(SimConfig(n_borrowers=50, n_months=12)).panel
     >>> snaps = build_snapshots(panel, target="adverse_3m")
     >>> snaps.X.shape[1], snaps.feature_factors["days_past_due"], sorted(set(snaps.keys["month"]))
-    (74, 'overdue', [5, 6, 7, 8])
+    (75, 'overdue', [5, 6, 7, 8])
 """
 
 from __future__ import annotations

@@ -120,7 +120,7 @@ def oracle(cfg: SimConfig, keys: pd.DataFrame, *, horizon: int, n_paths: int = 2
 
     Example:
         >>> cfg = SimConfig(n_borrowers=40, n_months=12, block_size=16)
-        >>> o = oracle(cfg, pd.DataFrame({"borrower_id": [3, 30], "month": [6, 8]}), horizon=3, n_paths=20)
+        >>> o = oracle(cfg, pd.DataFrame({"borrower_id": [3, 20], "month": [6, 8]}), horizon=3, n_paths=20)
         >>> bool(np.allclose(o[["p_normal", "p_suspended", "p_closed"]].sum(axis=1), 1.0))
         True
     """

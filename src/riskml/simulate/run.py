@@ -231,9 +231,9 @@ def simulate(cfg: SimConfig) -> SimResult:
     """Simulate the whole data set in memory (for tests and small N; use ``iter_chunks`` for large N).
 
     Example:
-        >>> res = simulate(SimConfig(n_borrowers=50, n_months=12, block_size=16))
+        >>> res = simulate(SimConfig(n_borrowers=50, n_months=12, block_size=16))  # accounts open month by month
         >>> len(res.panel), len(res.truth)
-        (600, 50)
+        (256, 50)
     """
     panels, truths = zip(*iter_chunks(cfg, progress=False))
     return SimResult(pd.concat(panels, ignore_index=True), pd.concat(truths, ignore_index=True))
