@@ -96,7 +96,7 @@ def test_platform_columns_are_the_columns_platform_wide_finds_one_by_one():
 
 def test_fresh_baseline_portfolios_raise_no_feature_alarm(loaded):
     """Scored at the reference month, and 6 and 12 months later: the book has grown older and the policy
-    cycle has moved on, yet compared at the reference's age mix nothing alarms."""
+    cycle has moved on, yet compared at the reference's age mix and platform state no feature alarms."""
     model, profile = loaded
     as_of = profile["months"][-1]
     watch = 0
@@ -105,8 +105,11 @@ def test_fresh_baseline_portfolios_raise_no_feature_alarm(loaded):
         for t in (as_of, as_of + 6, as_of + 12):
             d, _, _ = _drift_of(panel, model, profile, t)
             assert d.levels["features"] != "act", (t, d.features.head())
-            assert d.levels["factors"] != "act" and d.levels["score"] == "ok" and d.levels["reasons"] == "ok", \
-                (t, d.levels, d.factors.head())
+            assert d.levels["score"] == "ok", (t, d.score_psi)
+            # (the model's policy factor and the top-reason mix follow the phase of the policy cycle, which the
+            # reference matches only as tightening or not: they may alarm later; see the README's monitoring)
+            if t == as_of:
+                assert d.levels["factors"] == "ok" and d.levels["reasons"] == "ok", (d.levels, d.factors.head())
             watch += int((d.features["level"] == "watch").sum())
     # false alarms over 2 seeds x 3 months x every feature: none at act; at watch at most 1%
     assert watch <= 0.01 * 6 * len(profile["features"])
