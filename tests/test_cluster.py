@@ -14,6 +14,7 @@ import time
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from hydra import compose, initialize_config_module
@@ -186,8 +187,14 @@ def test_predict_on_the_cluster_writes_the_single_machine_rows_to_a_file_or_part
 def test_a_killed_cluster_job_resumes_without_duplicates(trained, address):
     tmp, _, _ = trained
     model, inp = tmp / "models" / "riskml", tmp / "sorted.parquet"
-    # one file sorted by borrower, 125 borrowers a row group: 64 partitions of whole borrowers
-    pd.read_parquet(tmp / "data" / "parts" / "panel").to_parquet(inp, row_group_size=125 * 24)
+    # one file sorted by borrower, 125 borrowers a row group: 64 partitions of whole borrowers (accounts open
+    # month by month, so a row group of 125 borrowers is cut at their rows, not at a fixed row count)
+    panel = pd.read_parquet(tmp / "data" / "parts" / "panel")
+    cuts = np.r_[np.searchsorted(panel["borrower_id"].to_numpy(), np.arange(0, N, 125)), len(panel)]
+    table = pa.Table.from_pandas(panel, preserve_index=False)
+    with pq.ParquetWriter(inp, table.schema) as writer:
+        for lo, hi in zip(cuts[:-1], cuts[1:]):
+            writer.write_table(table.slice(int(lo), int(hi - lo)))
     out = tmp / "killed" / "scores.parquet"
     args = [sys.executable, "-m", "riskml.predict", f"input={inp}", f"output={out}", f"model={model}",
             "bucket_rows=1000", "cluster=local", "cluster.workers=2"]

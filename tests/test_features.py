@@ -273,7 +273,7 @@ def test_no_single_feature_is_near_perfect_on_simulated_snapshots():
     from riskml.measure.metrics import leakage_scan
     from riskml.simulate import SimConfig, simulate
 
-    panel = simulate(SimConfig(n_borrowers=3000, n_months=24, seed=0)).panel
+    panel = simulate(SimConfig(n_borrowers=3000, n_months=48, seed=0)).panel
     s = build_snapshots(panel, target="adverse_3m")
     assert 0 < s.y.mean() < 0.2 and len(s) > 30_000
     assert leakage_scan(s.X, s.y, threshold=0.95) == []
@@ -392,3 +392,22 @@ def test_the_compiled_features_at_a_month_are_the_grid_features_bit_for_bit(wind
 def test_build_features_names_a_bad_engine():
     with pytest.raises(ConfigError, match="engine"):
         build_features(random_panel(n=3, t=6), engine="fast")
+
+
+def test_a_part_of_later_accounts_gets_the_whole_books_snapshot_months():
+    """Borrower ids follow the opening order, so a part of a book's later accounts starts months after the
+    first: its snapshots are the whole panel's rows of those accounts (the same calendar months, every
+    `every` of them), and a part too young for any snapshot has none rather than an error."""
+    from riskml.simulate import SimConfig, simulate
+
+    panel = simulate(SimConfig(n_borrowers=1500, n_months=30, seed=4, block_size=256)).panel
+    whole = build_snapshots(panel, target="status_3m", every=2)
+    late = panel[panel["borrower_id"] >= 1000]
+    assert late["month"].min() > 10
+    parts = [build_snapshots(panel[panel["borrower_id"] < 1000], target="status_3m", every=2),
+             build_snapshots(late, target="status_3m", every=2)]
+    pd.testing.assert_frame_equal(pd.concat([p.keys for p in parts], ignore_index=True), whole.keys)
+    pd.testing.assert_frame_equal(pd.concat([p.X for p in parts], ignore_index=True), whole.X)
+    assert np.array_equal(np.concatenate([p.y for p in parts]), whole.y)
+    youngest = build_snapshots(panel[panel["borrower_id"] >= 1490], target="status_3m")
+    assert len(youngest) == 0 and youngest.X.shape[1] == whole.X.shape[1]

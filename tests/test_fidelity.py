@@ -110,10 +110,11 @@ def scoring_model(trained, target: str) -> scoring.ScoringModel:
 @pytest.fixture(scope="module")
 def down_rows(trained) -> pd.DataFrame:
     """Batch scoring of a fresh maintenance-scenario portfolio at its outage month, down accounts only."""
-    panel = simulate(SimConfig(n_borrowers=4000, seed=11, scenario="maintenance", maintenance_months=(12,))).panel
+    # (month 40 of the default 48: a mature book, most of the portfolio's accounts open)
+    panel = simulate(SimConfig(n_borrowers=4000, seed=11, scenario="maintenance", maintenance_months=(40,))).panel
     out = scoring.score_histories(panel, scoring_model(trained, "adverse_3m"), scoring_model(trained, "recovery_6m"),
-                                  as_of=12, what_if=False)
-    cause = panel[panel["month"] == 12].set_index("borrower_id")["cause"].astype(object)
+                                  as_of=40, what_if=False)
+    cause = panel[panel["month"] == 40].set_index("borrower_id")["cause"].astype(object)
     out["cause"] = cause.reindex(out["borrower_id"]).to_numpy()
     return out[out["status"] != "normal"].reset_index(drop=True)
 

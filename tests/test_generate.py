@@ -15,6 +15,7 @@ from riskml.generate import run
 from riskml.io.files import sha256_file
 from riskml.schema import PANEL, TRUTH, row_problems
 from riskml.simulate import SimConfig, oracle
+from riskml.simulate.book import start_months
 
 SMALL = ["n_borrowers=600", "n_months=12", "block_size=64"]
 
@@ -31,8 +32,9 @@ def test_run_writes_a_complete_data_set(compose, tmp_path, capsys):
     assert row_problems(panel).isna().all()
     assert list(panel.columns) == list(PANEL.names)
     assert list(truth.columns[:2]) == list(TRUTH.names)
-    assert len(panel) == 600 * 12 and len(truth) == 600
-    assert manifest["row_counts"] == {"panel.parquet": 7200, "truth.parquet": 600}
+    rows = int((12 - start_months(SimConfig(n_borrowers=600, n_months=12))).sum())  # a row a month once open
+    assert len(panel) == rows and len(truth) == 600
+    assert manifest["row_counts"] == {"panel.parquet": rows, "truth.parquet": 600}
     assert manifest["seed"] == 0 and manifest["scenario"] == "tightening"
     assert manifest["package_version"]
     assert manifest["status_counts"] == panel["status"].value_counts().to_dict()
@@ -44,7 +46,7 @@ def test_run_writes_a_complete_data_set(compose, tmp_path, capsys):
     # the oracle runs later from the stored manifest
     sim = SimConfig.from_manifest(manifest)
     assert sim.tighten_month == 8
-    o = oracle(sim, panel.loc[panel["month"] == 6, ["borrower_id", "month"]].head(20), horizon=3, n_paths=10)
+    o = oracle(sim, panel.loc[panel["month"] == 6, ["borrower_id", "month"]].tail(20), horizon=3, n_paths=10)
     assert len(o) == 20
 
 

@@ -22,6 +22,7 @@ from riskml.features.snapshots import build_features, build_snapshots
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import Thresholds, drift, psi
 from riskml.monitoring.migration import band_migration
+from riskml.monitoring.mix import like_with_like
 from riskml.monitoring.profile import (batch_shares, numeric_bins, numeric_shares, platform_columns, platform_wide,
                                       score_rows)
 from riskml.simulate import SimConfig, simulate
@@ -53,7 +54,7 @@ def _drift_of(panel: pd.DataFrame, model: ScoringModel, profile: dict, as_of: in
     normal = (snaps.keys["status"] == "normal").to_numpy()
     X = snaps.X[normal].reset_index(drop=True)
     scored = score_rows(model.proba, model.explainer, X)
-    return drift(profile, batch_shares(profile, X, scored), Thresholds()), snaps.keys[normal], scored
+    return drift(*like_with_like(profile, X, scored), Thresholds()), snaps.keys[normal], scored
 
 
 def test_psi_hand_computed():
@@ -94,17 +95,41 @@ def test_platform_columns_are_the_columns_platform_wide_finds_one_by_one():
 
 
 def test_fresh_baseline_portfolios_raise_no_feature_alarm(loaded):
+    """Scored at the reference month, and 6 and 12 months later: the book has grown older and the policy
+    cycle has moved on, yet compared at the reference's age mix and platform state no feature alarms."""
     model, profile = loaded
     as_of = profile["months"][-1]
     watch = 0
-    for seed in (11, 12, 13):
-        panel = simulate(SimConfig(n_borrowers=N, seed=seed)).panel
-        d, _, _ = _drift_of(panel, model, profile, as_of)
-        assert d.levels["features"] != "act", d.features.head()
-        assert d.levels["factors"] == "ok" and d.levels["score"] == "ok" and d.levels["reasons"] == "ok"
-        watch += int((d.features["level"] == "watch").sum())
-    # false alarms over 3 seeds x every feature: none at act; at watch at most 1%
-    assert watch <= 0.01 * 3 * len(profile["features"])
+    for seed in (11, 12):
+        panel = simulate(SimConfig(n_borrowers=N, n_months=as_of + 13, seed=seed)).panel
+        for t in (as_of, as_of + 6, as_of + 12):
+            d, _, _ = _drift_of(panel, model, profile, t)
+            assert d.levels["features"] != "act", (t, d.features.head())
+            assert d.levels["score"] == "ok", (t, d.score_psi)
+            # (the model's policy factor and the top-reason mix follow the phase of the policy cycle, which the
+            # reference matches only as tightening or not: they may alarm later; see the README's monitoring)
+            if t == as_of:
+                assert d.levels["factors"] == "ok" and d.levels["reasons"] == "ok", (d.levels, d.factors.head())
+            watch += int((d.features["level"] == "watch").sum())
+    # false alarms over 2 seeds x 3 months x every feature: none at act; at watch at most 1%
+    assert watch <= 0.01 * 6 * len(profile["features"])
+
+
+def test_the_reference_keeps_its_age_mix_and_a_batch_is_compared_at_it(loaded):
+    model, profile = loaded
+    age = profile["age"]
+    assert age["column"] == "months_on_book" and age["min"] == 5  # the youngest snapshot: min_history - 1
+    assert sum(age["ref"]) == pytest.approx(1.0) and len(age["ref"]) == len(age["edges"]) + 1
+    # an older book, taken as it is, shifts the age itself and what comes with it; at the reference's mix it does not
+    as_of = profile["months"][-1]
+    panel = simulate(SimConfig(n_borrowers=N, n_months=as_of + 13, seed=14)).panel
+    snaps = build_features(panel[panel["month"] <= as_of + 12], as_of=as_of + 12, windows=model.windows)
+    X = snaps.X[(snaps.keys["status"] == "normal").to_numpy()].reset_index(drop=True)
+    scored = score_rows(model.proba, model.explainer, X)
+    own = drift(profile, batch_shares(profile, X, scored), Thresholds())
+    like = drift(*like_with_like(profile, X, scored), Thresholds())
+    psi_of = lambda d, f: float(d.features.set_index("feature").loc[f, "psi"])
+    assert psi_of(own, "months_on_book") > 0.25 and psi_of(like, "months_on_book") < 0.05
 
 
 def test_tightening_portfolio_alarms_on_the_policy_index_and_the_score(loaded):
@@ -117,7 +142,7 @@ def test_tightening_portfolio_alarms_on_the_policy_index_and_the_score(loaded):
         "policy_tightening").all(), d.features.head()
     # the model reads the platform's policy (policy index, acceptance gap): its factor and the score move too
     assert d.factors.set_index("factor").loc["policy_tightening", "level"] == "act"
-    assert d.levels["score"] == "act" and d.score_psi > 0.25, d.score_psi  # measured 0.67-0.75 (baseline 0.011-0.015)
+    assert d.levels["score"] == "act" and d.score_psi > 0.25, d.score_psi  # measured 0.73-0.77 (baseline 0.007-0.029)
     assert d.level == "act"
 
 
@@ -132,9 +157,10 @@ def test_band_migration_counts_the_bands_predict_serves_at_both_months(loaded):
                                  what_if=False).set_index("borrower_id")["risk_band"] for t in (as_of - 1, as_of)}
     want = pd.crosstab(served[as_of - 1], served[as_of])
     assert m.counts.loc[want.index, want.columns].equals(want.astype(np.int64).rename_axis(index=None, columns=None))
-    assert m.counts.to_numpy().sum() == want.to_numpy().sum() == N  # every borrower has both months
+    both = int((panel.groupby("borrower_id")["month"].min() <= as_of - 1).sum())  # accounts open at both months
+    assert m.counts.to_numpy().sum() == want.to_numpy().sum() == both
     moves = m.moves()
-    assert moves["stayed"] + moves["worse"] + moves["better"] == moves["accounts"] == N
+    assert moves["stayed"] + moves["worse"] + moves["better"] == moves["accounts"] == both
     assert m.labels == [*bands.labels, "suspended", "closed"] and np.allclose(m.shares().sum(axis=1)[
         m.counts.sum(axis=1) > 0], 1.0)
     # no account at both months: an empty matrix of the same labels, not an error
@@ -156,14 +182,17 @@ def test_backtest_agrees_with_the_simulators_outcomes(loaded):
     at = snaps.keys["month"].to_numpy() == as_of
     truth = pd.Series(snaps.y[at], index=snaps.keys.loc[at, "borrower_id"].to_numpy())
     assert realised.notna().all()
-    assert realised.to_numpy(np.int64).tolist() == truth.reindex(keys["borrower_id"]).astype(int).tolist()
+    # the accounts with a snapshot (months on book >= min_history - 1) have the snapshot's label
+    has = keys["borrower_id"].isin(truth.index).to_numpy()
+    assert has.mean() > 0.7
+    assert realised[has].to_numpy(np.int64).tolist() == truth.reindex(keys["borrower_id"][has]).astype(int).tolist()
     bands = np.array(["low" if p < 0.05 else "high" for p in scored.p_adverse], dtype=object)
     table, m = backtest(scored.p_adverse, realised, bands, ["low", "high"])
-    assert m["n"] == len(keys) and m["events"] == int(truth.reindex(keys["borrower_id"]).sum())
+    assert m["n"] == len(keys) and m["events"] == int(realised.sum())
     assert m["auc"] > 0.8
     assert abs(m["predicted_rate"] - m["observed_rate"]) < 0.02
     # a horizon past the end of the histories gives no outcome rather than a wrong one
-    assert realised_outcomes(sim, keys["borrower_id"], as_of=22, horizon=3).isna().all()
+    assert realised_outcomes(sim, keys["borrower_id"], as_of=46, horizon=3).isna().all()
 
 
 def _monitor_cfg(tmp: Path, model_dir: Path, *overrides: str):
@@ -185,7 +214,8 @@ def test_monitor_entry_point_writes_json_html_and_an_mlflow_run(model_dir, loade
     assert html.startswith("<!DOCTYPE html>") and "data:image/png;base64," in html and "Back-test" in html
     mig = doc["migration"]
     assert (mig["from_month"], mig["to_month"]) == (as_of - 1, as_of) and f"Band migration, month {as_of - 1}" in html
-    assert sum(map(sum, mig["counts"])) == mig["accounts"] == 2000
+    assert sum(map(sum, mig["counts"])) == mig["accounts"] == int((panel.groupby("borrower_id")["month"].min()
+                                                                  <= as_of - 1).sum())
     # read bucket by bucket (whole borrowers), the report is the whole batch's: the same PSIs, counts, back-test
     small = monitor.run(_monitor_cfg(tmp_path / "b", model_dir, f"input={tmp_path / 'panel.parquet'}",
                                      f"as_of={as_of}", "bucket_rows=5000", "tracking.enabled=false"))
@@ -195,16 +225,21 @@ def test_monitor_entry_point_writes_json_html_and_an_mlflow_run(model_dir, loade
     for key in ("score_psi", "bands_psi", "reasons_psi", "max_feature_psi"):
         assert d2["drift"][key] == pytest.approx(doc["drift"][key], abs=1e-9), key
     assert [f["psi"] for f in d2["features"]] == pytest.approx([f["psi"] for f in doc["features"]], abs=1e-9)
-    # predictions only (what riskml.predict served): the same score and reason drift, no features or back-test
+    # the predictions riskml.predict served, with the histories for the accounts' ages: the same score and reason
+    # drift; predictions only: no features or back-test, and the batch's own age mix
     with initialize_config_module("riskml.conf.predict", version_base="1.3"):
         pcfg = compose("predict", overrides=[f"input={tmp_path / 'panel.parquet'}", f"output={tmp_path / 'p.parquet'}",
                                              f"model={model_dir}", f"as_of={as_of}"])
     predict.run(pcfg)
+    both = monitor.run(_monitor_cfg(tmp_path / "pi", model_dir, f"predictions={tmp_path / 'p.parquet'}",
+                                    f"input={tmp_path / 'panel.parquet'}", "tracking.enabled=false")).document
+    assert both["n_scored"] == doc["n_scored"] and both["age_mix"] == doc["age_mix"] == "reference's"
+    assert both["drift"]["score_psi"] == pytest.approx(doc["drift"]["score_psi"], abs=1e-9)
+    assert both["drift"]["reasons_psi"] == pytest.approx(doc["drift"]["reasons_psi"], abs=1e-9)
     served = monitor.run(_monitor_cfg(tmp_path / "p", model_dir, f"predictions={tmp_path / 'p.parquet'}",
                                       "tracking.enabled=false")).document
     assert served["as_of"] == as_of and served["n_scored"] == doc["n_scored"] and served["backtest"] is None
-    assert served["drift"]["score_psi"] == pytest.approx(doc["drift"]["score_psi"], abs=1e-9)
-    assert served["drift"]["reasons_psi"] == pytest.approx(doc["drift"]["reasons_psi"], abs=1e-9)
+    assert served["age_mix"] == "batch's own" and served["drift"]["score_psi"] is not None
     assert served["features"] == [] and served["migration"] is None
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlflow.db")
     run = mlflow.get_run(result.run_id)
@@ -226,7 +261,7 @@ def test_monitor_rejects_bad_config_and_a_model_without_profile(model_dir, tmp_p
     with job_lock(tmp_path / "report" / "monitor.json", what="riskml.monitor job"):
         with pytest.raises(InputError, match=r"another riskml.monitor job .* is writing it now"):
             monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'busy.parquet'}"))
-    with pytest.raises(ConfigError, match=r"config key 'as_of'.*99.*0\.\.23"):  # past the input's months
+    with pytest.raises(ConfigError, match=r"config key 'as_of'.*99.*0\.\.47"):  # past the input's months
         monitor.run(_monitor_cfg(tmp_path, model_dir, f"input={tmp_path / 'busy.parquet'}", "as_of=99"))
     with pytest.raises(ConfigError, match=r"config key 'treshold'"):  # a +key riskml never reads
         monitor.run(_monitor_cfg(tmp_path, model_dir, "input=x.parquet", "+treshold=0.3"))

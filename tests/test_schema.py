@@ -12,6 +12,7 @@ def good_panel(n_borrowers=2, n_months=3) -> pd.DataFrame:
     df = pd.DataFrame({
         "borrower_id": np.repeat(np.arange(n_borrowers), n_months),
         "month": np.tile(np.arange(n_months), n_borrowers),
+        "months_on_book": np.tile(np.arange(n_months), n_borrowers),
     })
     for c in BEHAVIOUR:
         df[c.name] = np.zeros(rows, dtype=c.dtype)
@@ -30,6 +31,8 @@ def test_good_panel_has_no_problems_and_casts_to_contract_dtypes():
     assert str(out["credit_limit"].dtype) == "float32"
     assert list(out["status"].cat.categories) == ["normal", "suspended", "closed"]
     assert row_problems(out).isna().all()  # the cast frame passes the same checks
+    # months on book is optional: a lender's panel may lack it
+    assert row_problems(df.drop(columns="months_on_book")).isna().all()
 
 
 def test_each_bad_row_gets_its_own_reason_and_good_rows_none():

@@ -38,6 +38,10 @@ def test_yaml_defaults_equal_the_dataclass_defaults(cfg):
     ("horizon", 0, r"'horizon': got 0"),
     ("n_months", 1000, r"'n_months': got 1000; expected a whole number in \[1, 240\]"),
     ("type_mix", {"steady": 1.0, "lucky": 0.5}, r"'type_mix'.*unknown \['lucky'\]"),
+    ("open_months", 60, r"'open_months': got 60; expected a whole number in \[1, 48\]"),
+    ("open_ramp_start", 0.0, r"'open_ramp_start': got 0.0; expected a share in \(0, 1\]"),
+    ("open_season", 1.0, r"'open_season': got 1.0; expected a swing in \[0, 1\)"),
+    ("open_season_peak", 12, r"'open_season_peak': got 12; expected a whole number in \[0, 11\]"),
 ])
 def test_bad_top_level_values(cfg, key, value, match):
     with pytest.raises(ConfigError, match=match):
@@ -46,8 +50,8 @@ def test_bad_top_level_values(cfg, key, value, match):
 
 def test_bad_scenario_and_engine_values(cfg):
     c = OmegaConf.to_container(cfg)
-    c["scenario"]["tighten_month"] = 40
-    with pytest.raises(ConfigError, match=r"'tighten_month': got 40; expected a whole number in \[0, 23\]"):
+    c["scenario"]["tighten_month"] = 50
+    with pytest.raises(ConfigError, match=r"'tighten_month': got 50; expected a whole number in \[0, 47\]"):
         SimConfig.from_cfg(OmegaConf.create(c))
     c = OmegaConf.to_container(cfg)
     c["scenario"]["name"] = "boom"
@@ -75,3 +79,10 @@ def test_chunks_are_whole_blocks():
     assert SimConfig(block_size=64, chunk_borrowers=200).chunk_blocks == 3
     assert SimConfig(block_size=64, chunk_borrowers=10).chunk_blocks == 1
     assert SimConfig(n_borrowers=130, block_size=64).n_blocks == 3
+
+
+def test_a_manifest_from_before_the_origination_schedule_is_one_cohort():
+    old = SimConfig(n_borrowers=40, n_months=12).to_dict()
+    for k in ("open_months", "open_ramp_months", "open_ramp_start", "open_season", "open_season_peak"):
+        old.pop(k)
+    assert SimConfig.from_manifest({"sim_config": old}).open_months == 1

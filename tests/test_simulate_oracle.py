@@ -12,8 +12,8 @@ from riskml.schema import STATUSES
 from riskml.simulate import SimConfig, oracle, oracle_cause, simulate
 from riskml.simulate.oracle import replay_states
 
-CFG = SimConfig(n_borrowers=16_000, n_months=18, seed=21, block_size=1024)
-T0, H = 10, 3
+CFG = SimConfig(n_borrowers=16_000, n_months=24, seed=21, block_size=1024)  # accounts open every month
+T0, H = 16, 3
 
 
 @pytest.fixture(scope="session")
@@ -23,7 +23,7 @@ def sim():
     fut = p[(p["month"] > T0) & (p["month"] <= T0 + H)]
     # the label rule: a maintenance suspension counts as normal
     eff = effective_status(fut["status"].cat.codes.to_numpy(), fut["cause"].cat.codes.to_numpy())
-    worst = pd.Series(eff).groupby(fut["borrower_id"].to_numpy()).max().to_numpy()
+    worst = pd.Series(eff).groupby(fut["borrower_id"].to_numpy()).max().reindex(keys["borrower_id"]).to_numpy()
     o = oracle(CFG, keys, horizon=H, n_paths=100, seed=1)
     return p, keys, worst, o
 
@@ -104,7 +104,7 @@ def test_oracle_rejects_bad_keys():
 def test_oracle_follows_the_label_rule_maintenance_is_not_adverse():
     # an outage right after t suspends half of the open lines, yet the oracle's adverse probability
     # is the baseline's: maintenance suspensions count as normal, as in the labels
-    base = SimConfig(n_borrowers=2000, n_months=14, seed=4, block_size=512)
+    base = SimConfig(n_borrowers=2000, n_months=T0 + 4, seed=4, block_size=512)
     outage = SimConfig.from_dict({**base.to_dict(), "scenario": "maintenance", "maintenance_months": [T0 + 1]})
     p = simulate(outage).panel
     m = p[p["month"] == T0 + 1]
@@ -116,3 +116,28 @@ def test_oracle_follows_the_label_rule_maintenance_is_not_adverse():
     assert abs(oo["p_normal"].mean() - ob["p_normal"].mean()) < 0.01
     c = oracle_cause(outage, keys, horizon=2, n_paths=60, seed=2)
     assert (c["p_maintenance"] == 0).all()
+
+
+def test_oracle_on_accounts_of_every_age(sim):
+    """Accounts open every month, so at T0 the book holds every age from a first month to T0 months on
+    book: the replay rebuilds each one's state exactly, and the oracle is as right for the young
+    accounts as for the seasoned ones."""
+    p, keys, worst, o = sim
+    snap = p[p["month"] == T0].reset_index(drop=True)
+    age = snap["months_on_book"].to_numpy()
+    assert set(age) == set(range(T0 + 1))
+    one_per_age = snap.groupby("months_on_book").head(3).reset_index(drop=True)
+    st = replay_states(CFG, one_per_age[["borrower_id", "month"]])
+    assert np.array_equal(st.arrays["balance"], one_per_age["balance"].to_numpy())
+    assert np.array_equal(st.arrays["score"], one_per_age["external_score"].to_numpy())
+    open_ = snap["status"].to_numpy() == "normal"
+    adverse, real = 1 - o["p_normal"].to_numpy(), (worst > 0).astype(float)
+    for lo, hi in ((0, 3), (4, 9), (10, T0)):
+        m = open_ & (age >= lo) & (age <= hi)
+        assert m.sum() > 1500
+        se = np.sqrt(np.var(real[m] - adverse[m]) / m.sum())
+        assert abs(real[m].mean() - adverse[m].mean()) < 4 * se + 1e-3, (lo, hi, real[m].mean(), adverse[m].mean())
+    # a month before the account opened has no state to rebuild
+    late = snap.loc[age == 0, "borrower_id"].iloc[:1]
+    with pytest.raises(SchemaError, match=f"borrower {late.iloc[0]}, which opened in month {T0}"):
+        oracle(CFG, pd.DataFrame({"borrower_id": late, "month": [T0 - 1]}), horizon=2)

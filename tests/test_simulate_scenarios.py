@@ -11,14 +11,18 @@ from riskml.simulate.engine import Env
 from riskml.simulate.summary import adverse_events
 
 N, T, M = 12_000, 24, 12
+#: one cohort opened at month 0: the review is recomputed by hand on a regular borrower x month grid, and the
+#: runs compare the same accounts month for month
+COHORT = {"open_months": 1}
 PT, MT, ML, SD = (CAUSES.index(c) for c in ("policy_tightening", "maintenance", "multi_lending", "score_decline"))
 
 
 @pytest.fixture(scope="session")
 def runs():
-    base = SimConfig(n_borrowers=N, n_months=T, seed=5)
-    tight = SimConfig(n_borrowers=N, n_months=T, seed=5, scenario="tightening", tighten_month=M, tighten_level=0.5)
-    maint = SimConfig(n_borrowers=N, n_months=T, seed=5, scenario="maintenance", maintenance_months=(M,))
+    base = SimConfig(n_borrowers=N, n_months=T, seed=5, **COHORT)
+    tight = SimConfig(n_borrowers=N, n_months=T, seed=5, scenario="tightening", tighten_month=M, tighten_level=0.5,
+                      **COHORT)
+    maint = SimConfig(n_borrowers=N, n_months=T, seed=5, scenario="maintenance", maintenance_months=(M,), **COHORT)
     out = {}
     for name, cfg in (("baseline", base), ("tightening", tight), ("maintenance", maint)):
         p = simulate(cfg).panel

@@ -188,7 +188,8 @@ def test_synthetic_lightgbm_run_end_to_end(tmp_path, monkeypatch):
     assert ds.classes == ["normal", "suspended", "closed"]
 
     run = mlflow.get_run(result.run_id)
-    assert run.data.params["model.num_leaves"] == "4" and run.data.params["data.n_borrowers"] == "2000"
+    assert run.data.params["model.num_leaves"] == str(cfg_for(tmp_path).model.num_leaves)  # the flattened config
+    assert run.data.params["data.n_borrowers"] == "2000"
     assert run.data.tags["riskml.data_digest"] == ds.digest
     assert run.inputs.dataset_inputs[0].dataset.digest == ds.digest[:36]
     arts = {a.path for a in mlflow.MlflowClient().list_artifacts(result.run_id, "plots")}

@@ -38,7 +38,8 @@ from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import LEVELS, TOO_FEW, Thresholds, drift
 from riskml.monitoring.migration import Migration, band_labels, band_migration
-from riskml.monitoring.profile import NO_REASON, Scored, batch_shares, score_rows
+from riskml.monitoring.mix import add_by_age, batch_tight, for_state, standardise
+from riskml.monitoring.profile import AGE, NO_REASON, Scored, batch_shares, score_rows
 from riskml.monitoring.report import monitor_document, monitor_html
 from riskml.store.loading import open_model
 from riskml.measure.scale import Bands, PointsScale
@@ -95,26 +96,20 @@ def _months(files: list[Path]) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-def _add(total: Any, part: Any, w: float) -> Any:
-    """``total + w * part`` over nested dicts and lists of numbers (``total`` None: ``w * part``)."""
-    if isinstance(part, dict):
-        return {k: _add(None if total is None else total.get(k), v, w) for k, v in part.items()}
-    if isinstance(part, list):
-        return [_add(None if total is None else t, v, w) for t, v in zip(total or [None] * len(part), part)]
-    return w * float(part) if total is None else total + w * float(part)
-
-
 @dataclass
 class Histories:
     """What the batch's histories say at ``as_of``, gathered bucket by bucket of whole borrowers."""
 
-    shares: dict[str, Any]            # on the profile's bins (batch_shares), weighted by each bucket's accounts
+    shares: dict[str, Any]            # on the profile's bins (batch_shares), at the reference's age mix
     ids: np.ndarray                   # accounts normal at as_of
+    ages: np.ndarray                  # their months on book
     p_adverse: np.ndarray
     realised: pd.Series | None        # by borrower_id; None when the input stops before as_of + horizon
     migration: Migration | None
     rejected_rows: int
     rejected_borrowers: int
+    profile: Mapping[str, Any] | None = None  # the reference compared with: the batch's platform state's
+    too_young: int = 0                # normal accounts younger than every reference row: scored, not compared
 
 
 def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], *, as_of: int, months: tuple[int, int],
@@ -128,8 +123,9 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
     back = int(cfg.get("migration_months", 1))
     with_migration = back > 0 and as_of - back >= months[0]
     with_outcomes = months[1] >= as_of + horizon
-    total, weight, empty = None, 0, None
-    ids, p_adv, realised, counts = [], [], [], None
+    by_group: dict[int, tuple[Any, int]] = {}
+    empty, too_young, tight = None, 0, None
+    ids, ages, p_adv, realised, counts = [], [], [], [], None
     rejected_rows = rejected_borrowers = history_rows = 0
     work = batch.WorkDir(out, plan.fingerprint({"job": "riskml.monitor"}))
     try:
@@ -149,11 +145,13 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
             normal = (snaps.keys["status"] == "normal").to_numpy() & at
             X = snaps.X[normal].reset_index(drop=True)
             scored = score_rows(model.proba, model.explainer, X)
-            shares = batch_shares(profile, X, scored)
-            if len(X):
-                total, weight = _add(total, shares, len(X)), weight + len(X)
-            empty = empty or shares
+            too_young += add_by_age(profile, X, scored, by_group)
+            tight = batch_tight(X) if tight is None else tight
+            empty = empty or batch_shares(profile, X.iloc[:0], Scored(scored.p_adverse[:0],
+                                                                      scored.factor_contrib.iloc[:0],
+                                                                      scored.top_reason[:0]))
             ids.append(snaps.keys["borrower_id"].to_numpy()[normal])
+            ages.append(X[AGE].to_numpy() if AGE in X.columns else np.full(len(X), np.nan))
             p_adv.append(scored.p_adverse)
             if with_outcomes:
                 realised.append(realised_outcomes(good, ids[-1], as_of=as_of, horizon=horizon))
@@ -169,12 +167,13 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
         raise InputError(f"{cfg['input']}: no valid row at or before month {as_of} ({rejected_rows} rows rejected); "
                          "nothing to monitor")
     ids_all = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
+    view = for_state(profile, tight)
     return Histories(
-        shares=_add(None, total, 1.0 / weight) if weight else empty,
-        ids=ids_all, p_adverse=np.concatenate(p_adv) if p_adv else np.zeros(0),
+        shares=standardise(view, by_group) or empty, profile=view,
+        ids=ids_all, ages=np.concatenate(ages) if ages else np.zeros(0), p_adverse=np.concatenate(p_adv) if p_adv else np.zeros(0),
         realised=pd.Series(pd.concat(realised, ignore_index=True).array, index=ids_all) if with_outcomes else None,
         migration=Migration(as_of - back, as_of, counts) if with_migration and counts is not None else None,
-        rejected_rows=rejected_rows, rejected_borrowers=rejected_borrowers)
+        rejected_rows=rejected_rows, rejected_borrowers=rejected_borrowers, too_young=too_young)
 
 
 def _profile(model, system) -> dict[str, Any]:
@@ -238,11 +237,19 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
         if preds is not None:  # the score, bands and reasons as served; features and factors from the histories
             served, served_scored = _served(preds, as_of)
             ids, p_adverse = served["borrower_id"].to_numpy(), served_scored.p_adverse
-            shares = batch_shares(profile, None, served_scored)
+            if hist is None:  # no ages in a predictions file: the batch's own age mix
+                shares = batch_shares(profile, None, served_scored)
+            else:  # the served scores at the reference's age mix, each account's age from its history
+                age = pd.Series(hist.ages, index=hist.ids).reindex(ids).to_numpy()
+                by_group: dict[int, tuple[Any, int]] = {}
+                add_by_age(hist.profile, pd.DataFrame({AGE: age}), served_scored, by_group)
+                shares = standardise(hist.profile, by_group) or batch_shares(hist.profile, None, served_scored)
             shares["features"], shares["factors"] = ({}, {}) if hist is None else (hist.shares["features"],
                                                                                    hist.shares["factors"])
         else:
             ids, p_adverse, shares = hist.ids, hist.p_adverse, hist.shares
+        if hist is not None:  # the reference of the batch's platform state
+            profile = hist.profile
         result = drift(profile, shares, thresholds)
 
         bt_table = bt_metrics = None
@@ -259,6 +266,9 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
                    "predictions": cfg.get("predictions"), "as_of": as_of, "horizon": horizon, "n_scored": int(len(ids)),
                    "rejected_borrowers": 0 if hist is None else hist.rejected_borrowers,
                    "rejected_rows": 0 if hist is None else hist.rejected_rows,
+                   "not_compared_too_young": 0 if hist is None else hist.too_young,
+                   "age_mix": "reference's" if "age" in profile and hist is not None else "batch's own",
+                   "platform_tightening": (profile.get("platform_state") or {}).get("tight"),
                    "reference_months": profile.get("months"), "mean_p_adverse": shares.get("mean_p_adverse"),
                    "reference_mean_p_adverse": profile.get("mean_p_adverse"), "min_accounts": cfg["min_accounts"]}
         doc = monitor_document(drift=result, backtest_table=bt_table, backtest_metrics=bt_metrics,

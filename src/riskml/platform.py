@@ -111,6 +111,12 @@ def line(policy) -> np.ndarray:
     return (np.float32(TOP) - np.float32(REACH) * np.maximum(p - np.float32(NEUTRAL), 0)).astype(np.float32)
 
 
+def tightening(policy) -> np.ndarray:
+    """Whether the platform is tightening at a policy index (above :data:`NEUTRAL`, compared in float32 as the
+    panel holds it)."""
+    return np.asarray(policy, dtype=np.float32) > np.float32(NEUTRAL)
+
+
 def marginal(g: np.ndarray, policy) -> np.ndarray:
     """Accounts the tightened line no longer accepts but a normal period would: ``line(policy) < g <= TOP``."""
     return (g > line(policy)) & (g <= np.float32(TOP))
@@ -128,7 +134,7 @@ def gap(g: np.ndarray, policy) -> np.ndarray:
     g = np.asarray(g, dtype=np.float32)
     p = np.asarray(policy, dtype=np.float32)
     out = g - line(p)
-    return np.where((p > np.float32(NEUTRAL)) & (g <= np.float32(TOP)), out, np.float32(np.nan)).astype(np.float32)
+    return np.where(tightening(p) & (g <= np.float32(TOP)), out, np.float32(np.nan)).astype(np.float32)
 
 
 #: the cause code of a maintenance suspension: the platform's outage, not the user's risk

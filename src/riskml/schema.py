@@ -110,6 +110,8 @@ PANEL = Contract(
         Column("borrower_id", _I64, "borrower identifier", 0),
         # bounded: a month index far out (a YYYYMM month, 2e9) would make every grid that long
         Column("month", _I32, "month index from the start of the history", 0, MAX_MONTH),
+        Column("months_on_book", _I32, "months since the account opened (0: its opening month); optional, "
+               "taken as months since the borrower's first row when absent", 0, MAX_MONTH),
         *BEHAVIOUR,
         Column("status", "category", "account state at month end", categories=STATUSES),
         Column("cause", "category", "factor id of the decision in force (null: none)",

@@ -24,7 +24,7 @@ from riskml.schema import (PANEL, PANEL_PROBLEMS, STATUS_DTYPE, category_dtype, 
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
                            ("reason", pa.string())])
 #: columns a panel may lack; a part without one has it missing for its rows
-OPTIONAL_COLUMNS = ("cause",)
+OPTIONAL_COLUMNS = ("cause", "months_on_book")
 
 
 _REASON = "_reason"

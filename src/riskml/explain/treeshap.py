@@ -40,7 +40,7 @@ MAX_PATH_FACTORS = 12
 MAX_TABLE_BYTES = 1 << 30
 #: A tree with at most this many splits also gets a *combination table*: one row per outcome of
 #: all its splits (``2**splits`` rows) holding what each of its units adds, so that scoring it is
-#: its split decisions and one index (riskml's default model: 3 splits a tree, 2.4x faster).
+#: its split decisions and one index (a model of 4-leaf trees: 3 splits a tree, 2.4x faster).
 MAX_COMBO_SPLITS = 5
 
 

@@ -23,7 +23,7 @@ import numpy as np
 
 from riskml.factors import CAUSES
 from riskml import platform as acceptance
-from riskml.features.grid import Layout
+from riskml.features.grid import AGE, Layout
 from riskml.features.windows import NEVER, FeatureSpec
 from riskml.schema import BEHAVIOUR, STATUS_CODE
 
@@ -32,7 +32,7 @@ __all__ = ["features_at"]
 _KINDS = ("lvl", "mean", "std", "max", "min", "chg", "dd", "ratio", "util", "cnt", "low", "since", "gap",
           "past_line", "st_months", "st_entries", "st_since", "st_code", "st_run", "cause_months")
 _K = {k: i for i, k in enumerate(_KINDS)}
-_COLUMNS = tuple(c.name for c in BEHAVIOUR)
+_COLUMNS = (*(c.name for c in BEHAVIOUR), AGE)
 _C = {c: i for i, c in enumerate(_COLUMNS)}
 _GRADE = tuple(_C[c] for c in ("days_past_due", "other_lenders", "debt_to_income", "external_score",
                                 "policy_index", "credit_limit", "balance"))

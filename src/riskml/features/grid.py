@@ -151,9 +151,33 @@ def right_layout(panel: pd.DataFrame, *, pad: int, as_of: int | None, source: st
                   grid_rows=grid_rows, starts=starts)
 
 
+#: Columns the features read besides the behaviour: the account's age.
+AGE = "months_on_book"
+
+
+def months_on_book(panel: pd.DataFrame, source: str) -> np.ndarray:
+    """Each row's months on book: the panel's column where it has a value, else months since the borrower's
+    first row (a history that starts at the opening, as a simulated one does)."""
+    have = None
+    if AGE in panel.columns:
+        s = panel[AGE]
+        num = s if isinstance(s.dtype, np.dtype) and s.dtype.kind in "iuf" else pd.to_numeric(s, errors="coerce")
+        bad = (num.isna() & s.notna()).to_numpy() | (num < 0).to_numpy()
+        if bad.any():
+            i = int(np.flatnonzero(bad)[0])
+            raise SchemaError(f"{source}: row {i}: column {AGE!r} has value {s.iloc[i]!r}; expected a whole number "
+                              ">= 0")
+        have = num.to_numpy(dtype=np.float32, na_value=np.nan)
+        if not np.isnan(have).any():
+            return have
+    bid, month = _keys(panel, source)
+    derived = (month - pd.Series(month).groupby(bid).transform("min").to_numpy()).astype(np.float32)
+    return derived if have is None else np.where(np.isnan(have), derived, have)
+
+
 def behaviour_arrays(panel: pd.DataFrame, source: str) -> dict[str, np.ndarray]:
-    """Every behaviour column as a numeric numpy array (a view when already numeric)."""
-    out = {}
+    """Every behaviour column as a numeric numpy array (a view when already numeric), and the months on book."""
+    out = {AGE: months_on_book(panel, source)}
     for c in (col.name for col in BEHAVIOUR):
         s = panel[c]
         if isinstance(s.dtype, np.dtype) and s.dtype.kind in "fiub":

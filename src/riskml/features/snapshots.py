@@ -10,7 +10,7 @@ Example (12 months, 6 of history before t and 3 after: t runs over months 5..8):
     >>> panel = simulate(SimConfig(n_borrowers=50, n_months=12)).panel
     >>> snaps = build_snapshots(panel, target="adverse_3m")
     >>> snaps.X.shape[1], snaps.feature_factors["days_past_due"], sorted(set(snaps.keys["month"]))
-    (74, 'overdue', [5, 6, 7, 8])
+    (75, 'overdue', [5, 6, 7, 8])
 """
 
 from __future__ import annotations
@@ -117,12 +117,19 @@ def _plan_snapshots(panel, target, horizon, min_history, every, windows) -> _Pla
     layout = _grid.left_layout(panel, pad=pad, source=source)
     values, status, cause = _grids(panel, layout, source)
     n_months = layout.n_rows - pad
-    pos = pad + np.arange(min_history - 1, n_months - h, every)
-    if len(pos) == 0:
+    # snapshot months on the calendar (min_history - 1, then every `every` months), whatever month the panel
+    # starts at: a part of a book's later accounts starts late and gets the whole panel's months, or none
+    month0 = layout.month_of_row0 or 0
+    t = np.arange(min_history - 1, month0 + n_months - h, every)
+    if len(t) == 0:
         raise ConfigError("min_history", min_history, f"at most {n_months - h} for a panel of {n_months} months "
                           f"and horizon {h} (no month t has min_history months before it and {h} after)")
+    pos = pad + t[t >= month0] - month0
     y, why = make_labels(status, cause, pos, target=tgt, horizon=h)
-    take = (np.isin(status[pos], eligible_codes(tgt)) & (y >= 0)).T
+    take = np.isin(status[pos], eligible_codes(tgt)) & (y >= 0)
+    # a snapshot needs min_history months of the account's own history: in a book that opens accounts every
+    # month, month t is a young account's first months
+    take = (take & (layout.grid(values[_grid.AGE], 0, layout.n_borrowers)[pos] >= min_history - 1)).T
     months = pos - pad + layout.month_of_row0
     plan = _finish(layout, values, status, cause, pos, take, months, y, why if cause is not None else None, specs)
     plan.dense = _dense(layout, values)
@@ -138,6 +145,8 @@ def _dense(layout: _grid.Layout, values: dict[str, np.ndarray]) -> frozenset[str
 
 def _fill(plan: _Plan, b0: int, b1: int, out: np.ndarray) -> None:
     """Compute every feature for borrowers ``b0:b1`` into ``out`` (their output rows)."""
+    if len(plan.pos) == 0:  # a panel of accounts too young for any snapshot month: no rows
+        return
     lay = plan.layout
     block = Block(lambda c: lay.grid(plan.values[c], b0, b1), plan.status[:, b0:b1],
                   None if plan.cause is None else plan.cause[:, b0:b1], plan.pos, plan.dense, lay.pad)
@@ -192,7 +201,7 @@ def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: 
         panel: a panel per ``schema.PANEL`` (a sorted regular grid is fastest).
         target: a key of ``TARGETS``; decides which accounts are eligible at t.
         horizon: months ahead ``H`` (default: the target's).
-        min_history: months of history a snapshot needs (t >= min_history - 1).
+        min_history: months of history a snapshot needs (months on book at t >= min_history - 1).
         every: take a snapshot every ``every`` months.
         windows: trailing windows in months (short, mid, long).
         chunk_borrowers: borrowers per chunk (bounds the intermediate memory).

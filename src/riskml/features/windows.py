@@ -75,6 +75,7 @@ _PLAN: tuple[tuple, ...] = (
     ("maintenance", "lvl"), ("maintenance", "cnt", "s", 0.0),
     ("credit_limit", "lvl"), ("credit_limit", "ratio", "l"), ("balance", "util"), ("balance", "lvl"),
     ("balance", "chg", "s"), ("drawn", "mean", "s"), ("repaid", "mean", "s"),
+    ("months_on_book", "lvl"),  # the account's age: a young account's windows are part empty
     ("income", "lvl"), ("income", "chg", "s"), ("income", "std", "m"), ("consumption", "mean", "s"),
     ("status", "st_months", "l", "suspended"), ("status", "st_entries", None, "suspended"),
     ("status", "st_entries", None, "closed"), ("status", "st_since"), ("status", "st_code"), ("status", "st_run"),

@@ -78,7 +78,13 @@ def _write_files(sim: SimConfig, tmp: Path) -> tuple[dict[str, Any], Summary]:
     panel_sink = truth_sink = None
 
     def write(cols: dict[str, np.ndarray], truth: pd.DataFrame) -> None:
-        panel_sink.write(panel_table(cols, schema))
+        # a row group per block: accounts open month by month, so a chunk's rows are no whole number of
+        # row groups, and the file's bytes must not depend on the chunk size
+        table = panel_table(cols, schema)
+        block = cols["borrower_id"] // sim.block_size
+        edges = np.r_[0, np.flatnonzero(block[1:] != block[:-1]) + 1, len(block)]
+        for lo, hi in zip(edges[:-1], edges[1:]):
+            panel_sink.write(table.slice(int(lo), int(hi - lo)))
         truth_sink.write(truth)
 
     # one thread writes chunk i (parquet encoding and zstd release the GIL) while chunk i+1 is

@@ -14,6 +14,19 @@ compared by deciles: a batch scored in one month is a single point, and any
 single point is far from the spread of twenty training months. Its bins are
 "below the training range", "inside" and "above", so its PSI is zero while
 the platform stays where the model has seen it, and large when it leaves.
+
+Age mix: a book that opens accounts every month mixes young and seasoned
+accounts, and the mix moves as the book grows; the accounts' features move
+with their age (a longer record, more months in their status). When the
+model reads the account's age (``months_on_book``) the profile keeps the
+reference rows' age mix (``age``: decile bins of months on book and their
+shares), and a batch is compared like with like: its shares are taken within
+each age bin and summed with the reference's weights (:func:`age_groups`,
+:func:`standardise`), and accounts younger than any reference row (too little
+history for a snapshot) are left out of the comparison. A platform-wide
+column is found among the accounts whose windows are full (months on book at
+least ``full_age``): a young account's window over the policy index covers
+fewer months.
 """
 
 from __future__ import annotations
@@ -24,18 +37,32 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
+from riskml import platform as acceptance
 from riskml.explain.reasons import FactorExplainer, adverse_contributions, top_reasons
 from riskml.measure.scale import Bands, PointsScale
 
 PROFILE_VERSION = 1
 NO_REASON = "none"
+#: The feature holding the account's age, which the age mix is read from.
+AGE = "months_on_book"
+#: The platform-wide feature that says whether the platform is tightening (``riskml.platform``).
+POLICY = "policy_index"
+#: Narrowest bin of a factor's contribution (log-odds): a factor that is nearly constant (a fraud flag
+#: few accounts raise) has decile edges a hundredth apart, and the month's other features nudge its
+#: contribution across them; a difference under 0.05 in log-odds is no shift to act on.
+CONTRIB_RESOLUTION = 0.05
 
 
-def _edges(values: np.ndarray, n_bins: int) -> list[float]:
+def _edges(values: np.ndarray, n_bins: int, min_width: float = 0.0) -> list[float]:
     v = values[np.isfinite(values)]
     if len(v) == 0:
         return []
-    return np.unique(np.quantile(v, np.arange(1, n_bins) / n_bins)).tolist()
+    edges = np.unique(np.quantile(v, np.arange(1, n_bins) / n_bins)).tolist()
+    kept: list[float] = []
+    for e in edges:  # a few edges: merge those closer than min_width to the last one kept
+        if not kept or e - kept[-1] >= min_width:
+            kept.append(e)
+    return kept
 
 
 def platform_wide(x: np.ndarray, months: np.ndarray | None) -> bool:
@@ -109,9 +136,20 @@ def score_rows(proba_fn: Callable[[pd.DataFrame], np.ndarray], explainer: Factor
     return Scored(1.0 - proba[:, 0], pd.DataFrame(contrib, columns=explainer.factors), reason)
 
 
+def _sample(rows: np.ndarray, max_rows: int, seed: int) -> np.ndarray:
+    if len(rows) > max_rows:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
+    return rows
+
+
+def _tight(X: pd.DataFrame) -> np.ndarray | None:
+    """Per row, whether the platform was tightening that month (its policy index above neutral)."""
+    return None if POLICY not in X.columns else acceptance.tightening(X[POLICY].to_numpy(np.float32))
+
+
 def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, feature_factors: Mapping[str, str],
                   scale: PointsScale, bands: Bands, months: np.ndarray | None = None, recent_months: int = 1,
-                  max_rows: int = 50_000, n_bins: int = 10, seed: int = 0) -> dict[str, Any]:
+                  max_rows: int = 50_000, n_bins: int = 10, seed: int = 0, full_age: int = 12) -> dict[str, Any]:
     """The reference profile of training rows ``X`` and of what ``score`` says about them.
 
     A batch is scored at one month with each account's full history, while the
@@ -121,33 +159,35 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
     the range of a platform-wide column comes from every training month (the
     range the model has seen). A factor made of platform-wide columns only is
     binned by the range of its contribution over a sample of every month.
+    With an ``months_on_book`` column the profile keeps the reference's age
+    mix, and platform-wide columns are those flat within each month among the
+    accounts at least ``full_age`` months on book; with a policy index it keeps
+    a second reference, the last training month in the other platform state
+    (tightening or not), on the same bins (see the module docstring).
     """
-    recent = np.ones(len(X), dtype=bool)
-    if months is not None:
-        recent = np.asarray(months) >= np.unique(months)[-min(recent_months, len(np.unique(months)))]
-    rows = np.flatnonzero(recent)
-    if len(rows) > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, size=max_rows, replace=False))
-    R = X.iloc[rows]
-    scored = score(R)
-    features, platform = {}, platform_columns(X, months)
-    for c in X.columns:
-        if isinstance(X[c].dtype, pd.CategoricalDtype):
-            labels = [str(v) for v in X[c].cat.categories]
-            features[c] = {"kind": "category", "labels": labels, "ref": category_shares(R[c].astype(object), labels)}
-        else:
-            if c in platform:
-                b = numeric_bins(X[c].to_numpy(np.float64, na_value=np.nan), platform=True)
-            else:
-                b = numeric_bins(R[c].to_numpy(np.float64, na_value=np.nan), n_bins=n_bins, platform=False)
-            features[c] = {**b, "ref": numeric_shares(R[c].to_numpy(np.float64, na_value=np.nan), b["edges"])}
-            if b["kind"] == "platform":  # the reference is "inside the training range", by construction
-                features[c]["ref"] = [0.0, 1.0, 0.0, 0.0]
-        features[c]["factor"] = str(feature_factors.get(c, "other"))
+    m = None if months is None else np.asarray(months)
+    uniq = None if m is None else np.unique(m)
+    recent = np.ones(len(X), dtype=bool) if m is None else m >= uniq[-min(recent_months, len(uniq))]
+    rows = _sample(np.flatnonzero(recent), max_rows, seed)
+    tight = _tight(X)
+    other = None  # rows of the last training month in the other platform state
+    if tight is not None and m is not None:
+        flip = np.flatnonzero(tight != tight[rows[0]])
+        if len(flip):
+            other = _sample(np.flatnonzero(m == m[flip].max()), max_rows, seed)
+    R, scored = X.iloc[rows], score(X.iloc[rows])
+    R2, scored2 = (None, None) if other is None else (X.iloc[other], score(X.iloc[other]))
+    both = R if R2 is None else pd.concat([R, R2])
+    contrib_both = scored.factor_contrib if R2 is None else pd.concat([scored.factor_contrib, scored2.factor_contrib])
+    points = scale.points(scored.p_adverse)
+    points_both = points if R2 is None else np.r_[points, scale.points(scored2.p_adverse)]
+    aged = np.ones(len(X), dtype=bool) if AGE not in X.columns else X[AGE].to_numpy(np.float64) >= full_age
+    features = _feature_bins(X, R, both, platform_columns(X[aged], None if m is None else m[aged]),
+                             feature_factors, n_bins)
     platform = [f for f in scored.factor_contrib.columns
                 if all(features[c]["kind"] == "platform" for c in X.columns if features[c]["factor"] == f)]
     every = None
-    if platform and months is not None:
+    if platform and m is not None:
         take = np.random.default_rng(seed + 1).choice(len(X), size=min(max_rows, len(X)), replace=False)
         every = score(X.iloc[np.sort(take)]).factor_contrib
     contrib = {}
@@ -157,15 +197,14 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
             tol = 1e-6 * max(1.0, hi - lo)
             contrib[f] = {"kind": "platform", "edges": [lo - tol, hi + tol], "ref": [0.0, 1.0, 0.0, 0.0]}
             continue
-        edges = _edges(scored.factor_contrib[f].to_numpy(), n_bins)
+        edges = _edges(contrib_both[f].to_numpy(), n_bins, CONTRIB_RESOLUTION)
         contrib[f] = {"kind": "numeric", "edges": edges, "ref": numeric_shares(scored.factor_contrib[f], edges)}
-    points = scale.points(scored.p_adverse)
-    score_edges = _edges(points, n_bins)
+    score_edges = _edges(points_both, n_bins)
     reasons = sorted({*map(str, scored.factor_contrib.columns), NO_REASON})
-    return {
+    profile = {
         "version": PROFILE_VERSION, "source": "training rows", "n_rows": int(len(R)),
-        "months": None if months is None else [int(m) for m in np.unique(np.asarray(months)[rows])],
-        "training_months": None if months is None else [int(m) for m in np.unique(months)],
+        "months": None if m is None else [int(v) for v in np.unique(m[rows])],
+        "training_months": None if m is None else [int(v) for v in uniq],
         "points": scale.as_dict(), "bands": bands.as_dict(), "mean_p_adverse": float(np.mean(scored.p_adverse)),
         "features": features, "factors": contrib,
         "score": {"kind": "numeric", "edges": score_edges, "ref": numeric_shares(points, score_edges)},
@@ -174,6 +213,57 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
                                                bands.labels)},
         "reasons": {"labels": reasons, "ref": category_shares(scored.top_reason, reasons)},
     }
+    if AGE in R.columns:
+        profile["age"] = age_mix(R[AGE].to_numpy(np.float64), both[AGE].to_numpy(np.float64), n_bins)
+    if tight is not None:
+        profile["platform_state"] = {"column": POLICY, "neutral": acceptance.NEUTRAL, "tight": bool(tight[rows[0]]),
+                                     "other": None if R2 is None else _other_refs(profile, R2, scored2,
+                                                                                  int(m[other[0]]))}
+    return profile
+
+
+def _feature_bins(X: pd.DataFrame, R: pd.DataFrame, both: pd.DataFrame, platform: set[str],
+                  feature_factors: Mapping[str, str], n_bins: int) -> dict[str, dict[str, Any]]:
+    """Every feature's bins (cut on ``both`` references' rows; a platform column's on the training range of
+    ``X``) and the shares of the reference rows ``R`` in them."""
+    features = {}
+    for c in X.columns:
+        if isinstance(X[c].dtype, pd.CategoricalDtype):
+            labels = [str(v) for v in X[c].cat.categories]
+            features[c] = {"kind": "category", "labels": labels, "ref": category_shares(R[c].astype(object), labels)}
+        else:
+            if c in platform:
+                b = numeric_bins(X[c].to_numpy(np.float64, na_value=np.nan), platform=True)
+            else:
+                b = numeric_bins(both[c].to_numpy(np.float64, na_value=np.nan), n_bins=n_bins, platform=False)
+            # (a platform column's reference is inside the training range by construction, and missing where
+            # a young account's window has no month yet)
+            features[c] = {**b, "ref": numeric_shares(R[c].to_numpy(np.float64, na_value=np.nan), b["edges"])}
+        features[c]["factor"] = str(feature_factors.get(c, "other"))
+    return features
+
+
+def _other_refs(profile: Mapping[str, Any], R: pd.DataFrame, scored: Scored, month: int) -> dict[str, Any]:
+    """The reference shares of the other platform state's month on the profile's bins."""
+    out = batch_shares(profile, R, scored)
+    out.update({"month": month, "n_rows": int(len(R)), "tight": not profile_tight(profile, default=False)})
+    if "age" in profile:
+        out["age"] = numeric_shares(R[AGE].to_numpy(np.float64), profile["age"]["edges"])[:-1]
+    return out
+
+
+def profile_tight(profile: Mapping[str, Any], default: bool = False) -> bool:
+    """Whether the platform was tightening in the profile's reference month."""
+    return bool((profile.get("platform_state") or {}).get("tight", default))
+
+
+def age_mix(age: np.ndarray, every: np.ndarray, n_bins: int = 10) -> dict[str, Any]:
+    """The reference's age mix: decile bins of months on book (whole months, cut on ``every`` reference's
+    rows), the shares of ``age`` in them, the youngest age."""
+    a, e = age[np.isfinite(age)], every[np.isfinite(every)]
+    edges = np.unique(np.floor(np.quantile(e, np.arange(1, n_bins) / n_bins))).tolist() if len(e) else []
+    return {"column": AGE, "min": float(e.min()) if len(e) else 0.0, "edges": edges,
+            "ref": numeric_shares(a, edges)[:-1]}
 
 
 def batch_shares(profile: Mapping[str, Any], X: pd.DataFrame | None, scored: Scored | None = None) -> dict[str, Any]:

@@ -4,7 +4,8 @@ probabilities.
 
 Public API:
     SimConfig: every simulation parameter, validated (``SimConfig.from_cfg``).
-    simulate(cfg) -> SimResult: the panel and the hidden truth, in memory.
+    simulate(cfg) -> SimResult: the panel and the hidden truth, in memory; accounts open month by
+        month on the origination schedule of ``riskml.simulate.book``.
     iter_chunks(cfg): ``(panel_chunk, truth_chunk)`` for streaming large N.
     oracle(cfg, keys, horizon=...): true probability of each worst outcome.
     intervention.follow_advice(cfg, keys, horizon=...): the same with the borrower following one

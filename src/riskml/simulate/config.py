@@ -93,10 +93,18 @@ class SimConfig:
     ``maintenance_rate`` is the monthly chance of a partial outage hitting an
     account in any month. ``block_size`` borrowers share one random stream and
     are the unit of determinism; chunks are whole numbers of blocks.
+
+    ``open_*`` is the origination schedule (``riskml.simulate.book``): the
+    ``n_borrowers`` accounts open month by month, borrower ids in opening
+    order, in months ``0..open_months - 1`` (``None``: every month of the
+    history; ``1``: one cohort opened at month 0); the monthly count ramps up
+    linearly from ``open_ramp_start`` of the steady count over the first
+    ``open_ramp_months`` (a young book) and swings by ``open_season`` over the
+    calendar year, most openings in month-of-year ``open_season_peak``.
     """
 
     n_borrowers: int = 50_000
-    n_months: int = 24
+    n_months: int = 48
     seed: int = 0
     horizon: int = 3
     min_history: int = 6
@@ -113,6 +121,11 @@ class SimConfig:
     maintenance_months: tuple[int, ...] = ()
     outage_share: float = 0.5
     maintenance_rate: float = 0.0008
+    open_months: int | None = None
+    open_ramp_months: int = 12
+    open_ramp_start: float = 0.3
+    open_season: float = 0.2
+    open_season_peak: int = 10
     engine: EngineParams = field(default_factory=EngineParams)
 
     @property
@@ -166,7 +179,10 @@ class SimConfig:
         """The config a stored data set was generated with (its ``manifest.json``)."""
         if "sim_config" not in manifest:
             raise ConfigError("sim_config", None, "a manifest written by riskml.generate")
-        return cls.from_dict(manifest["sim_config"])
+        d = dict(manifest["sim_config"])
+        if "open_months" not in d:  # written before the origination schedule: one cohort, opened at month 0
+            d["open_months"] = 1
+        return cls.from_dict(d)
 
     def with_scenario(self, scenario: Mapping[str, Any], **changes: Any) -> "SimConfig":
         """This config under another scenario (a ``conf/scenario`` group's keys, ``name`` included), validated.
@@ -204,6 +220,16 @@ class SimConfig:
             whole_number("tighten_month", self.tighten_month, 0, self.n_months - 1)
         for m in self.maintenance_months:
             whole_number("maintenance_months", m, 0, self.n_months - 1)
+        if self.open_months is not None:
+            whole_number("open_months", self.open_months, 1, self.n_months)
+        whole_number("open_ramp_months", self.open_ramp_months, 0)
+        whole_number("open_season_peak", self.open_season_peak, 0, 11)
+        _prob("open_ramp_start", self.open_ramp_start)
+        if self.open_ramp_start <= 0:
+            raise ConfigError("open_ramp_start", self.open_ramp_start, "a share in (0, 1] of the steady monthly count")
+        _prob("open_season", self.open_season)
+        if self.open_season >= 1:
+            raise ConfigError("open_season", self.open_season, "a swing in [0, 1): every month opens accounts")
         e = self.engine
         for key in ("overdue_cut", "fraud_false_flag", "cut_factor", "recover", "reopen", "restore_step",
                     "rectify", "policy_rate", "policy_reopen"):

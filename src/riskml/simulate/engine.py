@@ -114,7 +114,7 @@ def hazards(a: dict, rows: dict, U: np.ndarray, outage: np.ndarray | bool, cfg: 
 
 
 def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: SimConfig,
-         env: Env) -> tuple[State, dict[str, np.ndarray]]:
+         env: Env, opening: np.ndarray | None = None) -> tuple[State, dict[str, np.ndarray]]:
     """Advance borrowers and platform by one month, in place.
 
     The month's behaviour (``behaviour.behave``), then the platform's decisions on open lines
@@ -128,6 +128,8 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
         Z: standard normals, shape (``behaviour.N_NORMAL``, n).
         cfg: the simulation config.
         env: the policy and outage paths.
+        opening: per element, whether the account opens this month (its first observed month, in which the
+            platform decides nothing yet); ``None``: the accounts opened at month 0.
 
     Returns:
         ``(s, rows)``: the state and the month's panel columns (without ids),
@@ -142,7 +144,8 @@ def step(s: State, month: int | np.ndarray, U: np.ndarray, Z: np.ndarray, cfg: S
     policy, outage = env.policy[month], env.outage[month]
     policy_seen = env.policy[np.maximum(np.asarray(month) - 1, 0)]
     rows = bh.behave(s, U, Z, policy, outage, cfg.maintenance_rate, e.fraud_false_flag)
-    active = np.asarray(month) >= 1  # month 0 is the first observed month: no decision yet
+    # an account's first observed month (its opening) has no decision yet
+    active = np.asarray(month) >= 1 if opening is None else ~np.asarray(opening)
     h = hazards(a, rows, U, outage, cfg)
     fired = (U[bh.U_HAZARD:bh.U_HAZARD + len(CAUSES)] < h) & active
     decisions = _decide(a, rows, h, fired, e)

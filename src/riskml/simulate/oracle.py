@@ -24,7 +24,8 @@ from riskml.schema import STATUSES
 from riskml.simulate.config import SimConfig
 from riskml.simulate.engine import Env, step
 from riskml.simulate.population import State
-from riskml.simulate.run import BlockDraws, block_ids, start_blocks
+from riskml.simulate.book import start_months
+from riskml.simulate.run import BlockDraws, block_ids, run_months
 
 _PIECE = 1 << 17  # elements (snapshot x path) simulated at once
 _ORACLE_TAG = 0x0AC1E  # keeps oracle streams apart from the generator's [seed, block]
@@ -40,26 +41,27 @@ def _check_keys(cfg: SimConfig, keys: pd.DataFrame) -> tuple[np.ndarray, np.ndar
         bad = np.flatnonzero((v < 0) | (v >= hi))
         if len(bad):
             raise SchemaError(f"oracle keys: row {bad[0]} has {name} {v[bad[0]]}; expected 0..{hi - 1}")
+    opened = start_months(cfg, bid)
+    bad = np.flatnonzero(month < opened)
+    if len(bad):
+        raise SchemaError(f"oracle keys: row {bad[0]} has month {month[bad[0]]} for borrower {bid[bad[0]]}, which "
+                          f"opened in month {opened[bad[0]]}; expected a month the account is open")
     return bid, month
 
 
 def replay_states(cfg: SimConfig, keys: pd.DataFrame) -> State:
     """The exact hidden state at the end of month t for each (borrower_id, month) row of ``keys``."""
     bid, month = _check_keys(cfg, keys)
-    env = Env.build(cfg)
     block = bid // cfg.block_size
     blocks = np.unique(block)
     out_idx, out_states = [], []
     for i in range(0, len(blocks), cfg.chunk_blocks):
         group = [int(b) for b in blocks[i:i + cfg.chunk_blocks]]
-        state, rngs, sizes = start_blocks(cfg, group)
         ids = np.concatenate([block_ids(cfg, b) for b in group])
         sel = np.flatnonzero(np.isin(block, group))
         pos = np.searchsorted(ids, bid[sel])
-        draws = BlockDraws(rngs, sizes)
-        for t in range(int(month[sel].max()) + 1):
-            U, Z = draws()
-            state, _ = step(state, t, U, Z, cfg, env)
+        # the generator's own month loop: each account from the month it opened, in calendar time
+        for t, state, _, _ in run_months(cfg, group, until=int(month[sel].max())):
             now = month[sel] == t
             if now.any():
                 out_idx.append(sel[now])
@@ -142,7 +144,7 @@ def oracle(cfg: SimConfig, keys: pd.DataFrame, *, horizon: int, n_paths: int = 2
 
     Example:
         >>> cfg = SimConfig(n_borrowers=40, n_months=12, block_size=16)
-        >>> o = oracle(cfg, pd.DataFrame({"borrower_id": [3, 30], "month": [6, 8]}), horizon=3, n_paths=20)
+        >>> o = oracle(cfg, pd.DataFrame({"borrower_id": [3, 20], "month": [6, 8]}), horizon=3, n_paths=20)
         >>> bool(np.allclose(o[["p_normal", "p_suspended", "p_closed"]].sum(axis=1), 1.0))
         True
     """

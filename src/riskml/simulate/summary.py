@@ -11,7 +11,7 @@ Example:
     >>> s = Summary()
     >>> s.add(simulate(SimConfig(n_borrowers=30, n_months=12, block_size=16)).panel)
     >>> s.rows, s.borrowers
-    (360, 30)
+    (154, 30)
 """
 
 from __future__ import annotations
