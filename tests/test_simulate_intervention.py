@@ -10,7 +10,8 @@ from riskml.exceptions import ConfigError, SchemaError
 from riskml.simulate import SimConfig, oracle, simulate
 from riskml.simulate.intervention import ACTIONABLE, follow_advice
 
-CFG = SimConfig(n_borrowers=6000, n_months=16, seed=5, block_size=1024)
+# accounts open over the first 6 months: a book of mixed ages, all of them on book at T0
+CFG = SimConfig(n_borrowers=6000, n_months=16, seed=5, block_size=1024, open_months=6)
 T0, H, N = 10, 3, 60
 
 
