@@ -95,13 +95,16 @@ def test_the_registered_model_takes_histories_and_returns_what_batch_prediction_
     pd.testing.assert_frame_equal(plain(model.predict(rows.reset_index(drop=True))), plain(want),
                                   check_dtype=False)
     # params are declared and honoured: a month of the past is scored as the batch job scores it
-    earlier = model.predict(request_rows(rows), params={"as_of": 8, "what_if": False})
-    batch = predict.run(predict_cfg(tmp / "data" / "default" / "panel.parquet", tmp_path / "b8.parquet",
+    t = int(panel["month"].max()) - 2  # a month of the past, scored for the borrowers on book then
+    then = rows[rows["borrower_id"].isin(panel.loc[panel["month"] == t, "borrower_id"])]
+    assert then["borrower_id"].nunique() >= 10
+    earlier = model.predict(request_rows(then), params={"as_of": t, "what_if": False})
+    batch = predict.run(predict_cfg(tmp / "data" / "default" / "panel.parquet", tmp_path / "bt.parquet",
                                     "model=models:/riskml@champion", f"tracking_uri=sqlite:///{tmp}/mlflow.db",
-                                    "as_of=8", "what_if=false"))
-    want8 = pd.read_parquet(batch.output).pipe(lambda f: f[f["borrower_id"].isin(few_ids)]).reset_index(drop=True)
-    assert (earlier["as_of_month"] == 8).all()
-    pd.testing.assert_frame_equal(plain(earlier), plain(want8), check_dtype=False)
+                                    f"as_of={t}", "what_if=false"))
+    want_t = pd.read_parquet(batch.output).pipe(lambda f: f[f["borrower_id"].isin(then["borrower_id"])])
+    assert (earlier["as_of_month"] == t).all()
+    pd.testing.assert_frame_equal(plain(earlier), plain(want_t.reset_index(drop=True)), check_dtype=False)
     with pytest.raises(ConfigError, match="params"):  # a key riskml does not know is refused, not ignored
         request_options({"as_off": 8})
     reqs = (Path(mlflow.artifacts.download_artifacts("models:/riskml/1")) / "requirements.txt").read_text()
@@ -145,7 +148,10 @@ def test_mlflow_models_serve_answers_a_rest_request_of_borrower_months(system, t
         assert served["borrower_id"].tolist() == local["borrower_id"].tolist() == [*range(5), 2**53 + 1]
         np.testing.assert_allclose(served["p_adverse"].astype(float), local["p_adverse"].astype(float), rtol=1e-12)
         assert served["reason_1"].astype(object).fillna("").tolist() == local["reason_1"].astype(object).fillna("").tolist()
-        assert (ask(as_of=8)["as_of_month"] == 8).all()  # the request's params are honoured
+        last = int(rows["month"].max())
+        on_book = rows.groupby("borrower_id")["month"].transform("max") == last
+        rows = rows[on_book].reset_index(drop=True)  # borrowers with a row at the month asked for
+        assert (ask(as_of=last - 1)["as_of_month"] == last - 1).all()  # the request's params are honoured
         rows.loc[0, "status"] = "bogus"  # a bad row: a bad request, riskml's line, no server paths
         with pytest.raises(urllib.error.HTTPError) as refused:
             ask()
