@@ -31,7 +31,8 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import tempfile
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -72,8 +73,29 @@ def model(work: Path, name: str, X: np.ndarray, y: np.ndarray) -> Path:
     return path
 
 
-def lleaves_scorer(path: Path):
-    """lleaves' compiled model, through the shim onto llvmlite's new pass manager; a string says why not."""
+def lleaves_scorer(path: Path, work: Path | None = None, timeout: float | None = None):
+    """lleaves' compiled model, through the shim onto llvmlite's new pass manager; a string says why not.
+
+    With ``work``, the compile runs in a child process (killed after ``timeout`` s) that leaves
+    lleaves' object cache, which this process then loads.
+    """
+    if work is not None:
+        cache = work / f"{path.stem}.lleaves.o"
+        if not cache.exists():
+            code = f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import bench_scorer as b; " \
+                   f"s = b._lleaves(__import__('pathlib').Path({str(path)!r}), {str(cache)!r}); " \
+                   "print(s if isinstance(s, str) else 'ok')"
+            try:
+                p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=timeout)
+            except subprocess.TimeoutExpired:
+                return f"did not finish compiling in {timeout:.0f} s"
+            if not cache.exists():
+                return (p.stdout.strip() or p.stderr.strip()[-200:] or "no object file")
+        return _lleaves(path, str(cache))
+    return _lleaves(path, None)
+
+
+def _lleaves(path: Path, cache: str | None):
     try:
         import lleaves
         import lleaves.llvm_binding as binding
@@ -87,6 +109,8 @@ def lleaves_scorer(path: Path):
 
     def compile_to_module(file_path, fblocksize=34, finline=True, raw_score=False, froot_func_name="forest_root",
                           use_fp64=True):  # lleaves' own, with PassBuilder for the removed PassManagerBuilder
+        llvm.initialize_native_target()
+        llvm.initialize_native_asmprinter()
         forest = parse_to_ast(file_path)
         forest.raw_score = raw_score
         ir = llvmlite.ir.Module(name="forest")
@@ -106,12 +130,12 @@ def lleaves_scorer(path: Path):
     try:
         m = lleaves.Model(model_file=str(path))
         try:
-            m.compile(raw_score=True)
+            m.compile(cache=cache, raw_score=True)
         except (AttributeError, RuntimeError):  # the release as it is: legacy pass manager, llvm.initialize()
             front.compiler.compile_to_module = compile_to_module
             binding._initialize_llvm = lambda: (llvm.initialize_native_target(), llvm.initialize_native_asmprinter())
             m = lleaves.Model(model_file=str(path))
-            m.compile(raw_score=True)
+            m.compile(cache=cache, raw_score=True)
     except Exception as e:  # noqa: BLE001 - any failure of a competitor is reported, not fatal
         return f"does not compile ({type(e).__name__}: {str(e)[:80]})"
     return lambda X: m.predict(X, n_jobs=os.cpu_count())
@@ -145,6 +169,8 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=500_000)
     ap.add_argument("--rounds", type=int, default=5)
     ap.add_argument("--shapes", default=",".join(SHAPES))
+    ap.add_argument("--compilers", default="lleaves,tl2cgen", help="the model compilers to compare ('' for none)")
+    ap.add_argument("--compile-timeout", type=float, default=1200, help="seconds lleaves may take to compile a model")
     ap.add_argument("--workdir", default=str(ROOT / "benchmarks" / "out" / "scorer"))
     args = ap.parse_args()
     work = Path(args.workdir)
@@ -165,7 +191,10 @@ def main() -> None:
                    "riskml": lambda A: tp.raw(A)[:, 0]}
         builds = {"riskml": time.perf_counter() - t}
         tp.raw(X[:1000])  # numba's compile (or cache load), once per process
-        for label, make in (("lleaves", lambda: lleaves_scorer(path)), ("tl2cgen", lambda: tl2cgen_scorer(path, work))):
+        makers = {"lleaves": lambda: lleaves_scorer(path, work, args.compile_timeout),
+                  "tl2cgen": lambda: tl2cgen_scorer(path, work)}
+        for label in args.compilers.split(",") if args.compilers else ():
+            make = makers[label]
             t = time.perf_counter()
             s = make()
             builds[label] = time.perf_counter() - t

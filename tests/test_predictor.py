@@ -62,7 +62,7 @@ def _splits(node: dict):
     (2, {"use_missing": False}, "None"),
     (2, {"num_leaves": 4, "min_data_in_leaf": 50}, "NaN"),  # riskml's default shape
 ])
-@pytest.mark.parametrize("leaves", [31, 5])  # deep trees, and trees of a few splits (the kernel's leaf fast paths)
+@pytest.mark.parametrize("leaves", [31, 5])  # one word of leaves, nearly full; and trees of a few splits
 def test_probabilities_equal_booster_predict_on_every_row(n_classes, params, missing, leaves):
     X, score = _data()
     booster = _fit(X, score, n_classes, **{"num_leaves": leaves, **params})
