@@ -241,17 +241,19 @@ def _leaf_masks(is_leaf: np.ndarray, right: np.ndarray, tree_start: np.ndarray):
     leaf_start = np.append(first[tree_start[:-1]], int(is_leaf.sum()))
     words = (np.diff(leaf_start) + 31) // 32
     tree_of = np.repeat(np.arange(len(tree_start) - 1), np.diff(tree_start))
-    starts, word, bits = [0], [], []
-    for j in range(n):  # once per model, over nodes (a split's left subtree spans one word or a few)
-        if not is_leaf[j]:
-            lo, hi = first[j] - leaf_start[tree_of[j]], first[right[j]] - leaf_start[tree_of[j]]
-            for w in range(lo // 32, (hi - 1) // 32 + 1):
-                a, b = max(lo - 32 * w, 0), min(hi - 32 * w, 32)
-                word.append(w)
-                bits.append(~((1 << b) - (1 << a)) & 0xFFFFFFFF)
-        starts.append(len(word))
-    return (leaf_start, words, np.asarray(starts, dtype=np.int64), np.asarray(word, dtype=np.int64),
-            np.asarray(bits, dtype=np.uint32))
+    split = np.flatnonzero(~is_leaf)
+    base = leaf_start[tree_of[split]]
+    lo, hi = first[split] - base, first[right[split]] - base
+    count = (hi - 1) // 32 - lo // 32 + 1  # words a split's left subtree spans (one, rarely two)
+    per_node = np.zeros(n, dtype=np.int64)
+    per_node[split] = count
+    owner = np.repeat(np.arange(len(split)), count)
+    word = lo[owner] // 32 + np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+    a = np.clip(lo[owner] - 32 * word, 0, 32).astype(np.uint64)
+    b = np.clip(hi[owner] - 32 * word, 0, 32).astype(np.uint64)
+    bits = ~((np.uint64(1) << b) - (np.uint64(1) << a)) & np.uint64(0xFFFFFFFF)
+    return (leaf_start, words, np.concatenate([[0], np.cumsum(per_node)]), word.astype(np.int64),
+            bits.astype(np.uint32))
 
 
 def _round_down_f32(t: np.ndarray) -> np.ndarray:
