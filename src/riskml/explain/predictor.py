@@ -4,9 +4,10 @@
 Why riskml's own and not a model compiler from PyPI (checked 2026-12 on this
 project's machine, Python 3.11): ``lleaves`` 1.3.0 (its newest release)
 fails to compile with the llvmlite that numba 0.68 needs (0.50: the legacy
-``PassManagerBuilder`` it calls is gone), takes 7-40 s to compile a model,
-and (compiled through a shim) scores slower than this module on every shape
-of ``benchmarks/bench_scorer.py``; ``tl2cgen`` 1.0.0 compiles C with gcc at
+``PassManagerBuilder`` it calls is gone), takes seconds to many minutes to
+compile a model (9 s for 374 x 4 leaves, 76 s for 300 x 31 on a loaded
+machine), and, compiled through a shim, scores slower than this module on
+the shapes of ``benchmarks/bench_scorer.py``; ``tl2cgen`` 1.0.0 compiles C with gcc at
 scoring time and scores at 2-3x LightGBM. This module walks the trees in
 numba, which riskml already compiles its factor TreeSHAP with.
 
