@@ -339,6 +339,10 @@ def _raw_kernel(X, used, fill, trees, tree_start, tree_output, kind, feature, th
                 b0 = bv[0]
                 for r in range(nr):
                     ac[r] += lv[trailing_zeros(b0[r])]
+            elif n_words == 2:  # one 64-bit word: no branch on which word holds the leaf
+                b0, b1 = bv[0], bv[1]
+                for r in range(nr):
+                    ac[r] += lv[trailing_zeros(np.uint64(b0[r]) | (np.uint64(b1[r]) << np.uint64(32)))]
             else:
                 for r in range(nr):
                     w = 0
