@@ -48,12 +48,16 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -n 2 --dist loadfile --durations=25
 
 bench: $(STAMP)
+	@# bench_scorer's competitors, bench-only: riskml never imports them
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e ".[dev,bench]"
 	$(BIN)/python benchmarks/bench_generate.py
 	$(BIN)/python benchmarks/bench_features.py
 	$(BIN)/python benchmarks/bench_fit.py
 	$(BIN)/python benchmarks/bench_train.py
 	$(BIN)/python benchmarks/bench_explain.py
 	$(BIN)/python benchmarks/bench_predict.py
+	$(BIN)/python benchmarks/bench_scorer.py
+	$(BIN)/python benchmarks/bench_batch.py
 
 clean:
 	rm -rf $(VENV) outputs multirun mlflow.db mlruns mlartifacts predictions data/synthetic/*/ models/*/

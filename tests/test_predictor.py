@@ -62,7 +62,7 @@ def _splits(node: dict):
     (2, {"use_missing": False}, "None"),
     (2, {"num_leaves": 4, "min_data_in_leaf": 50}, "NaN"),  # riskml's default shape
 ])
-@pytest.mark.parametrize("leaves", [31, 5])  # deep trees, and trees of a few splits (the kernel's leaf fast paths)
+@pytest.mark.parametrize("leaves", [31, 5])  # one word of leaves, nearly full; and trees of a few splits
 def test_probabilities_equal_booster_predict_on_every_row(n_classes, params, missing, leaves):
     X, score = _data()
     booster = _fit(X, score, n_classes, **{"num_leaves": leaves, **params})
@@ -184,3 +184,35 @@ def test_round_down_gives_the_largest_float32_not_above():
     assert got[2] == 1.0 and got[3] == 0.0
     assert got[4] == np.finfo(np.float32).max and got[5] == got[7] == -np.inf and got[6] == np.inf
 
+
+
+@pytest.mark.parametrize("n_classes,params,leaves", [
+    (2, {}, 100),
+    (3, {}, 100),
+    (2, {"zero_as_missing": True}, 100),
+    (2, {}, 50),  # two words: read as one 64-bit word
+])
+def test_trees_of_more_than_32_leaves_score_bit_for_bit_with_missing_and_categorical_values(n_classes, params,
+                                                                                            leaves):
+    # a tree's leaves take 32-bit words: a split whose left subtree spans two words, and a leaf in the
+    # third word, happen only in trees of more than 64 leaves
+    X, score = _data(n=6000, seed=5)
+    rng = np.random.default_rng(5)
+    X[:, 3] = rng.integers(0, 40, len(X)).astype(float)
+    X[rng.random(len(X)) < 0.05, 3] = np.nan
+    score = score + np.isin(X[:, 3], [1, 5, 33])
+    booster = _fit(X, score, n_classes, rounds=6, categorical=[3], num_leaves=leaves, min_data_in_leaf=3,
+                   cat_smooth=1, min_data_per_group=5, **params)
+    tp = TreePredictor(booster)
+    assert tp.words_.max() == (leaves + 31) // 32
+    assert (np.diff(tp.mask_start_) >= 2).any()  # some right turn clears leaves in two words
+    assert any(t["num_cat"] > 0 for t in booster.dump_model()["tree_info"])
+    rows = np.vstack([X, _edge_rows(X, booster)])
+    for Xt in (rows, rows.astype(np.float32)):
+        np.testing.assert_array_equal(tp.raw(Xt), booster.predict(Xt, raw_score=True).reshape(len(Xt), -1))
+    # a subset of deep trees: each tree's own raw score, as LightGBM gives one iteration
+    k = tp.n_outputs_  # trees per iteration
+    trees = np.arange(k, tp.n_trees_, 2 * k)  # every other iteration's first-class tree
+    want = sum(booster.predict(rows, raw_score=True, start_iteration=int(t) // k, num_iteration=1)
+               .reshape(len(rows), -1)[:, 0] for t in trees)
+    np.testing.assert_allclose(tp.raw(rows, trees=trees)[:, 0], want, rtol=0, atol=1e-12)

@@ -4,20 +4,28 @@
 Why riskml's own and not a model compiler from PyPI (checked 2026-12 on this
 project's machine, Python 3.11): ``lleaves`` 1.3.0 (its newest release)
 fails to compile with the llvmlite that numba 0.68 needs (0.50: the legacy
-``PassManagerBuilder`` it calls is gone), and ``tl2cgen`` 1.0.0 compiles C
-with gcc at scoring time (14 s for a 300 x 31 model) and then scored that
-model no faster than LightGBM (0.96-1.15x). This module walks the trees in
+``PassManagerBuilder`` it calls is gone), takes seconds to many minutes to
+compile a model (9 s for 374 x 4 leaves, 76 s for 300 x 31 on a loaded
+machine), and, compiled through a shim, scores slower than this module on
+the shapes of ``benchmarks/bench_scorer.py``; ``tl2cgen`` 1.0.0 compiles C with gcc at
+scoring time and scores at 2-3x LightGBM. This module walks the trees in
 numba, which riskml already compiles its factor TreeSHAP with.
 
 How: LightGBM walks each row down each tree, one dependent load after
 another, and converts every row to a sparse vector first. Here rows go in
 chunks of :data:`CHUNK`, transposed so that one feature of a chunk is
-contiguous; each tree then evaluates *every* node for the whole chunk (a
-compare of a contiguous run of values against one threshold, which
-vectorises) and propagates "reached" flags from parents to children in
-pre-order. The leaf reached adds its value. Raw scores are summed tree by
-tree in LightGBM's order, in float64, so they are bit for bit LightGBM's; the
-link (sigmoid, softmax) is the objective's.
+contiguous. Each row keeps a bitvector of its tree's leaves, left to right
+(32-bit words); each split of the tree is decided for the whole chunk at
+once (a compare of a contiguous run of values against one threshold, which
+vectorises, with no branch on the data) and, for the rows that go right,
+clears the leaves of its left subtree. The leaf a row reaches is the first
+one left (the idea of QuickScorer, Lucchese et al. 2015, applied a tree at a
+time). A row's own path walk was measured too: numba's walk, whose next node
+depends on the last load, ran at 0.7x LightGBM on 31-leaf trees, against
+10x for the bitvectors; deeper trees only take more words (a split's left
+subtree rarely spans two). Raw scores are summed tree by tree in LightGBM's
+order, in float64, so they are bit for bit LightGBM's; the link (sigmoid,
+softmax) is the objective's.
 
 Exactness: float32 input is compared in float32 against each threshold
 rounded *down* to float32, which decides exactly as LightGBM's float64
@@ -31,6 +39,7 @@ by ``Booster.predict`` itself (``method_ == "lightgbm"``).
 from __future__ import annotations
 
 import numba as nb
+from numba.cpython.unsafe.numbers import trailing_zeros
 import numpy as np
 import pandas as pd
 import lightgbm as lgb
@@ -39,7 +48,7 @@ from riskml.exceptions import SchemaError
 from riskml.explain.trees import ZERO_THRESHOLD, append_split, dump_model, in_bitset, link_children
 
 #: Rows per chunk (one thread each): a chunk's transposed features stay in L2.
-CHUNK = 512
+CHUNK = 1024
 
 # node kinds: decided once per model, so the row loops have no per-row branch on them
 _LEAF, _LE, _NOT_GT, _ZERO_LEFT, _ZERO_RIGHT, _CAT = 0, 1, 2, 3, 4, 5
@@ -129,9 +138,12 @@ class TreePredictor:
         self.cat_len_ = np.asarray(nodes["cat_len"], dtype=np.int64)
         self.cat_words_ = np.asarray(cat_words, dtype=np.uint32)
         self.value_ = np.asarray(nodes["value"], dtype=np.float64)
-        self.subtree_end_ = _subtree_end(is_leaf, self.right_)
         self.tree_output_ = np.arange(self.n_trees_, dtype=np.int64) % self.n_outputs_
-        self.max_nodes_ = int(np.diff(self.tree_start_).max(initial=1))
+        # the leaves in each tree's left-to-right order (pre-order meets them so), and per split the
+        # 32-bit words of its tree's leaf bitvector that a row going right clears: its left subtree's leaves
+        self.leaf_value_ = self.value_[is_leaf]
+        self.leaf_start_, self.words_, self.mask_start_, self.mask_word_, self.mask_bits_ = _leaf_masks(
+            is_leaf, self.right_, self.tree_start_)
         # which used features each tree splits on: a subset of trees (a what-if) transposes only theirs
         tree_of_node = np.repeat(np.arange(self.n_trees_), np.diff(self.tree_start_))
         self.tree_features_ = np.zeros((self.n_trees_, len(self.used_features_)), dtype=bool)
@@ -193,8 +205,8 @@ class TreePredictor:
         if X.shape[0]:
             thr = self.threshold32_ if X.dtype == np.float32 else self.threshold_
             _raw_kernel(X, self.used_features_, fill, order, self.tree_start_, self.tree_output_, self.kind_, self.feature_, thr,
-                        self.cat_start_, self.cat_len_, self.cat_words_, self.left_, self.right_, self.subtree_end_, self.value_,
-                        self.max_nodes_, np.array([ZERO_THRESHOLD], dtype=X.dtype), out)
+                        self.cat_start_, self.cat_len_, self.cat_words_, self.mask_start_, self.mask_word_, self.mask_bits_,
+                        self.leaf_start_, self.words_, self.leaf_value_, np.array([ZERO_THRESHOLD], dtype=X.dtype), out)
         if self._average:  # boosting=rf: LightGBM averages the iterations
             out /= self.n_trees_ // self.n_outputs_
         return out
@@ -216,13 +228,33 @@ class TreePredictor:
         return self.link(self.raw(X))
 
 
-def _subtree_end(is_leaf: np.ndarray, right: np.ndarray) -> np.ndarray:
-    """One past the last node of each node's subtree (pre-order: the end of its right subtree)."""
-    end = np.arange(1, len(is_leaf) + 1, dtype=np.int64)
-    for j in range(len(is_leaf) - 1, -1, -1):  # once per model, over nodes
-        if not is_leaf[j]:
-            end[j] = end[right[j]]
-    return end
+def _leaf_masks(is_leaf: np.ndarray, right: np.ndarray, tree_start: np.ndarray):
+    """Each tree's first leaf and bitvector words, and per node its (word, bits to keep) entries.
+
+    A split's left subtree holds the leaves ``lo .. hi-1`` of its tree (``hi``: its right child's first
+    leaf); a row that goes right can reach none of them, so those bits are cleared.
+    """
+    n = len(is_leaf)
+    rank = np.cumsum(is_leaf) - 1  # the model's leaves, numbered left to right
+    # the first leaf of each node's subtree: the next leaf in pre-order, at or after the node
+    nxt = np.minimum.accumulate(np.where(is_leaf, np.arange(n), n)[::-1])[::-1]
+    first = rank[nxt]
+    leaf_start = np.append(first[tree_start[:-1]], int(is_leaf.sum()))
+    words = (np.diff(leaf_start) + 31) // 32
+    tree_of = np.repeat(np.arange(len(tree_start) - 1), np.diff(tree_start))
+    split = np.flatnonzero(~is_leaf)
+    base = leaf_start[tree_of[split]]
+    lo, hi = first[split] - base, first[right[split]] - base
+    count = (hi - 1) // 32 - lo // 32 + 1  # words a split's left subtree spans (one, rarely two)
+    per_node = np.zeros(n, dtype=np.int64)
+    per_node[split] = count
+    owner = np.repeat(np.arange(len(split)), count)
+    word = lo[owner] // 32 + np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
+    a = np.clip(lo[owner] - 32 * word, 0, 32).astype(np.uint64)
+    b = np.clip(hi[owner] - 32 * word, 0, 32).astype(np.uint64)
+    bits = ~((np.uint64(1) << b) - (np.uint64(1) << a)) & np.uint64(0xFFFFFFFF)
+    return (leaf_start, words, np.concatenate([[0], np.cumsum(per_node)]), word.astype(np.int64),
+            bits.astype(np.uint32))
 
 
 def _round_down_f32(t: np.ndarray) -> np.ndarray:
@@ -235,19 +267,21 @@ def _round_down_f32(t: np.ndarray) -> np.ndarray:
 
 
 @nb.njit(parallel=True, cache=True, nogil=True)  # nogil: the reader and writer threads go on meanwhile
-def _raw_kernel(X, used, fill, trees, tree_start, tree_output, kind, feature, thr, cat_start, cat_len, cat_words, left,
-                right, subtree_end, value, max_nodes, zero, out):  # pragma: no cover - numba
-    """Rows in chunks (a thread each); per chunk, trees outer and rows inner: every split of a
-    tree is decided for the whole chunk, and a leaf adds its value at its parent.
+def _raw_kernel(X, used, fill, trees, tree_start, tree_output, kind, feature, thr, cat_start, cat_len, cat_words,
+                mask_start, mask_word, mask_bits, leaf_start, words, leaf_value, zero, out):  # pragma: no cover - numba
+    """Rows in chunks (a thread each); per chunk, trees outer and rows inner: every split of a tree is
+    decided for the whole chunk, and clears the leaves a row going right can no longer reach from the
+    row's bitvector of its tree's leaves; the row's leaf is the first one left.
 
     Scratch arrays are 2-D and read through row views indexed from 0: with flat
     arrays and computed offsets numba's negative-index wraparound keeps LLVM
-    from vectorising the row loops (measured 3-4x slower).
+    from vectorising the row loops (it gathers instead: measured 3-4x slower).
     """
     n = X.shape[0]
     n_out = out.shape[1]
     CH = CHUNK
     z = zero[0]
+    ALL = np.uint32(0xFFFFFFFF)
     for c in nb.prange((n + CH - 1) // CH):
         r0 = c * CH
         nr = min(n, r0 + CH) - r0
@@ -258,75 +292,63 @@ def _raw_kernel(X, used, fill, trees, tree_start, tree_output, kind, feature, th
             for r in range(nr):
                 v = X[r0 + r, src]
                 dst[r] = 0.0 if abs(v) <= z else v  # LightGBM reads |x| <= kZeroThreshold as 0
-        reach = np.empty((max_nodes, CH), dtype=np.uint8)  # 1: the row reaches this node
-        go = np.empty(CH, dtype=np.uint8)  # 1: the row goes left at the current split
-        count = np.zeros(max_nodes, dtype=np.int64)  # rows of the chunk that reach each node
+        bv = np.empty((max(words.max(), 1), CH), dtype=np.uint32)  # each row's leaves still reachable
+        go = np.empty(CH, dtype=np.uint32)  # all ones: the row goes left at the current split
         acc = np.zeros((n_out, CH))
         for ti in range(trees.shape[0]):
             t = trees[ti]
-            a, b = tree_start[t], tree_start[t + 1]
-            ac = acc[tree_output[t]]
-            if b - a == 1:  # a tree of one leaf
-                v = value[a]
-                for r in range(CH):
-                    ac[r] += v
-                continue
-            root = reach[0]
-            for r in range(CH):
-                root[r] = 1
-            count[0] = CH
-            j = a
-            while j < b:
+            n_words = words[t]
+            for w in range(n_words):
+                bw = bv[w]
+                for r in range(nr):
+                    bw[r] = ALL
+            for j in range(tree_start[t], tree_start[t + 1]):
                 k = kind[j]
-                if k == 0:  # a leaf: added at its parent
-                    j += 1
+                if k == 0:
                     continue
-                if count[j - a] == 0:  # no row of the chunk gets here: skip the subtree
-                    j = subtree_end[j]
+                x, th, e0, e1 = xt[feature[j]], thr[j], mask_start[j], mask_start[j + 1]
+                if k <= 2 and e1 == e0 + 1:  # the common split: decided and applied in one pass
+                    bw, m = bv[mask_word[e0]], mask_bits[e0]
+                    if k == 1:  # NaN goes right
+                        for r in range(nr):
+                            bw[r] &= m | (np.uint32(0) - np.uint32(x[r] <= th))
+                    else:  # NaN goes left
+                        for r in range(nr):
+                            bw[r] &= m | (np.uint32(0) - np.uint32(not x[r] > th))
                     continue
-                x, th = xt[feature[j]], thr[j]
-                if k == 1:  # NaN goes right
-                    for r in range(CH):
-                        go[r] = np.uint8(x[r] <= th)
-                elif k == 2:  # NaN goes left
-                    for r in range(CH):
-                        go[r] = np.uint8(not x[r] > th)
+                if k == 1:
+                    for r in range(nr):
+                        go[r] = np.uint32(0) - np.uint32(x[r] <= th)
+                elif k == 2:
+                    for r in range(nr):
+                        go[r] = np.uint32(0) - np.uint32(not x[r] > th)
                 elif k == 3 or k == 4:  # zero (and NaN, read as zero) go the default way
-                    dl = np.uint8(k == 3)
-                    for r in range(CH):
+                    for r in range(nr):
                         v = x[r]
-                        zero_ = np.isnan(v) or (v >= -z and v <= z)
-                        go[r] = dl if zero_ else np.uint8(v <= th)
+                        left = (k == 3) if np.isnan(v) or (v >= -z and v <= z) else v <= th
+                        go[r] = np.uint32(0) - np.uint32(left)
                 else:
-                    for r in range(CH):
-                        go[r] = np.uint8(in_bitset(x[r], cat_start[j], cat_len[j], cat_words))
-                here, lj, rj = reach[j - a], left[j], right[j]
-                if kind[lj] == 0 and kind[rj] == 0:
-                    vl, vr = value[lj], value[rj]
-                    for r in range(CH):
-                        ac[r] += (vl if go[r] else vr) if here[r] else 0.0
-                elif kind[lj] == 0:
-                    vl, to_r, n_r = value[lj], reach[rj - a], 0
-                    for r in range(CH):
-                        ac[r] += vl if here[r] & go[r] else 0.0
-                        to_r[r] = here[r] & (go[r] ^ 1)
-                        n_r += to_r[r]
-                    count[rj - a] = n_r
-                elif kind[rj] == 0:
-                    vr, to_l, n_l = value[rj], reach[lj - a], 0
-                    for r in range(CH):
-                        ac[r] += vr if here[r] & (go[r] ^ 1) else 0.0
-                        to_l[r] = here[r] & go[r]
-                        n_l += to_l[r]
-                    count[lj - a] = n_l
-                else:
-                    to_l, to_r, n_l = reach[lj - a], reach[rj - a], 0
-                    for r in range(CH):
-                        to_l[r] = here[r] & go[r]
-                        to_r[r] = here[r] & (go[r] ^ 1)
-                        n_l += to_l[r]
-                    count[lj - a], count[rj - a] = n_l, count[j - a] - n_l
-                j += 1
+                    for r in range(nr):
+                        go[r] = np.uint32(0) - np.uint32(in_bitset(x[r], cat_start[j], cat_len[j], cat_words))
+                for e in range(e0, e1):
+                    bw, m = bv[mask_word[e]], mask_bits[e]
+                    for r in range(nr):
+                        bw[r] &= m | go[r]
+            ac, lv = acc[tree_output[t]], leaf_value[leaf_start[t]:leaf_start[t + 1]]
+            if n_words == 1:
+                b0 = bv[0]
+                for r in range(nr):
+                    ac[r] += lv[trailing_zeros(b0[r])]
+            elif n_words == 2:  # one 64-bit word: no branch on which word holds the leaf
+                b0, b1 = bv[0], bv[1]
+                for r in range(nr):
+                    ac[r] += lv[trailing_zeros(np.uint64(b0[r]) | (np.uint64(b1[r]) << np.uint64(32)))]
+            else:
+                for r in range(nr):
+                    w = 0
+                    while bv[w, r] == 0:  # the rightmost leaf is never cleared: a word is left
+                        w += 1
+                    ac[r] += lv[32 * w + trailing_zeros(bv[w, r])]
         for o in range(n_out):
             ao = acc[o]
             for r in range(nr):
