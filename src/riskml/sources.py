@@ -237,12 +237,33 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
         raise ConfigError("data.path", str(path), f"a panel with at least one valid borrower; all "
                           f"{checked.counts['input_borrowers']} were rejected (first reason: "
                           f"{checked.rejects['reason'].iloc[0] if len(checked.rejects) else 'none'})")
+    check_month_span(checked.panel, path)
     log.info("panel %s: %s", path, ", ".join(f"{k}={v}" for k, v in checked.counts.items()))
     snaps = build_snapshots(checked.panel, target=target, horizon=horizon, min_history=int(data_cfg["min_history"]),
                             every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]))
     return from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
                           meta={"horizon": horizon, "windows": list(data_cfg["windows"]), "input": checked.counts,
-                                "has_cause": checked.has_cause}, rejects=checked.rejects)
+                                "has_cause": checked.has_cause, "example": first_borrowers(checked.panel)},
+                          rejects=checked.rejects)
+
+
+#: The longest month axis a panel's months may span (a hundred years): months further apart are not an
+#: index of months but labels (YYYYMM, a row at month 100000), and the month grids would not fit in memory.
+MAX_MONTH_SPAN = 1200
+
+
+def check_month_span(panel: pd.DataFrame, path: Path) -> None:
+    """A panel's months are a month index: a span beyond :data:`MAX_MONTH_SPAN` is a one-line error."""
+    lo, hi = int(panel["month"].min()), int(panel["month"].max())
+    if hi - lo + 1 > MAX_MONTH_SPAN:
+        raise ConfigError("data.path", str(path), f"months as a whole-number index spanning at most {MAX_MONTH_SPAN} "
+                          f"months; its months run from {lo} to {hi} (YYYYMM or dates need data.schema's month)")
+
+
+def first_borrowers(panel: pd.DataFrame, n_borrowers: int = 3) -> pd.DataFrame:
+    """The rows of the first ``n_borrowers`` borrowers of a checked panel (rows that passed every check)."""
+    ids = pd.unique(panel["borrower_id"])[:n_borrowers]
+    return panel[panel["borrower_id"].isin(ids)].reset_index(drop=True)
 
 
 def panel_record(ds: Dataset, *, fidelity_measured: bool) -> tuple[dict[str, float], dict[str, str]]:

@@ -30,7 +30,25 @@ OPTIONAL_COLUMNS = ("cause", "months_on_book")
 _REASON = "_reason"
 #: Reasons of the batch path beyond the contract's row problems (codes after schema.PANEL_PROBLEMS).
 _MISSING_ID = "borrower_id is missing or not a whole number"
-_BATCH_PROBLEMS = (*PANEL_PROBLEMS, _MISSING_ID)
+#: A borrower's months are one row a month: a gap would be read as consecutive months by the windows
+_GAP = ("month gap: the borrower has no row for the month before this one (months are consecutive whole "
+        "numbers, one row a month; YYYYMM or dates need data.schema's month)")
+_BATCH_PROBLEMS = (*PANEL_PROBLEMS, _MISSING_ID, _GAP)
+
+
+def flag_gaps(bid: np.ndarray, month: np.ndarray, code: np.ndarray) -> None:
+    """Give the first row after a gap in its borrower's months the gap's problem code (rows in any order;
+    rows flagged before keep their code)."""
+    if len(bid) < 2:
+        return
+    order = None if in_key_order(bid, month) else np.lexsort((month, bid))
+    b, m = (bid, month) if order is None else (bid[order], month[order])
+    with np.errstate(invalid="ignore"):
+        gap = (b[1:] == b[:-1]) & (m[1:] - m[:-1] > 1)
+    if gap.any():
+        rows = np.flatnonzero(gap) + 1
+        rows = rows if order is None else order[rows]
+        code[rows[code[rows] == 0]] = _BATCH_PROBLEMS.index(_GAP)
 
 
 def prepare(raw: pa.Table) -> pa.Table:
@@ -77,6 +95,7 @@ def split_rows(rows: pa.Table, *, as_of: int | None) -> tuple[pd.DataFrame, pd.D
     texts = [*_BATCH_PROBLEMS, f"no month at or before as_of={as_of}",
              f"no row at as_of={as_of}: the history ends before it"]
     code = problem_codes(a, PANEL, a[_REASON])
+    flag_gaps(bid, a["month"], code)
     # rows may come in any order (parquet rows carry none): months are sorted below, never rejected;
     # two rows of one month are a duplicate, flagged above
     new = np.r_[True, bid[1:] != bid[:-1]]

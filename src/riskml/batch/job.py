@@ -61,8 +61,10 @@ def input_plan(path: str | Path) -> tuple[list[Path], list[str]]:
         if missing:
             raise SchemaError(f"{f}: missing required panel column(s) {missing}; expected at least "
                               f"{list(PANEL.required)}")
+    # an optional column read when any part has it: a part without it reads as empty cells for its own
+    # rows (dropping it for every part lost the fraud closures' cause of the parts that have it)
     columns = [c for c in PANEL.names if c in PANEL.required or c in OPTIONAL_COLUMNS
-               if all(c in have for have in headers.values())]
+               if any(c in have for have in headers.values())]
     return files, columns
 
 
