@@ -35,7 +35,9 @@ from riskml.io.datasets import (MANIFEST_FILE, PANEL_FILE, load_dataset, panel_d
 from riskml.io.files import read_table, sha256_file, table_files
 from riskml.exceptions import ConfigError
 from riskml.factors import CAUSES
-from riskml.features import build_snapshots
+from riskml.features import build_snapshots, feature_specs
+from riskml.features.windows import available
+from riskml.io.lender import LenderSchema, load_schema
 from riskml.schema import PANEL, cast, row_problems, to_numpy
 from riskml.simulate import SimConfig
 from riskml.simulate.config import check_name
@@ -214,25 +216,35 @@ def check_panel_rows(rows: pa.Table, files: list[Path]) -> PanelInput:
     return PanelInput(good, rejects, counts, files, has_cause)
 
 
-def read_panel(path: Path) -> PanelInput:
-    """Read and validate a lender's panel; a file lacking a required column stops here, naming it."""
-    files, columns = input_plan(path)
+def read_panel(path: Path, schema: LenderSchema | None = None) -> PanelInput:
+    """Read and validate a lender's panel (in riskml's schema, or in the lender's own with ``schema``);
+    a file lacking a required column stops here, naming it."""
+    if schema is None:
+        files, columns = input_plan(path)
+        plans = {f: columns for f in files}
+    else:  # each file's own columns: a lender's optional cause column may be in some parts only
+        files = table_files(path)
+        plans = {f: schema.read_columns(batch.input_columns(f), file=f) for f in files}
+        wanted = list(dict.fromkeys(c for cols in plans.values() for c in cols))
+        plans = {f: wanted for f in files}
     tables = []
     for i, f in enumerate(files):
         start = 0
-        for b in batch.iter_batches(f, columns=columns):  # Arrow batches, as riskml.predict reads them
+        for b in batch.iter_batches(f, columns=plans[f]):  # Arrow batches, as riskml.predict reads them
             n = b.num_rows
+            b = b if schema is None else schema.to_contract(b)
             b = b.append_column(batch.FILE, pa.array(np.full(n, i, dtype=np.int32))).append_column(
                 batch.ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
             start += n
             tables.append(prepare(b))
-    return check_panel_rows(pa.concat_tables(tables), files)
+    return check_panel_rows(batch.concat(tables), files)
 
 
 def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path) -> Dataset:
     """The snapshots of a lender's panel at ``data.path``; the input counts and rejects ride on the Dataset."""
+    schema = load_schema(data_cfg.get("schema"))  # read and checked before any data
     path = _resolve(data_cfg.get("path"), base, "the path of a panel: a CSV/parquet file or a folder of parts")
-    checked = read_panel(path)
+    checked = read_panel(path, schema)
     if checked.panel.empty:
         raise ConfigError("data.path", str(path), f"a panel with at least one valid borrower; all "
                           f"{checked.counts['input_borrowers']} were rejected (first reason: "
@@ -241,10 +253,47 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
     log.info("panel %s: %s", path, ", ".join(f"{k}={v}" for k, v in checked.counts.items()))
     snaps = build_snapshots(checked.panel, target=target, horizon=horizon, min_history=int(data_cfg["min_history"]),
                             every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]))
+    snaps, explained = keep_available(snaps, set(checked.panel.columns), windows=tuple(data_cfg["windows"]))
+    example = first_borrowers(checked.panel)
+    meta = {"horizon": horizon, "windows": list(data_cfg["windows"]), "input": checked.counts,
+            "has_cause": checked.has_cause, "factors_explained": explained}
+    if schema is not None:
+        meta["schema"] = schema.to_dict()
+        example = schema_rows(example, schema)
     return from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
-                          meta={"horizon": horizon, "windows": list(data_cfg["windows"]), "input": checked.counts,
-                                "has_cause": checked.has_cause, "example": first_borrowers(checked.panel)},
-                          rejects=checked.rejects)
+                          meta={**meta, "example": example}, rejects=checked.rejects)
+
+
+def keep_available(snaps: Any, columns: set[str], *, windows: tuple[int, ...]) -> tuple[Any, list[str]]:
+    """The snapshots with only the features whose behaviour columns the panel has (a lender's subset), and
+    the documented factors left with a feature: the only ones a reason can name."""
+    keep = [s.name for s in available(feature_specs(windows), columns) if s.name in snaps.X.columns]
+    if len(keep) < snaps.X.shape[1]:
+        dropped = [c for c in snaps.X.columns if c not in set(keep)]
+        log.info("panel: %d features left out (their columns are not in the panel), e.g. %s", len(dropped),
+                 dropped[:5])
+        snaps.X = snaps.X[keep]
+        snaps.feature_factors = {f: snaps.feature_factors[f] for f in keep}
+        snaps.feature_directions = {f: snaps.feature_directions[f] for f in keep}
+    explained = [f for f in CAUSES if f in set(snaps.feature_factors.values())]
+    log.info("panel: factors this model can explain: %s; without a feature (never a reason): %s", explained,
+             [f for f in CAUSES if f not in explained])
+    return snaps, explained
+
+
+def schema_rows(panel: pd.DataFrame, schema: LenderSchema) -> pd.DataFrame:
+    """Checked panel rows back in the lender's names and codes (the logged input example of its model)."""
+    out = pd.DataFrame({schema.id: panel["borrower_id"].to_numpy()})
+    out[schema.month] = panel["month"].to_numpy()
+    first = {s: codes[0] for s, codes in schema.states.items() if codes}
+    out[schema.status_column] = panel["status"].astype(str).map(first).to_numpy()
+    if schema.cause_column and "cause" in panel.columns:
+        code = {f: c for c, f in reversed(list(schema.causes.items()))}
+        out[schema.cause_column] = panel["cause"].astype(object).map(code).to_numpy()
+    for col, contract in schema.renames.items():
+        if contract in panel.columns:
+            out[col] = panel[contract].to_numpy()
+    return out
 
 
 #: The longest month axis a panel's months may span (a hundred years): months further apart are not an
@@ -273,6 +322,8 @@ def panel_record(ds: Dataset, *, fidelity_measured: bool) -> tuple[dict[str, flo
     metrics = {f"panel_{k}": float(v) for k, v in counts.items()}
     metrics["snapshot_borrowers"] = float(ds.meta.get("n_borrowers", 0))
     tags = {"riskml.oracle": "not available: a lender's own panel has no simulator to replay (no oracle AUC)"}
+    if "factors_explained" in ds.meta:  # a factor without a feature is never a reason
+        tags["riskml.factors_explained"] = ",".join(ds.meta["factors_explained"]) or "none"
     if fidelity_measured:
         tags["riskml.fidelity"] = "measured against the cause the lender recorded"
     elif not ds.meta.get("has_cause"):

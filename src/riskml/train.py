@@ -383,6 +383,8 @@ def run_system(cfg: dict[str, Any], data: dict[str, Dataset], *, exp_id: str, ba
                   "data_kind": ds.kind, "windows": list(cfg["data"]["windows"]), "metrics": metrics,
                   "runs": {role: p.run_id for role, p in parts.items()},
                   "points": cfg["points"], "bands": cfg["bands"]}  # what the MLflow model scores with
+        if ds.meta.get("schema"):  # a lender's schema: predict, monitor and the served model read its files
+            system["schema"] = ds.meta["schema"]
         shipped = ship_system(models, system, run_id=run_id, name=name, cfg=cfg, base=base,
                               histories=_example(ds))
         result.model_uri, result.registration, result.model_dir = (shipped["model_uri"], shipped["registration"],

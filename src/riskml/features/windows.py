@@ -168,6 +168,27 @@ def feature_specs(windows: tuple[int, ...] = DEFAULT_WINDOWS) -> list[FeatureSpe
     return list(specs.values())
 
 
+#: The behaviour columns the platform's acceptance line grades on (``platform.grade``), and its policy index.
+_LINE = ("days_past_due", "other_lenders", "debt_to_income", "external_score", "policy_index")
+
+
+def needs(spec: FeatureSpec) -> tuple[str, ...]:
+    """The behaviour columns a feature reads: a panel lacking one of them has no such feature (it is left
+    out, not filled with zeros). Status and cause history need no behaviour column."""
+    if spec.kind == "util":
+        return ("credit_limit", "balance")
+    if spec.kind in ("gap", "past_line"):
+        return _LINE
+    if spec.column in ("status", "cause"):
+        return ()
+    return (spec.column,)
+
+
+def available(specs: list[FeatureSpec], columns: set[str] | frozenset[str]) -> list[FeatureSpec]:
+    """The features of ``specs`` whose behaviour columns are all among ``columns``."""
+    return [s for s in specs if all(c in columns for c in needs(s))]
+
+
 def rectify(X: pd.DataFrame, factor: str, specs: list[FeatureSpec]) -> pd.DataFrame:
     """The what-if: ``factor``'s features as they would be had the borrower followed its advice.
 
