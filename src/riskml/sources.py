@@ -37,7 +37,7 @@ from riskml.exceptions import ConfigError
 from riskml.factors import CAUSES
 from riskml.features import build_snapshots, feature_specs
 from riskml.features.windows import available
-from riskml.io.lender import LenderSchema, load_schema
+from riskml.io.lender import LenderSchema, is_text_months, load_schema
 from riskml.schema import PANEL, cast, row_problems, to_numpy
 from riskml.simulate import SimConfig
 from riskml.simulate.config import check_name
@@ -165,6 +165,7 @@ class PanelInput:
     counts: dict[str, int]
     files: list[Path]
     has_cause: bool
+    month_text: bool = False  # a lender's months as YYYY-MM or dates (its schema's month column)
 
 
 def check_panel_rows(rows: pa.Table, files: list[Path]) -> PanelInput:
@@ -227,17 +228,21 @@ def read_panel(path: Path, schema: LenderSchema | None = None) -> PanelInput:
         plans = {f: schema.read_columns(batch.input_columns(f), file=f) for f in files}
         wanted = list(dict.fromkeys(c for cols in plans.values() for c in cols))
         plans = {f: wanted for f in files}
-    tables = []
+    tables, month_text = [], False
     for i, f in enumerate(files):
         start = 0
         for b in batch.iter_batches(f, columns=plans[f]):  # Arrow batches, as riskml.predict reads them
             n = b.num_rows
-            b = b if schema is None else schema.to_contract(b)
+            if schema is not None:
+                month_text |= is_text_months(b.column(schema.month))
+                b = schema.to_contract(b)
             b = b.append_column(batch.FILE, pa.array(np.full(n, i, dtype=np.int32))).append_column(
                 batch.ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
             start += n
             tables.append(prepare(b))
-    return check_panel_rows(batch.concat(tables), files)
+    checked = check_panel_rows(batch.concat(tables), files)
+    checked.month_text = month_text
+    return checked
 
 
 def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path) -> Dataset:
@@ -259,7 +264,7 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
             "has_cause": checked.has_cause, "factors_explained": explained}
     if schema is not None:
         meta["schema"] = schema.to_dict()
-        example = schema_rows(example, schema)
+        example = schema_rows(example, schema, month_text=checked.month_text)
     return from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
                           meta={**meta, "example": example}, rejects=checked.rejects)
 
@@ -281,10 +286,11 @@ def keep_available(snaps: Any, columns: set[str], *, windows: tuple[int, ...]) -
     return snaps, explained
 
 
-def schema_rows(panel: pd.DataFrame, schema: LenderSchema) -> pd.DataFrame:
+def schema_rows(panel: pd.DataFrame, schema: LenderSchema, *, month_text: bool) -> pd.DataFrame:
     """Checked panel rows back in the lender's names and codes (the logged input example of its model)."""
     out = pd.DataFrame({schema.id: panel["borrower_id"].to_numpy()})
-    out[schema.month] = panel["month"].to_numpy()
+    m = panel["month"].to_numpy(dtype=np.int64)
+    out[schema.month] = [f"{y:04d}-{k + 1:02d}" for y, k in zip(m // 12, m % 12)] if month_text else m
     first = {s: codes[0] for s, codes in schema.states.items() if codes}
     out[schema.status_column] = panel["status"].astype(str).map(first).to_numpy()
     if schema.cause_column and "cause" in panel.columns:

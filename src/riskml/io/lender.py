@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _KEYS = ("id", "month", "status", "cause", "columns", "custom_factors")
 _BEHAVIOUR = tuple(c.name for c in BEHAVIOUR)
+_WARNED: set[tuple[str, str]] = set()
 
 
 def _fail(key: str, value: Any, expected: str, source: str) -> ConfigError:
@@ -189,7 +190,8 @@ class LenderSchema:
                               f"{header[:12]}{'...' if len(header) > 12 else ''}")
         named = set(self.required) | ({self.cause_column} if self.cause_column else set())
         unused = [c for c in header if c not in named]
-        if unused:
+        if unused and (str(file), self.source) not in _WARNED:  # once per file, however many reads
+            _WARNED.add((str(file), self.source))
             log.warning("%s: column(s) %s not named in the schema %s: not used", file, unused, self.source)
         return [c for c in header if c in named]
 
@@ -242,6 +244,14 @@ def month_index(values: pd.Series) -> np.ndarray:
         when[rest] = pd.to_datetime(text[rest], format="ISO8601", errors="coerce")
     out = (when.dt.year * 12 + when.dt.month - 1).astype("Float64")
     return out.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def is_text_months(col: pa.ChunkedArray) -> bool:
+    """Months given as text that is not a number (``YYYY-MM`` or dates)."""
+    if not (pa.types.is_string(col.type) or pa.types.is_large_string(col.type)):
+        return False
+    v = col.drop_null()
+    return len(v) > 0 and pd.to_numeric(pd.Series(v.slice(0, 1).to_pylist()), errors="coerce").isna().all()
 
 
 def load_schema(path: str | Path | None) -> LenderSchema | None:
