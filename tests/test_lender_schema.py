@@ -196,3 +196,14 @@ def test_the_served_model_takes_lender_rows_and_answers_with_the_lenders_id(syst
     out = score_rows(sysobj, rows)
     assert "account_id" in out.columns and "borrower_id" not in out.columns
     assert sorted(out["account_id"]) == [3, 4]
+
+
+def test_a_short_panel_names_the_settings_that_fit(tmp_path):
+    short = simulate(SimConfig(n_borrowers=200, n_months=6, seed=2)).panel
+    short.to_parquet(tmp_path / "short.parquet")
+    with pytest.raises(ConfigError, match=r"data.min_history.*target.recovery_horizon \(6\).*6 months: "
+                                          r"data.min_history <= 0, or target.recovery_horizon <= 3"):
+        train.run(cfg_for(tmp_path, tmp_path / "short.parquet", "data.min_history=3"))
+    with pytest.raises(ConfigError, match=r"data.min_history.*target.horizon \(3\).*data.min_history <= 3"):
+        train.run(cfg_for(tmp_path, tmp_path / "short.parquet", "target=adverse_3m", "data.min_history=4"))
+    assert not (tmp_path / "mlflow.db").exists()

@@ -255,6 +255,7 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
                           f"{checked.counts['input_borrowers']} were rejected (first reason: "
                           f"{checked.rejects['reason'].iloc[0] if len(checked.rejects) else 'none'})")
     check_month_span(checked.panel, path)
+    check_length(checked.panel, min_history=int(data_cfg["min_history"]), horizon=horizon, target=target)
     log.info("panel %s: %s", path, ", ".join(f"{k}={v}" for k, v in checked.counts.items()))
     snaps = build_snapshots(checked.panel, target=target, horizon=horizon, min_history=int(data_cfg["min_history"]),
                             every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]))
@@ -313,6 +314,17 @@ def check_month_span(panel: pd.DataFrame, path: Path) -> None:
     if hi - lo + 1 > MAX_MONTH_SPAN:
         raise ConfigError("data.path", str(path), f"months as a whole-number index spanning at most {MAX_MONTH_SPAN} "
                           f"months; its months run from {lo} to {hi} (YYYYMM or dates need data.schema's month)")
+
+
+def check_length(panel: pd.DataFrame, *, min_history: int, horizon: int, target: str) -> None:
+    """A snapshot needs ``min_history`` months up to it and ``horizon`` after: a one-line error naming what
+    fits a panel this long."""
+    n = int(panel["month"].max()) - int(panel["month"].min()) + 1
+    if min_history + horizon > n:
+        key = "target.recovery_horizon" if target == "recovery_6m" else "target.horizon"
+        raise ConfigError("data.min_history", min_history,
+                          f"data.min_history + {key} ({horizon}) at most the panel's {n} months: "
+                          f"data.min_history <= {n - horizon}, or {key} <= {n - min_history}")
 
 
 def first_borrowers(panel: pd.DataFrame, n_borrowers: int = 3) -> pd.DataFrame:

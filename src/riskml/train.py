@@ -352,7 +352,8 @@ def _manifest(result: TrainResult, cfg: dict[str, Any], name: str | None = None)
 def component_config(cfg: dict[str, Any], target: str) -> dict[str, Any]:
     """The single-model config of one role of the system: its target, nothing shipped on its own."""
     sub = copy.deepcopy(cfg)
-    sub["target"] = {"name": target, "horizon": TARGETS[target].horizon, "registered_name": None}
+    horizon = cfg["target"].get("recovery_horizon" if target == ROLES["recovery"] else "horizon")
+    sub["target"] = {"name": target, "horizon": int(horizon or TARGETS[target].horizon), "registered_name": None}
     sub["register"]["enabled"] = sub["export"]["enabled"] = sub["tracking"]["log_model"] = False
     sub["tracking"]["run_name"] = f"{cfg['model']['name']}-{target}"
     return sub
