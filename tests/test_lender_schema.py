@@ -72,7 +72,7 @@ def system(lender, tmp_path_factory):
     """A scoring system trained on the lender's file in its own schema."""
     path, schema, _ = lender
     tmp = tmp_path_factory.mktemp("lender_system")
-    return train.run(cfg_for(tmp, path, f"data.schema={schema}")), tmp
+    return train.run(cfg_for(tmp, path, f"data.schema={schema}", "report.enabled=true")), tmp
 
 
 # --- the schema, checked before any data ----------------------------------------------------------------------
@@ -207,3 +207,18 @@ def test_a_short_panel_names_the_settings_that_fit(tmp_path):
     with pytest.raises(ConfigError, match=r"data.min_history.*target.horizon \(3\).*data.min_history <= 3"):
         train.run(cfg_for(tmp_path, tmp_path / "short.parquet", "target=adverse_3m", "data.min_history=4"))
     assert not (tmp_path / "mlflow.db").exists()
+
+
+def test_monitor_reads_the_lenders_file_at_a_lenders_month(system, lender, tmp_path):
+    from riskml import monitor
+
+    result, store = system
+    path, _, frame = lender
+    with initialize_config_module("riskml.conf.monitor", version_base="1.3"):
+        cfg = compose("monitor", overrides=[f"input={path}", f"model={result.model_dir}", f"output={tmp_path}/mon",
+                                            "as_of=2023-06", f"tracking_uri=sqlite:///{store}/mlflow.db"])
+    got = monitor.run(cfg)
+    normal_then = frame[(frame["period"] == "2023-06") & (frame["state"] == "ACTIVE")]["account_id"].nunique()
+    assert got.document["as_of"] == 2023 * 12 + 5 and got.document["n_scored"] == normal_then
+    assert got.document["backtest"] is not None  # the file runs past June by the model's horizon
+    assert not list((tmp_path / "mon").glob(".riskml-lender-*"))

@@ -245,7 +245,8 @@ def read_panel(path: Path, schema: LenderSchema | None = None) -> PanelInput:
     return checked
 
 
-def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path) -> Dataset:
+def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path, client: Any = None
+               ) -> Dataset:
     """The snapshots of a lender's panel at ``data.path``; the input counts and rejects ride on the Dataset."""
     schema = load_schema(data_cfg.get("schema"))  # read and checked before any data
     path = _resolve(data_cfg.get("path"), base, "the path of a panel: a CSV/parquet file or a folder of parts")
@@ -266,8 +267,13 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
     if schema is not None:
         meta["schema"] = schema.to_dict()
         example = schema_rows(example, schema, month_text=checked.month_text)
-    return from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
-                          meta={**meta, "example": example}, rejects=checked.rejects)
+    ds = from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
+                        meta={**meta, "example": example}, rejects=checked.rejects)
+    if client is not None:  # read and checked here; the snapshots trained on by the workers
+        from riskml.cluster.train import scatter_snapshots  # imports dask: the cluster path only
+
+        ds.meta["partitions"] = scatter_snapshots(client, snaps)
+    return ds
 
 
 def keep_available(snaps: Any, columns: set[str], *, windows: tuple[int, ...]) -> tuple[Any, list[str]]:
@@ -359,7 +365,8 @@ def load_data(cfg: Mapping[str, Any], base: Path, client: Any = None) -> Dataset
         return load_synthetic(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]),
                               base=base, client=client)
     if kind == "panel":
-        return load_panel(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]), base=base)
+        return load_panel(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]), base=base,
+                          client=client)
     return load_tabular(cfg["data"], base=base)
 
 

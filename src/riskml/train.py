@@ -122,9 +122,9 @@ def check_config(cfg: dict[str, Any]) -> None:
                           "needs TreeSHAP on LightGBM models); train a baseline one target at a time, e.g. "
                           "target=adverse_3m model=logistic")
     if check_cluster(cfg.get("cluster")).kind != "none":  # what a cluster trains
-        if kind != "synthetic":
+        if kind == "tabular":
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], "none for data=tabular (a cluster trains on a "
-                              "synthetic panel of parts; a table trains in this process)")
+                              "panel; a table trains in this process)")
         if cfg["model"]["name"] != "lightgbm":
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], f"none for model={cfg['model']['name']} "
                               "(a cluster trains LightGBM only, with lightgbm.dask)")
