@@ -222,3 +222,21 @@ def test_monitor_reads_the_lenders_file_at_a_lenders_month(system, lender, tmp_p
     assert got.document["as_of"] == 2023 * 12 + 5 and got.document["n_scored"] == normal_then
     assert got.document["backtest"] is not None  # the file runs past June by the model's horizon
     assert not list((tmp_path / "mon").glob(".riskml-lender-*"))
+
+
+def test_the_readme_table_of_factors_by_columns_is_what_the_features_give():
+    from riskml.factors import CAUSES
+    from riskml.features import feature_specs
+    from riskml.features.windows import available
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    card = {"credit_limit", "balance", "repaid", "days_past_due"}
+    specs = available(feature_specs(), card)
+    factors = {s.factor for s in specs if s.column not in ("status", "cause")} - {"other"}
+    assert factors == {"overdue"}
+    assert f"| limit, bill (`balance`), payment (`repaid`), repayment status (`days_past_due`) | {len(specs)} | " \
+           "overdue |" in readme
+    bigger = card | {"overdue_amount", "external_score", "other_lenders", "recent_applications", "debt_to_income"}
+    got = {s.factor for s in available(feature_specs(), bigger) if s.column not in ("status", "cause")} - {"other"}
+    assert sorted(got, key=CAUSES.index) == ["overdue", "multi_lending", "score_decline"]
+    assert f"| {len(available(feature_specs(), bigger))} | + multi-lending |" in readme

@@ -266,6 +266,9 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
             "has_cause": checked.has_cause, "factors_explained": explained}
     if schema is not None:
         meta["schema"] = schema.to_dict()
+        if schema.signals:  # read and checked, but no feature reads them yet: said, not silently dropped
+            meta["warnings"] = [f"schema columns {list(schema.signals)} ({{factor: ...}}) are not used: riskml "
+                                "builds features from the contract's columns (those mapped with as:) only"]
         example = schema_rows(example, schema, month_text=checked.month_text)
     ds = from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
                         meta={**meta, "example": example}, rejects=checked.rejects)

@@ -49,9 +49,9 @@ from riskml.store import registry
 from riskml.store import tracking
 from riskml.cluster.client import check_cluster, connect
 from riskml.io.eval_cache import CACHE_DIR, EvalCache
-from riskml.io.files import check_known_keys, check_writable
+from riskml.io.files import check_known_keys
 from riskml.store.model_store import ROLES
-from riskml.store.ship import export_dir, ship_single, ship_system
+from riskml.store.ship import check_export, export_dir, ship_single, ship_system
 from riskml.store.tracking_uri import check_server, check_uri
 from riskml.sources import example_histories, load_data, panel_record
 from riskml.exceptions import ConfigError, exit_on_error, whole_number
@@ -131,40 +131,13 @@ def check_config(cfg: dict[str, Any]) -> None:
     check_eval(cfg["eval"])
     if cfg["report"].get("iv_binning", "quantile") not in ("quantile", "optimal"):
         raise ConfigError("report.iv_binning", cfg["report"]["iv_binning"], "'quantile' or 'optimal'")
-    check_register_metric(cfg)
+    registry.check_register_metric(cfg, TARGETS)
     thr = cfg["leakage"]["threshold"]
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:
         raise ConfigError("leakage.threshold", thr, "a number in (0.5, 1]")
     check_split_config(cfg["split"])
     # a tracking server that is down fails here, in seconds, not after the data and the fits
     check_server(check_uri(cfg["tracking"].get("uri"), key="tracking.uri"), key="tracking.uri")
-
-
-#: Families of metrics a run logs beyond the test metrics of its classes (oracle, fidelity, validation,
-#: the system's other roles, a panel's input counts).
-_METRIC_FAMILIES = ("oracle_", "auc_gap", "model_auc", "fidelity_", "valid_", "status/", "recovery/", "panel_",
-                    "snapshot_", "n_", "fit_", "best_", "leakage_", "iv_", "psi", "selection_")
-
-
-def check_register_metric(cfg: dict[str, Any]) -> None:
-    """``register.metric`` names a metric the run will log: found wrong after the fits, the whole train
-    was lost at its end."""
-    metric = cfg["register"].get("metric")
-    if not cfg["register"].get("enabled") or not isinstance(metric, str):
-        return
-    classes = {c for t in TARGETS.values() for c in t.classes} | {"adverse"}
-    known = {f"{m}_{c}" for m in ("roc_auc", "pr_auc") for c in classes}
-    known |= {"ks", "gini", "brier", "ece", "brier_multi", "log_loss"}
-    base = metric[:-len("_std")] if metric.endswith("_std") else metric
-    if base not in known and not base.startswith(_METRIC_FAMILIES):
-        raise ConfigError("register.metric", metric, "a metric this run logs, e.g. roc_auc_adverse, pr_auc_adverse, "
-                          "ks, gini, brier, ece, log_loss, valid_roc_auc_adverse")
-
-
-def check_export(cfg: dict[str, Any], base: Path) -> None:
-    """The export folder can be written (checked before any fit: a train used to fail there at its end)."""
-    if cfg["export"].get("enabled") and cfg["tracking"].get("log_model", True):
-        check_writable(export_dir(cfg, model_name(cfg), base), key="export.dir")
 
 
 def is_system(cfg: dict[str, Any]) -> bool:
@@ -200,7 +173,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult | SystemResult:
     if cfg["model"]["name"] == "lightgbm" and cfg["data"]["kind"] != "tabular":
         warmup.start()  # the scoring kernels compile while the models fit, not after
     base = tracking.launch_dir()
-    check_export(cfg, base)
+    check_export(cfg, model_name(cfg), base)
     with connect(cfg.get("cluster")) as client:  # none: None, this process
         # the data first: a bad input fails before a tracking store is created or a run started
         if is_system(cfg):
@@ -397,8 +370,7 @@ def run_system(cfg: dict[str, Any], data: dict[str, Dataset], *, exp_id: str, ba
 
 
 def _example(ds: Dataset) -> pd.DataFrame:
-    """The logged input example: a lender's panel keeps its first valid borrowers' rows (its raw first rows
-    may be a rejected borrower's, which the model's own check then refused at the end of the train)."""
+    """The logged input example: a lender's panel's first rows that passed its checks (not its raw rows)."""
     example = ds.meta.get("example")
     return example if example is not None else example_histories(ds.source)
 

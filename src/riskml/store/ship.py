@@ -21,6 +21,7 @@ import pyarrow as pa
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from riskml.io.files import check_writable
 from riskml.store import registry
 from riskml.store import tracking
 from riskml.store.model_store import checksums_sha256, open_system, write_model_dir, write_system_dir
@@ -64,6 +65,12 @@ def request_rows(panel: pd.DataFrame) -> pd.DataFrame:
 def export_dir(cfg: Mapping[str, Any], name: str, base: Path) -> Path:
     out = Path(str(cfg["export"]["dir"]))
     return (out if out.is_absolute() else base / out) / str(cfg["export"].get("name") or name)
+
+
+def check_export(cfg: Mapping[str, Any], name: str, base: Path) -> None:
+    """The export folder can be written (checked before any fit: a train used to fail there at its end)."""
+    if cfg["export"].get("enabled") and cfg["tracking"].get("log_model", True):
+        check_writable(export_dir(cfg, name, base), key="export.dir")
 
 
 def ship_folder(folder: Path, *, run_id: str, name: str, cfg: Mapping[str, Any], base: Path,
