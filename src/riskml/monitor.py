@@ -227,8 +227,8 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
     if lender is not None:  # histories in the lender's names and codes: read as the contract, row for row
         out = Path(str(cfg["output"]))
         out.mkdir(parents=True, exist_ok=True)
-        with contract_input(cfg["input"], lender, out / "monitor.json") as (work, _):
-            return _run(system, {**cfg, "input": str(work)}, thresholds,
+        with contract_input(cfg["input"], lender, out / "monitor.json") as translated:
+            return _run(system, {**cfg, "input": str(translated.folder)}, thresholds,
                         required=(*KEYS.required, *lender.contract_columns))
     return _run(system, cfg, thresholds)
 

@@ -93,10 +93,10 @@ def run(cfg: DictConfig) -> PredictResult:
     if lender is None:
         return _run_histories(cfg, system, fmt, planned.result() if planned is not None else None, cfg.input)
     # a file in the lender's names and codes (the schema the system was trained in): read as the contract
-    with contract_input(cfg.input, lender, Path(cfg.output)) as (work, originals):
-        result = _run_histories(cfg, system, fmt, None, str(work),
+    with contract_input(cfg.input, lender, Path(cfg.output)) as translated:
+        result = _run_histories(cfg, system, fmt, None, str(translated.folder),
                                 required=(*KEYS.required, *lender.contract_columns))
-        name_files(result.rejects, work, originals)
+        name_files(result.rejects, translated, lender)
         return result
 
 

@@ -228,13 +228,15 @@ def read_panel(path: Path, schema: LenderSchema | None = None) -> PanelInput:
         plans = {f: schema.read_columns(batch.input_columns(f), file=f) for f in files}
         wanted = list(dict.fromkeys(c for cols in plans.values() for c in cols))
         plans = {f: wanted for f in files}
-    tables, month_text = [], False
+    tables, month_text, codes = [], False, []
     for i, f in enumerate(files):
         start = 0
         for b in batch.iter_batches(f, columns=plans[f]):  # Arrow batches, as riskml.predict reads them
             n = b.num_rows
             if schema is not None:
                 month_text |= is_text_months(b.column(schema.month))
+                rows, values = schema.unmapped(b)
+                codes.append(pd.DataFrame({"file": str(f), "row": rows + start, "code": values}))
                 b = schema.to_contract(b)
             b = b.append_column(batch.FILE, pa.array(np.full(n, i, dtype=np.int32))).append_column(
                 batch.ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
@@ -242,6 +244,8 @@ def read_panel(path: Path, schema: LenderSchema | None = None) -> PanelInput:
             tables.append(prepare(b))
     checked = check_panel_rows(batch.concat(tables), files)
     checked.month_text = month_text
+    if codes and schema is not None:  # an unmapped state code: its reject names the code, not riskml's states
+        checked.rejects = schema.name_codes(checked.rejects, pd.concat(codes, ignore_index=True))
     return checked
 
 

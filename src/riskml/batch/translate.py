@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -34,18 +35,31 @@ def model_schema(info: Mapping[str, Any] | None, path: str | Path) -> LenderSche
     return None if "borrower_id" in header and schema.id not in header else schema
 
 
+@dataclass
+class Translated:
+    """A lender's input as contract parquet: the work folder, the lender's files in its order, and the rows
+    whose state code the schema does not map (``file``, ``row``, ``code``: named in their rejects)."""
+
+    folder: Path
+    files: list[Path]
+    codes: pd.DataFrame
+
+
 @contextlib.contextmanager
-def contract_input(path: str | Path, schema: LenderSchema, near: Path) -> Iterator[tuple[Path, list[Path]]]:
-    """``path``'s files translated to contract parquet in a work folder beside ``near`` (removed after);
-    yields the folder and the original files, in the folder's order."""
+def contract_input(path: str | Path, schema: LenderSchema, near: Path) -> Iterator[Translated]:
+    """``path``'s files translated to contract parquet in a work folder beside ``near`` (removed after)."""
     files = table_files(path)
     work = Path(tempfile.mkdtemp(prefix=".riskml-lender-", dir=Path(near).absolute().parent))
+    codes = []
     try:
         for i, f in enumerate(files):
             columns = schema.read_columns(batch.input_columns(f), file=f)
-            writer = None
+            writer, start = None, 0
             try:
                 for b in batch.iter_batches(f, columns=columns):
+                    rows, values = schema.unmapped(b)
+                    codes.append(pd.DataFrame({"file": str(f), "row": rows + start, "code": values}))
+                    start += b.num_rows
                     t = schema.to_contract(b)
                     t = t.cast(pa.schema([(n, pa.string()) if pa.types.is_null(t.schema.field(n).type)
                                           else t.schema.field(n) for n in t.column_names]))
@@ -55,19 +69,23 @@ def contract_input(path: str | Path, schema: LenderSchema, near: Path) -> Iterat
             finally:
                 if writer is not None:
                     writer.close()
-        yield work, files
+        yield Translated(work, files, pd.concat(codes, ignore_index=True) if codes else
+                         pd.DataFrame(columns=["file", "row", "code"]))
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
 
-def name_files(rejects: Path, work: Path, files: list[Path]) -> None:
-    """A job's rejects file, its rows naming the lender's files instead of the work folder's parts."""
+def name_files(rejects: Path, translated: Translated, schema: LenderSchema) -> None:
+    """A job's rejects file, its rows naming the lender's files instead of the work folder's parts, and the
+    state codes the schema does not map."""
+    work, files = translated.folder, translated.files
     if not rejects.is_file():
         return
     csv = rejects.suffix == ".csv"
     rej = pd.read_csv(rejects, dtype={"borrower_id": "Int64"}) if csv else pd.read_parquet(rejects)
     names = {str(work / f"part-{i:05d}.parquet"): str(f) for i, f in enumerate(files)}
     rej["file"] = rej["file"].astype(str).map(names).fillna(rej["file"].astype(str))
+    rej = schema.name_codes(rej, translated.codes)
     if csv:
         with atomic_path(rejects) as tmp:
             rej.to_csv(tmp, index=False)

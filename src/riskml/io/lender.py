@@ -215,6 +215,36 @@ class LenderSchema:
                 out[name] = col
         return pa.table(out)
 
+    def unmapped(self, table: pa.Table) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of a raw batch whose state code is not in the schema, and their codes (for the reject's
+        reason: the code named, with the codes the schema knows)."""
+        if self.status_column not in table.column_names:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=object)
+        text = pc.utf8_trim_whitespace(table.column(self.status_column).cast(pa.string()))
+        known = pa.array([c for codes in self.states.values() for c in codes], pa.string())
+        bad = pc.and_(pc.invert(pc.is_in(text, value_set=known)), pc.is_valid(text))
+        rows = np.flatnonzero(bad.to_numpy(zero_copy_only=False))
+        return rows, np.asarray(text.take(pa.array(rows)).to_pylist(), dtype=object)
+
+    def status_reason(self, code: str) -> str:
+        """The reject reason of a state code the schema does not map."""
+        known = [c for codes in self.states.values() for c in codes]
+        return f"{self.status_column} {code!r} is not a state code of the schema (one of {known})"
+
+    def name_codes(self, rejects: pd.DataFrame, codes: pd.DataFrame) -> pd.DataFrame:
+        """``rejects`` (``file``, ``row``, ``reason``) whose status reason is about a state code the schema does
+        not map (``codes``: ``file``, ``row``, ``code`` of :meth:`unmapped`), naming that code."""
+        if codes.empty or rejects.empty:
+            return rejects
+        code = rejects[["file", "row"]].astype({"file": str}).merge(codes.astype({"file": str}), on=["file", "row"],
+                                                                    how="left")["code"]
+        is_status = rejects["reason"].astype(str).str.startswith("status not one of").to_numpy()
+        named = code.map({c: self.status_reason(c) for c in codes["code"].unique()}).to_numpy(dtype=object)
+        pick = is_status & pd.notna(named)
+        reason = rejects["reason"].astype(object).to_numpy().copy()
+        reason[pick] = named[pick]
+        return rejects.assign(reason=pd.array(reason, dtype="string"))
+
     def from_contract(self, predictions: pd.DataFrame) -> pd.DataFrame:
         """Predictions answered with the lender's id name."""
         return predictions.rename(columns={"borrower_id": self.id})
