@@ -38,11 +38,13 @@ def lender_frame(panel: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     keep = [c for c in panel.columns if c not in ("borrower_id", "month", "status", "cause", *DROPPED)]
     for c in keep:
         out[f"x_{c}"] = panel[c].to_numpy()
+    out["pay_status"] = np.minimum(panel["days_past_due"].to_numpy() // 30, 6)  # a signal of its own
     out["branch"] = 7
     schema = {"id": "account_id", "month": "period",
               "status": {"column": "state", **{s: [c] for s, c in STATES.items()}},
               "cause": {"column": "reason_code", "values": {v: k for k, v in CODES.items()}},
-              "columns": {f"x_{c}": {"as": c} for c in keep}}
+              "columns": {**{f"x_{c}": {"as": c} for c in keep},
+                          "pay_status": {"factor": "overdue", "direction": 1, "rectified": 0}}}
     return out, schema
 
 
@@ -142,7 +144,7 @@ def test_months_as_text_become_one_index_and_codes_map_to_states():
     s = LenderSchema.from_dict(good_schema())
     t = s.to_contract(pa.table({"account_id": [1, 1], "period": ["2024-01", "2024-02"], "state": ["current", "gone"],
                                 "bureau": [700.0, 650.0], "pay_status": [0, 1]}))
-    assert t.column_names == ["borrower_id", "month", "status", "external_score"]
+    assert t.column_names == ["borrower_id", "month", "status", "external_score", "lender__pay_status"]
     assert t.column("status").to_pylist() == ["normal", "gone"]  # an unmapped code stays, for the row check
 
 
@@ -166,7 +168,12 @@ def test_features_needing_a_missing_column_are_left_out_and_the_factors_said(sys
     features = result.parts["adverse"].dataset.X.columns
     assert not [f for f in features if f.startswith(DROPPED) or f in ("acceptance_gap", "reviews_past_acceptance_line")]
     assert "days_past_due" in features
+    # the lender's own column: its generic plan, tagged with its factor, its direction a monotone constraint
+    own = [f for f in features if f.startswith("lender__pay_status")]
+    assert own == ["lender__pay_status", "lender__pay_status_mean_3m", "lender__pay_status_max_12m",
+                   "lender__pay_status_chg_3m"]
     ds = result.parts["adverse"].dataset
+    assert {ds.feature_factors[f] for f in own} == {"overdue"} and {ds.feature_directions[f] for f in own} == {1}
     explained = ds.meta["factors_explained"]
     assert set(explained) == set(ds.feature_factors.values()) - {"other"}  # a factor without a feature: never
     # the platform's factors stay only through the lender's recorded causes, not through signals it lacks
@@ -199,6 +206,13 @@ def test_the_served_model_takes_lender_rows_and_answers_with_the_lenders_id(syst
     out = score_rows(sysobj, rows)
     assert "account_id" in out.columns and "borrower_id" not in out.columns
     assert sorted(out["account_id"]) == [3, 4]
+    # the lender's own signal is read: worse pay status in every month never lowers P(adverse) (direction 1)
+    worse = score_rows(sysobj, rows.assign(pay_status=6)).set_index("account_id")
+    base = out.set_index("account_id")
+    normal = base.index[base["status"] == "normal"]
+    assert len(normal) and (worse.loc[normal, "p_adverse"] >= base.loc[normal, "p_adverse"] - 1e-12).all()
+    ranks = sysobj.adverse.features
+    assert "lender__pay_status" in ranks
 
 
 def test_a_short_panel_names_the_settings_that_fit(tmp_path):

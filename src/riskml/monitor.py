@@ -121,11 +121,12 @@ class Histories:
 
 
 def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], *, as_of: int, months: tuple[int, int],
-                   horizon: int, out: Path, required: tuple[str, ...] = PANEL.required) -> Histories:
+                   horizon: int, out: Path, required: tuple[str, ...] = PANEL.required,
+                   extra: tuple[str, ...] = ()) -> Histories:
     """Validate and score the histories bucket by bucket (``bucket_rows`` rows of whole borrowers, as
     ``riskml.predict`` does), so memory stays flat however big the portfolio; every total is the
     whole batch's (shares are summed weighted by rows)."""
-    files, columns = input_plan(cfg["input"], required)
+    files, columns = input_plan(cfg["input"], required, extra)
     plan = check_rows(batch.plan(cfg["input"], bucket_rows=int(cfg["bucket_rows"])), cfg["input"])
     scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
     back = int(cfg.get("migration_months", 1))
@@ -148,7 +149,7 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
             history_rows += len(hist)
             if hist.empty:
                 continue
-            snaps = build_features(hist, as_of=as_of, windows=model.windows)
+            snaps = build_features(hist, as_of=as_of, windows=model.windows, signals=model.signals)
             at = (snaps.keys["month"] == as_of).to_numpy()
             normal = (snaps.keys["status"] == "normal").to_numpy() & at
             X = snaps.X[normal].reset_index(drop=True)
@@ -229,12 +230,12 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
         out.mkdir(parents=True, exist_ok=True)
         with contract_input(cfg["input"], lender, out / "monitor.json") as translated:
             return _run(system, {**cfg, "input": str(translated.folder)}, thresholds,
-                        required=(*KEYS.required, *lender.contract_columns))
+                        required=(*KEYS.required, *lender.contract_columns), extra=lender.signal_columns)
     return _run(system, cfg, thresholds)
 
 
 def _run(system: Any, cfg: dict[str, Any], thresholds: Thresholds, *,
-         required: tuple[str, ...] = PANEL.required) -> MonitorResult:
+         required: tuple[str, ...] = PANEL.required, extra: tuple[str, ...] = ()) -> MonitorResult:
     """Monitor histories in riskml's panel contract (and/or predictions) with ``system``."""
     model = system.adverse  # the model whose score, bands and reasons are served to normal accounts
     profile = _profile(model, system)
@@ -253,7 +254,7 @@ def _run(system: Any, cfg: dict[str, Any], thresholds: Thresholds, *,
     # one job at a time per output: its work folder and its report are its own
     with job_lock(out / "monitor.json", what="riskml.monitor job"):
         hist = read_histories(cfg, model, profile, as_of=as_of, months=months, horizon=horizon,
-                              out=out, required=required) if files else None
+                              out=out, required=required, extra=extra) if files else None
 
         if preds is not None:  # the score, bands and reasons as served; features and factors from the histories
             served, served_scored = _served(preds, as_of)

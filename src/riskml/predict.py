@@ -95,18 +95,18 @@ def run(cfg: DictConfig) -> PredictResult:
     # a file in the lender's names and codes (the schema the system was trained in): read as the contract
     with contract_input(cfg.input, lender, Path(cfg.output)) as translated:
         result = _run_histories(cfg, system, fmt, None, str(translated.folder),
-                                required=(*KEYS.required, *lender.contract_columns))
+                                required=(*KEYS.required, *lender.contract_columns), extra=lender.signal_columns)
         name_files(result.rejects, translated, lender)
         return result
 
 
 def _run_histories(cfg: DictConfig, system, fmt: str, plan, input: str, *,
-                   required: tuple[str, ...] = PANEL.required) -> PredictResult:
+                   required: tuple[str, ...] = PANEL.required, extra: tuple[str, ...] = ()) -> PredictResult:
     """Score borrower histories at ``input`` (riskml's panel contract) with a scoring system."""
     one_machine = check_cluster(OmegaConf.to_container(cfg.cluster) if cfg.get("cluster") is not None
                                 else None).kind == "none"
     files = table_files(input)
-    _, columns = input_plan(input, required)
+    _, columns = input_plan(input, required, extra)
     settings = {k: cfg.get(k) for k in ("as_of", "top_k", "what_if", "include_other", "points", "bands")}
     settings.update(format=fmt, model=system.checksums)
     score = partial(score_histories, model=system.adverse, recovery=system.recovery, status=system.status,

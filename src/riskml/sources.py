@@ -38,7 +38,7 @@ from riskml.factors import CAUSES
 from riskml.features import build_snapshots, feature_specs
 from riskml.features.windows import available
 from riskml.io.lender import LenderSchema, is_text_months, load_schema
-from riskml.schema import PANEL, cast, row_problems, to_numpy
+from riskml.schema import PANEL, SIGNAL_PREFIX, cast, row_problems, to_numpy
 from riskml.simulate import SimConfig
 from riskml.simulate.config import check_name
 from riskml.training.datasets import Dataset, from_snapshots
@@ -262,17 +262,16 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
     check_month_span(checked.panel, path)
     check_length(checked.panel, min_history=int(data_cfg["min_history"]), horizon=horizon, target=target)
     log.info("panel %s: %s", path, ", ".join(f"{k}={v}" for k, v in checked.counts.items()))
+    signals = dict(schema.signals) if schema is not None else {}
     snaps = build_snapshots(checked.panel, target=target, horizon=horizon, min_history=int(data_cfg["min_history"]),
-                            every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]))
-    snaps, explained = keep_available(snaps, set(checked.panel.columns), windows=tuple(data_cfg["windows"]))
+                            every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]), signals=signals)
+    snaps, explained = keep_available(snaps, set(checked.panel.columns), windows=tuple(data_cfg["windows"]),
+                                      signals=signals)
     example = first_borrowers(checked.panel)
     meta = {"horizon": horizon, "windows": list(data_cfg["windows"]), "input": checked.counts,
             "has_cause": checked.has_cause, "factors_explained": explained}
     if schema is not None:
-        meta["schema"] = schema.to_dict()
-        if schema.signals:  # read and checked, but no feature reads them yet: said, not silently dropped
-            meta["warnings"] = [f"schema columns {list(schema.signals)} ({{factor: ...}}) are not used: riskml "
-                                "builds features from the contract's columns (those mapped with as:) only"]
+        meta["schema"], meta["signals"] = schema.to_dict(), signals
         example = schema_rows(example, schema, month_text=checked.month_text)
     ds = from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
                         meta={**meta, "example": example}, rejects=checked.rejects)
@@ -283,10 +282,11 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
     return ds
 
 
-def keep_available(snaps: Any, columns: set[str], *, windows: tuple[int, ...]) -> tuple[Any, list[str]]:
+def keep_available(snaps: Any, columns: set[str], *, windows: tuple[int, ...], signals: dict | None = None
+                   ) -> tuple[Any, list[str]]:
     """The snapshots with only the features whose behaviour columns the panel has (a lender's subset), and
     the documented factors left with a feature: the only ones a reason can name."""
-    keep = [s.name for s in available(feature_specs(windows), columns) if s.name in snaps.X.columns]
+    keep = [s.name for s in available(feature_specs(windows, signals), columns) if s.name in snaps.X.columns]
     if len(keep) < snaps.X.shape[1]:
         dropped = [c for c in snaps.X.columns if c not in set(keep)]
         log.info("panel: %d features left out (their columns are not in the panel), e.g. %s", len(dropped),
@@ -294,7 +294,8 @@ def keep_available(snaps: Any, columns: set[str], *, windows: tuple[int, ...]) -
         snaps.X = snaps.X[keep]
         snaps.feature_factors = {f: snaps.feature_factors[f] for f in keep}
         snaps.feature_directions = {f: snaps.feature_directions[f] for f in keep}
-    explained = [f for f in CAUSES if f in set(snaps.feature_factors.values())]
+    tagged = set(snaps.feature_factors.values())
+    explained = [f for f in (*CAUSES, *sorted(tagged - set(CAUSES) - {"other"})) if f in tagged]
     log.info("panel: factors this model can explain: %s; without a feature (never a reason): %s", explained,
              [f for f in CAUSES if f not in explained])
     return snaps, explained
@@ -313,6 +314,8 @@ def schema_rows(panel: pd.DataFrame, schema: LenderSchema, *, month_text: bool) 
     for col, contract in schema.renames.items():
         if contract in panel.columns:
             out[col] = panel[contract].to_numpy()
+    for col in schema.signals:
+        out[col] = panel[SIGNAL_PREFIX + col].to_numpy()
     return out
 
 

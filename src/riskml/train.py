@@ -319,7 +319,8 @@ def _manifest(result: TrainResult, cfg: dict[str, Any], name: str | None = None)
         horizon=int(cfg["target"]["horizon"]) if synthetic else None,
         windows=list(cfg["data"]["windows"]) if synthetic else None, metrics=result.metrics,
         data_digest=ds.digest, data_kind=ds.kind, name=name or model_name(cfg),
-        id_column=None if synthetic else str(cfg["data"]["id_column"])) | {"run_id": result.run_id}
+        id_column=None if synthetic else str(cfg["data"]["id_column"])) | {"run_id": result.run_id,
+                                                                              "signals": ds.meta.get("signals") or {}}
 
 
 def component_config(cfg: dict[str, Any], target: str) -> dict[str, Any]:

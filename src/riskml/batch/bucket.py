@@ -18,7 +18,8 @@ import pyarrow as pa
 from riskml.batch import results
 from riskml.batch import stream as batch
 from riskml.factors import CAUSES
-from riskml.schema import (PANEL, PANEL_PROBLEMS, STATUS_DTYPE, category_dtype, coerce_columns, exact_integers, in_key_order,
+from riskml.schema import (PANEL, PANEL_PROBLEMS, SIGNAL_PREFIX, STATUS_DTYPE, category_dtype, coerce_columns,
+                           exact_integers, in_key_order,
                            problem_codes, to_numpy)
 
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
@@ -55,6 +56,11 @@ def prepare(raw: pa.Table) -> pa.Table:
     """Canonical columns for one raw batch (numbers coerced once, here; categories as codes), with a
     ``_reason`` code per row whose numeric cell is not a number."""
     cols, first = coerce_columns(raw, PANEL)
+    for c in raw.column_names:  # a lender's own signals: numbers (a cell that is none reads as missing)
+        if c.startswith(SIGNAL_PREFIX):
+            v = raw.column(c)
+            cols[c] = to_numpy(v).astype(np.float32) if pa.types.is_integer(v.type) or pa.types.is_floating(v.type) \
+                else pd.to_numeric(v.to_pandas(), errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
     cols.update({batch.FILE: raw.column(batch.FILE).to_numpy(), batch.ROW: raw.column(batch.ROW).to_numpy(),
                  _REASON: first})
     table = pa.table(cols)
@@ -114,7 +120,7 @@ def split_rows(rows: pa.Table, *, as_of: int | None) -> tuple[pd.DataFrame, pd.D
     rejects = pd.DataFrame({"borrower_id": bid[hit], batch.FILE: fil[hit], batch.ROW: row[hit],
                             "reason": texts_arr[code[hit]]})
     keep = ~bad if as_of is None else ~bad & (a["month"] <= as_of)
-    good = {c: v if keep.all() else v[keep] for c, v in a.items() if c in PANEL.names}
+    good = {c: v if keep.all() else v[keep] for c, v in a.items() if c in PANEL.names or c.startswith(SIGNAL_PREFIX)}
     if len(good["month"]) > 1 and not in_key_order(good["borrower_id"], good["month"]):
         order = np.lexsort((good["month"], good["borrower_id"]))  # (borrower, month), as the features read them
         good = {c: v[order] for c, v in good.items()}

@@ -25,7 +25,7 @@ import pandas as pd
 
 from riskml.exceptions import SchemaError
 from riskml.factors import CAUSES
-from riskml.schema import BEHAVIOUR, STATUSES
+from riskml.schema import BEHAVIOUR, SIGNAL_PREFIX, STATUSES
 
 
 @dataclass
@@ -180,7 +180,8 @@ def behaviour_arrays(panel: pd.DataFrame, source: str) -> dict[str, np.ndarray]:
     a column the panel lacks (a lender's panel has any subset) is all NaN, and the features that read it are
     left out of the models trained on such panels."""
     out = {AGE: months_on_book(panel, source)}
-    for c in (col.name for col in BEHAVIOUR):
+    own = [c for c in panel.columns if str(c).startswith(SIGNAL_PREFIX)]  # a lender's own signals
+    for c in (*(col.name for col in BEHAVIOUR), *own):
         if c not in panel.columns:
             out[c] = np.full(len(panel), np.nan, dtype=np.float32)
             continue

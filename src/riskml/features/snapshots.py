@@ -106,13 +106,13 @@ def _finish(layout, values, status, cause, pos, take, months, y, why, specs) -> 
                  None if y is None else y.T[take], cause_labels, specs)
 
 
-def _plan_snapshots(panel, target, horizon, min_history, every, windows) -> _Plan:
+def _plan_snapshots(panel, target, horizon, min_history, every, windows, signals=None) -> _Plan:
     source = "build_snapshots"
     require_columns(panel, KEYS, source=source)
     tgt = get_target(target)
     h = tgt.horizon if horizon is None else check_horizon(horizon)
     min_history, every = whole_number("min_history", min_history, 1), whole_number("every", every, 1)
-    specs = feature_specs(windows)
+    specs = feature_specs(windows, signals)
     pad = max(check_windows(windows))
     layout = _grid.left_layout(panel, pad=pad, source=source)
     values, status, cause = _grids(panel, layout, source)
@@ -194,7 +194,7 @@ def _build(plan: _Plan, chunk: int) -> Snapshots:
 
 def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: int | None = None,
                     min_history: int = 6, every: int = 1, windows: tuple[int, ...] = DEFAULT_WINDOWS,
-                    chunk_borrowers: int = CHUNK_BORROWERS) -> Snapshots:
+                    chunk_borrowers: int = CHUNK_BORROWERS, signals: dict | None = None) -> Snapshots:
     """Snapshots of a training panel: eligible (borrower, t) rows, features and labels.
 
     Args:
@@ -205,12 +205,14 @@ def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: 
         every: take a snapshot every ``every`` months.
         windows: trailing windows in months (short, mid, long).
         chunk_borrowers: borrowers per chunk (bounds the intermediate memory).
+        signals: a lender's own behaviour columns (``schema.SIGNAL_PREFIX`` + name in ``panel``) -> factor,
+            direction, rectified: their generic plan (``windows.signal_specs``).
 
     Returns:
         :class:`Snapshots` sorted by borrower then month; t runs from
         ``min_history - 1`` to ``n_months - 1 - H``.
     """
-    plan = _plan_snapshots(panel, target, horizon, min_history, every, windows)
+    plan = _plan_snapshots(panel, target, horizon, min_history, every, windows, signals)
     return _build(plan, whole_number("chunk_borrowers", chunk_borrowers, 1))
 
 
@@ -229,7 +231,8 @@ def iter_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: i
 
 
 def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tuple[int, ...] = DEFAULT_WINDOWS,
-                   engine: str = "compiled", chunk_borrowers: int = PREDICT_CHUNK_BORROWERS) -> Snapshots:
+                   engine: str = "compiled", chunk_borrowers: int = PREDICT_CHUNK_BORROWERS,
+                   signals: dict | None = None) -> Snapshots:
     """Features of each borrower at its last month, or at month ``as_of`` (prediction input).
 
     Histories may be ragged or short: each is right-aligned on its anchor month
@@ -250,7 +253,9 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
     require_columns(panel, KEYS, source=source)
     if as_of is not None:
         as_of = whole_number("as_of", as_of, 0)
-    specs = feature_specs(windows)
+    specs = feature_specs(windows, signals)
+    if signals:  # the compiled pass knows the contract's columns only; a lender's own are read on grids
+        engine = "grids"
     pad = max(check_windows(windows))
     layout = _grid.regular_layout(panel, pad=pad, source=source)
     if layout is not None and (as_of is None or as_of < layout.months):

@@ -38,7 +38,7 @@ import yaml
 
 from riskml.exceptions import ConfigError
 from riskml.factors import CATALOGUE
-from riskml.schema import BEHAVIOUR, STATUSES
+from riskml.schema import BEHAVIOUR, SIGNAL_PREFIX, STATUSES
 
 log = logging.getLogger(__name__)
 
@@ -177,6 +177,11 @@ class LenderSchema:
         return (self.id, self.month, self.status_column, *self.renames, *self.signals)
 
     @property
+    def signal_columns(self) -> tuple[str, ...]:
+        """The lender's own signals as carried beside the contract's columns."""
+        return tuple(SIGNAL_PREFIX + c for c in self.signals)
+
+    @property
     def contract_columns(self) -> tuple[str, ...]:
         """The contract's behaviour columns this lender has."""
         return tuple(c for c in _BEHAVIOUR if c in self.renames.values())
@@ -211,7 +216,9 @@ class LenderSchema:
                 out["cause"] = _mapped(col, self.causes)
             elif name in self.renames:
                 out[self.renames[name]] = col
-            elif name not in self.signals:
+            elif name in self.signals:  # its own signal: carried beside the contract's columns
+                out[SIGNAL_PREFIX + name] = col
+            else:
                 out[name] = col
         return pa.table(out)
 
