@@ -177,7 +177,8 @@ def test_features_needing_a_missing_column_are_left_out_and_the_factors_said(sys
     explained = ds.meta["factors_explained"]
     assert set(explained) == set(ds.feature_factors.values()) - {"other"}  # a factor without a feature: never
     # the platform's factors stay only through the lender's recorded causes, not through signals it lacks
-    assert [f for f, k in ds.feature_factors.items() if k == "policy_tightening"] == ["past_cause_policy_tightening_12m"]
+    policy = [f for f, k in ds.feature_factors.items() if k == "policy_tightening"]
+    assert policy == ["past_cause_policy_tightening_12m"]
 
 
 def test_predict_takes_the_lenders_file_and_rejects_name_its_rows(system, lender, tmp_path):
