@@ -262,7 +262,7 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
     check_month_span(checked.panel, path)
     check_length(checked.panel, min_history=int(data_cfg["min_history"]), horizon=horizon, target=target)
     log.info("panel %s: %s", path, ", ".join(f"{k}={v}" for k, v in checked.counts.items()))
-    signals = dict(schema.signals) if schema is not None else {}
+    signals = dict(schema.signals) if schema is not None else None  # None: riskml's own contract
     snaps = build_snapshots(checked.panel, target=target, horizon=horizon, min_history=int(data_cfg["min_history"]),
                             every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]), signals=signals)
     snaps, explained = keep_available(snaps, set(checked.panel.columns), windows=tuple(data_cfg["windows"]),

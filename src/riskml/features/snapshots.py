@@ -26,7 +26,7 @@ from riskml.features import at_month, grid as _grid
 from riskml.exceptions import ConfigError, whole_number
 from riskml.factors import CAUSES
 from riskml.features.labels import check_horizon, eligible_codes, get_target, make_labels
-from riskml.schema import KEYS, STATUSES, require_columns
+from riskml.schema import KEYS, PANEL, STATUSES, require_columns
 from riskml.features.block import Block
 from riskml.features.windows import DEFAULT_WINDOWS, FeatureSpec, check_windows, compute, feature_specs
 
@@ -108,7 +108,7 @@ def _finish(layout, values, status, cause, pos, take, months, y, why, specs) -> 
 
 def _plan_snapshots(panel, target, horizon, min_history, every, windows, signals=None) -> _Plan:
     source = "build_snapshots"
-    require_columns(panel, KEYS, source=source)
+    require_columns(panel, KEYS if signals is not None else PANEL, source=source)
     tgt = get_target(target)
     h = tgt.horizon if horizon is None else check_horizon(horizon)
     min_history, every = whole_number("min_history", min_history, 1), whole_number("every", every, 1)
@@ -205,8 +205,10 @@ def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: 
         every: take a snapshot every ``every`` months.
         windows: trailing windows in months (short, mid, long).
         chunk_borrowers: borrowers per chunk (bounds the intermediate memory).
-        signals: a lender's own behaviour columns (``schema.SIGNAL_PREFIX`` + name in ``panel``) -> factor,
-            direction, rectified: their generic plan (``windows.signal_specs``).
+        signals: ``None``: a panel in riskml's contract, every column required. A dict (may be empty): a
+            lender's panel, whose behaviour columns are any subset (those it lacks read as missing; the
+            caller leaves their features out), and its own columns (``schema.SIGNAL_PREFIX`` + name) ->
+            factor, direction, rectified, with their generic plan (``windows.signal_specs``).
 
     Returns:
         :class:`Snapshots` sorted by borrower then month; t runs from
@@ -250,7 +252,7 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
     source = "build_features"
     if engine not in ("compiled", "grids"):
         raise ConfigError("engine", engine, "'compiled' or 'grids'")
-    require_columns(panel, KEYS, source=source)
+    require_columns(panel, KEYS if signals is not None else PANEL, source=source)
     if as_of is not None:
         as_of = whole_number("as_of", as_of, 0)
     specs = feature_specs(windows, signals)
