@@ -389,3 +389,9 @@ def example_histories(source: str | Path, *, n_borrowers: int = 3) -> pd.DataFra
     first = first.to_pandas() if hasattr(first, "to_pandas") else first
     ids = pd.unique(first["borrower_id"])[:n_borrowers]
     return first[first["borrower_id"].isin(ids)].reset_index(drop=True)
+
+
+def example_rows(ds: Dataset) -> pd.DataFrame:
+    """The logged input example: a lender's panel's first rows that passed its checks (not its raw rows)."""
+    example = ds.meta.get("example")
+    return example if example is not None else example_histories(ds.source)

@@ -32,7 +32,6 @@ Examples::
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -41,7 +40,6 @@ from typing import Any
 
 import hydra
 import numpy as np
-import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
 from riskml import __version__
@@ -51,9 +49,9 @@ from riskml.cluster.client import check_cluster, connect
 from riskml.io.eval_cache import CACHE_DIR, EvalCache
 from riskml.io.files import check_known_keys
 from riskml.store.model_store import ROLES
-from riskml.store.ship import check_export, export_dir, ship_single, ship_system
+from riskml.store.ship import check_export, export_dir, report_files, ship_single, ship_system
 from riskml.store.tracking_uri import check_server, check_uri
-from riskml.sources import example_histories, load_data, panel_record
+from riskml.sources import example_rows, load_data, panel_record
 from riskml.exceptions import ConfigError, exit_on_error, whole_number
 from riskml.features import TARGETS, get_target
 from riskml.training.datasets import Dataset, check_split_config, make_folds, valid_mask
@@ -262,7 +260,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             example = ds.X.iloc[test[:5]]
             shipped = ship_single(result.model.booster.model_to_string(), _manifest(result, cfg), run_id=run_id,
                                   name=model_name(cfg), cfg=cfg, base=base, input_example=example_input(example),
-                                  output_example=proba_frame(result.model, example), extras=_report_files(reports))
+                                  output_example=proba_frame(result.model, example), extras=report_files(reports))
             result.model_uri, result.registration, result.model_dir = (shipped["model_uri"], shipped["registration"],
                                                                        shipped["model_dir"])
     log.info("run %s (%s on %s): %s", run_id, kind, ds.kind,
@@ -351,7 +349,7 @@ def run_system(cfg: dict[str, Any], data: dict[str, Dataset], *, exp_id: str, ba
         tracking.log_metrics(metrics)
         result = SystemResult(run_id, exp_id, metrics, parts)
         models = {role: (p.model.booster.model_to_string(), _manifest(p, component_config(cfg, ROLES[role]),
-                                                                       f"{name}/{role}"), _report_files(p.reports))
+                                                                       f"{name}/{role}"), report_files(p.reports))
                   for role, p in parts.items()}
         ds = parts["adverse"].dataset
         system = {"name": name, "riskml_version": __version__, "run_id": run_id, "data_digest": ds.digest,
@@ -361,19 +359,13 @@ def run_system(cfg: dict[str, Any], data: dict[str, Dataset], *, exp_id: str, ba
         if ds.meta.get("schema"):  # a lender's schema: predict, monitor and the served model read its files
             system["schema"] = ds.meta["schema"]
         shipped = ship_system(models, system, run_id=run_id, name=name, cfg=cfg, base=base,
-                              histories=_example(ds))
+                              histories=example_rows(ds))
         result.model_uri, result.registration, result.model_dir = (shipped["model_uri"], shipped["registration"],
                                                                    shipped["model_dir"])
     log.info("system run %s: adverse roc_auc=%.4f, status roc_auc=%.4f, recovery roc_auc=%.4f", run_id,
              metrics.get("roc_auc_adverse", float("nan")), metrics.get("status/roc_auc_adverse", float("nan")),
              metrics.get("recovery/roc_auc_adverse", float("nan")))
     return result
-
-
-def _example(ds: Dataset) -> pd.DataFrame:
-    """The logged input example: a lender's panel's first rows that passed its checks (not its raw rows)."""
-    example = ds.meta.get("example")
-    return example if example is not None else example_histories(ds.source)
 
 
 def _guard_leakage(ds: Dataset, train: np.ndarray, leak_cfg: dict[str, Any]) -> list[tuple[str, float]]:
@@ -387,16 +379,6 @@ def _guard_leakage(ds: Dataset, train: np.ndarray, leak_cfg: dict[str, Any]) -> 
         tracking.log_dict({f: a for f, a in leaks}, "leakage.json")
     raise_on_leaks(leaks, threshold=threshold, allow=bool(leak_cfg.get("allow", False)))
     return leaks
-
-
-def _report_files(reports: Reports | None) -> dict[str, str]:
-    """The files written beside model.txt (the report, the reference profile)."""
-    if reports is None:
-        return {}
-    files = {"report.html": reports.html}
-    if reports.profile is not None:
-        files["reference_profile.json"] = json.dumps(reports.profile, indent=1, sort_keys=True) + "\n"
-    return files
 
 
 @hydra.main(version_base="1.3", config_path="pkg://riskml.conf", config_name="train")

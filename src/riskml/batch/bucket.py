@@ -19,7 +19,6 @@ from riskml.batch import results
 from riskml.batch import stream as batch
 from riskml.factors import CAUSES
 from riskml.schema import (PANEL, PANEL_PROBLEMS, SIGNAL_PREFIX, STATUS_DTYPE, category_dtype, coerce_columns,
-from riskml.schema import (PANEL, PANEL_PROBLEMS, SIGNAL_PREFIX, STATUS_DTYPE, category_dtype, coerce_columns,
                            exact_integers, in_key_order, problem_codes, to_numpy)
 
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),

@@ -10,6 +10,7 @@ leaves the folder ahead of the alias, which the next train mends
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -22,6 +23,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
 from riskml.io.files import check_writable
+from riskml.evaluation.report import Reports
 from riskml.store import registry
 from riskml.store import tracking
 from riskml.store.model_store import checksums_sha256, open_system, write_model_dir, write_system_dir
@@ -132,3 +134,13 @@ def lender_signature(schema: Mapping[str, Any], example: pd.DataFrame, scored: p
     outputs = [ColSpec(_MLFLOW_TYPES["string" if pa.types.is_dictionary(f.type) else str(f.type)],
                        schema["id"] if f.name == "borrower_id" else f.name) for f in prediction_schema(3)]
     return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+
+
+def report_files(reports: Reports | None) -> dict[str, str]:
+    """The files written beside model.txt (the report, the reference profile)."""
+    if reports is None:
+        return {}
+    files = {"report.html": reports.html}
+    if reports.profile is not None:
+        files["reference_profile.json"] = json.dumps(reports.profile, indent=1, sort_keys=True) + "\n"
+    return files
