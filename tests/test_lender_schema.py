@@ -139,8 +139,8 @@ def test_a_file_column_the_schema_does_not_name_is_warned_once_and_unused(lender
 
 def test_months_as_text_become_one_index_and_codes_map_to_states():
     np.testing.assert_array_equal(month_index(pd.Series(["2023-11", "2023-12", "2024-01", None, "soon"])),
-                                  [2023 * 12 + 10, 2023 * 12 + 11, 2024 * 12, np.nan, np.nan])
-    np.testing.assert_array_equal(month_index(pd.Series(["2024-01-31", "2024-02-29"])), [2024 * 12, 2024 * 12 + 1])
+                                  [53 * 12 + 10, 53 * 12 + 11, 54 * 12, np.nan, np.nan])
+    np.testing.assert_array_equal(month_index(pd.Series(["2024-01-31", "2024-02-29"])), [54 * 12, 54 * 12 + 1])
     s = LenderSchema.from_dict(good_schema())
     t = s.to_contract(pa.table({"account_id": [1, 1], "period": ["2024-01", "2024-02"], "state": ["current", "gone"],
                                 "bureau": [700.0, 650.0], "pay_status": [0, 1]}))
@@ -237,7 +237,7 @@ def test_monitor_reads_the_lenders_file_at_a_lenders_month(system, lender, tmp_p
                                             "as_of=2023-06", f"tracking_uri=sqlite:///{store}/mlflow.db"])
     got = monitor.run(cfg)
     normal_then = frame[(frame["period"] == "2023-06") & (frame["state"] == "ACTIVE")]["account_id"].nunique()
-    assert got.document["as_of"] == 2023 * 12 + 5 and got.document["n_scored"] == normal_then
+    assert got.document["as_of"] == (2023 - 1970) * 12 + 5 and got.document["n_scored"] == normal_then
     assert got.document["backtest"] is not None  # the file runs past June by the model's horizon
     assert not list((tmp_path / "mon").glob(".riskml-lender-*"))
 
@@ -258,3 +258,11 @@ def test_the_readme_table_of_factors_by_columns_is_what_the_features_give():
     got = {s.factor for s in available(feature_specs(), bigger) if s.column not in ("status", "cause")} - {"other"}
     assert sorted(got, key=CAUSES.index) == ["overdue", "multi_lending", "score_decline"]
     assert f"| {len(available(feature_specs(), bigger))} | + multi-lending |" in readme
+
+
+def test_a_file_in_riskmls_own_names_still_scores_with_the_lenders_system(system, panel):
+    result, _ = system
+    sysobj = open_system(result.model_dir)
+    rows = panel[panel["borrower_id"].isin([3, 4])]
+    out = score_rows(sysobj, rows)
+    assert sorted(out["borrower_id"]) == [3, 4]  # its own signal absent: those features read as missing

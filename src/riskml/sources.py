@@ -37,7 +37,7 @@ from riskml.exceptions import ConfigError
 from riskml.factors import CAUSES
 from riskml.features import build_snapshots, feature_specs
 from riskml.features.windows import available
-from riskml.io.lender import LenderSchema, is_text_months, load_schema
+from riskml.io.lender import EPOCH, LenderSchema, is_text_months, load_schema
 from riskml.schema import PANEL, SIGNAL_PREFIX, cast, row_problems, to_numpy
 from riskml.simulate import SimConfig
 from riskml.simulate.config import check_name
@@ -259,7 +259,6 @@ def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: 
         raise ConfigError("data.path", str(path), f"a panel with at least one valid borrower; all "
                           f"{checked.counts['input_borrowers']} were rejected (first reason: "
                           f"{checked.rejects['reason'].iloc[0] if len(checked.rejects) else 'none'})")
-    check_month_span(checked.panel, path)
     check_length(checked.panel, min_history=int(data_cfg["min_history"]), horizon=horizon, target=target)
     log.info("panel %s: %s", path, ", ".join(f"{k}={v}" for k, v in checked.counts.items()))
     signals = dict(schema.signals) if schema is not None else None  # None: riskml's own contract
@@ -305,7 +304,7 @@ def schema_rows(panel: pd.DataFrame, schema: LenderSchema, *, month_text: bool) 
     """Checked panel rows back in the lender's names and codes (the logged input example of its model)."""
     out = pd.DataFrame({schema.id: panel["borrower_id"].to_numpy()})
     m = panel["month"].to_numpy(dtype=np.int64)
-    out[schema.month] = [f"{y:04d}-{k + 1:02d}" for y, k in zip(m // 12, m % 12)] if month_text else m
+    out[schema.month] = [f"{EPOCH + y:04d}-{k + 1:02d}" for y, k in zip(m // 12, m % 12)] if month_text else m
     first = {s: codes[0] for s, codes in schema.states.items() if codes}
     out[schema.status_column] = panel["status"].astype(str).map(first).to_numpy()
     if schema.cause_column and "cause" in panel.columns:
@@ -317,19 +316,6 @@ def schema_rows(panel: pd.DataFrame, schema: LenderSchema, *, month_text: bool) 
     for col in schema.signals:
         out[col] = panel[SIGNAL_PREFIX + col].to_numpy()
     return out
-
-
-#: The longest month axis a panel's months may span (a hundred years): months further apart are not an
-#: index of months but labels (YYYYMM, a row at month 100000), and the month grids would not fit in memory.
-MAX_MONTH_SPAN = 1200
-
-
-def check_month_span(panel: pd.DataFrame, path: Path) -> None:
-    """A panel's months are a month index: a span beyond :data:`MAX_MONTH_SPAN` is a one-line error."""
-    lo, hi = int(panel["month"].min()), int(panel["month"].max())
-    if hi - lo + 1 > MAX_MONTH_SPAN:
-        raise ConfigError("data.path", str(path), f"months as a whole-number index spanning at most {MAX_MONTH_SPAN} "
-                          f"months; its months run from {lo} to {hi} (YYYYMM or dates need data.schema's month)")
 
 
 def check_length(panel: pd.DataFrame, *, min_history: int, horizon: int, target: str) -> None:

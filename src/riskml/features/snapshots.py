@@ -26,7 +26,7 @@ from riskml.features import at_month, grid as _grid
 from riskml.exceptions import ConfigError, whole_number
 from riskml.factors import CAUSES
 from riskml.features.labels import check_horizon, eligible_codes, get_target, make_labels
-from riskml.schema import KEYS, PANEL, STATUSES, require_columns
+from riskml.schema import KEYS, PANEL, SIGNAL_PREFIX, STATUSES, require_columns
 from riskml.features.block import Block
 from riskml.features.windows import DEFAULT_WINDOWS, FeatureSpec, check_windows, compute, feature_specs
 
@@ -106,9 +106,17 @@ def _finish(layout, values, status, cause, pos, take, months, y, why, specs) -> 
                  None if y is None else y.T[take], cause_labels, specs)
 
 
+def _with_signals(panel: pd.DataFrame, signals: dict | None) -> pd.DataFrame:
+    """``panel`` with every own signal of ``signals`` it lacks as a missing column (a file in riskml's names
+    scored by a model trained in a lender's schema: those features read as missing)."""
+    lacking = [SIGNAL_PREFIX + c for c in signals or {} if SIGNAL_PREFIX + c not in panel.columns]
+    return panel.assign(**{c: np.float32(np.nan) for c in lacking}) if lacking else panel
+
+
 def _plan_snapshots(panel, target, horizon, min_history, every, windows, signals=None) -> _Plan:
     source = "build_snapshots"
     require_columns(panel, KEYS if signals is not None else PANEL, source=source)
+    panel = _with_signals(panel, signals)
     tgt = get_target(target)
     h = tgt.horizon if horizon is None else check_horizon(horizon)
     min_history, every = whole_number("min_history", min_history, 1), whole_number("every", every, 1)
@@ -257,7 +265,7 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
         as_of = whole_number("as_of", as_of, 0)
     specs = feature_specs(windows, signals)
     if signals:  # the compiled pass knows the contract's columns only; a lender's own are read on grids
-        engine = "grids"
+        engine, panel = "grids", _with_signals(panel, signals)
     pad = max(check_windows(windows))
     layout = _grid.regular_layout(panel, pad=pad, source=source)
     if layout is not None and (as_of is None or as_of < layout.months):

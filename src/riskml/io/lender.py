@@ -18,7 +18,7 @@ Example schema (YAML)::
       app_logins: {factor: other, direction: 0}
 
 Translation is column-wise and vectorised (:meth:`LenderSchema.to_contract`): ids and months renamed (months
-as ``YYYY-MM`` or dates become ``year * 12 + month - 1``), state and cause codes mapped (a code not in the map
+as ``YYYY-MM`` or dates become months since January 1970, :data:`EPOCH`), state and cause codes mapped (a code not in the map
 is kept as it is, so the row checks reject it), ``as:`` columns renamed; the contract's behaviour columns the
 lender lacks stay absent, and the features that need them are left out of the model.
 """
@@ -45,6 +45,9 @@ log = logging.getLogger(__name__)
 _KEYS = ("id", "month", "status", "cause", "columns", "custom_factors")
 _BEHAVIOUR = tuple(c.name for c in BEHAVIOUR)
 _WARNED: set[tuple[str, str]] = set()
+#: The year whose January is month 0 of a lender's dated months: the contract's month index runs from 0 to
+#: ``schema.MAX_MONTH`` (a century), so dates from 1970 to 2069 fit it.
+EPOCH = 1970
 
 
 def _fail(key: str, value: Any, expected: str, source: str) -> ConfigError:
@@ -269,7 +272,7 @@ def _mapped(col: pa.ChunkedArray, mapping: Mapping[str, str]) -> pa.Array:
 
 
 def month_index(values: pd.Series) -> np.ndarray:
-    """Months as whole numbers: numbers stay as they are; ``YYYY-MM`` or dates become ``year * 12 + month - 1``
+    """Months as whole numbers: numbers stay as they are; ``YYYY-MM`` or dates become months since :data:`EPOCH`
     (NaN where a cell is neither, which the row checks reject as a missing month)."""
     num = pd.to_numeric(values, errors="coerce")
     if num.notna().sum() >= values.notna().sum():
@@ -279,7 +282,7 @@ def month_index(values: pd.Series) -> np.ndarray:
     rest = when.isna() & text.notna()
     if rest.any():
         when[rest] = pd.to_datetime(text[rest], format="ISO8601", errors="coerce")
-    out = (when.dt.year * 12 + when.dt.month - 1).astype("Float64")
+    out = ((when.dt.year - EPOCH) * 12 + when.dt.month - 1).astype("Float64")
     return out.to_numpy(dtype=np.float64, na_value=np.nan)
 
 

@@ -120,20 +120,18 @@ def ship_system(models: Mapping[str, tuple], system: Mapping[str, Any], *, run_i
         lender = system.get("schema")
         example = request_rows(histories) if not lender else histories
         scored = score_rows(open_system(folder, name=name), example)
-        signature = system_signature() if not lender else lender_signature(lender, example, scored)
+        signature = system_signature() if not lender else lender_signature(lender)
         return ship_folder(folder, run_id=run_id, name=name, cfg=cfg, base=base, input_example=example,
                            output_example=scored.replace({np.nan: None}), signature=signature)
 
 
-def lender_signature(schema: Mapping[str, Any], example: pd.DataFrame, scored: pd.DataFrame) -> ModelSignature:
-    """A system trained in a lender's schema: its columns in (the id, month, status, named behaviour columns
-    required; the cause optional), the prediction contract out under the lender's id name."""
-    cause = (schema.get("cause") or {}).get("column")
-    inputs = [ColSpec("double" if pd.api.types.is_numeric_dtype(example[c]) else "string", c, required=c != cause)
-              for c in example.columns]
-    outputs = [ColSpec(_MLFLOW_TYPES["string" if pa.types.is_dictionary(f.type) else str(f.type)],
-                       schema["id"] if f.name == "borrower_id" else f.name) for f in prediction_schema(3)]
-    return ModelSignature(inputs=Schema(inputs), outputs=Schema(outputs))
+def lender_signature(schema: Mapping[str, Any]) -> ModelSignature:
+    """A system trained in a lender's schema: as :func:`system_signature` (no input schema: the rows are
+    checked by the lender's schema and the panel contract, as a batch job checks them; the logged input
+    example shows the lender's columns), the prediction contract out under the lender's id name."""
+    sig = system_signature()
+    outputs = [ColSpec(c.type, schema["id"] if c.name == "borrower_id" else c.name) for c in sig.outputs.inputs]
+    return ModelSignature(inputs=None, outputs=Schema(outputs), params=sig.params)
 
 
 def report_files(reports: Reports | None) -> dict[str, str]:
