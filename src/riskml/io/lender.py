@@ -38,12 +38,13 @@ import yaml
 
 from riskml.exceptions import ConfigError
 from riskml.factors import CATALOGUE
-from riskml.schema import BEHAVIOUR, SIGNAL_PREFIX, STATUSES
+from riskml.schema import PANEL, SIGNAL_PREFIX, STATUSES
 
 log = logging.getLogger(__name__)
 
 _KEYS = ("id", "month", "status", "cause", "columns", "custom_factors")
-_BEHAVIOUR = tuple(c.name for c in BEHAVIOUR)
+#: The contract's columns a lender's column may be under ``as:``: behaviour and the account's age.
+_MAPPABLE = tuple(c.name for c in PANEL.columns if c.name not in ("borrower_id", "month", "status", "cause"))
 _WARNED: set[tuple[str, str]] = set()
 #: The year whose January is month 0 of a lender's dated months: the contract's month index runs from 0 to
 #: ``schema.MAX_MONTH`` (a century), so dates from 1970 to 2069 fit it.
@@ -140,9 +141,9 @@ class LenderSchema:
                 raise _fail(key, spec, "either {as: <a contract column>} or {factor: <id>, direction: -1|0|1, "
                             "rectified: <value or null>}", source)
             if "as" in spec:
-                if spec["as"] not in _BEHAVIOUR:
+                if spec["as"] not in _MAPPABLE:
                     raise _fail(f"{key}.as", spec["as"], f"a behaviour column of the panel contract, one of "
-                                f"{list(_BEHAVIOUR)}", source)
+                                f"{list(_MAPPABLE)}", source)
                 if spec["as"] in renames.values():
                     raise _fail(f"{key}.as", spec["as"], "a contract column named once", source)
                 renames[str(col)] = str(spec["as"])
@@ -187,7 +188,7 @@ class LenderSchema:
     @property
     def contract_columns(self) -> tuple[str, ...]:
         """The contract's behaviour columns this lender has."""
-        return tuple(c for c in _BEHAVIOUR if c in self.renames.values())
+        return tuple(c for c in _MAPPABLE if c in self.renames.values())
 
     def read_columns(self, header: list[str], *, file: str | Path) -> list[str]:
         """The columns to read of a file with ``header``: a named column missing is a one-line error; columns
