@@ -223,3 +223,32 @@ def test_a_killed_cluster_job_resumes_without_duplicates(trained, address):
     assert scores["borrower_id"].is_unique and len(scores) == N
     one = _predict(inp, tmp / "killed-one" / "scores.parquet", model, "bucket_rows=1000")
     assert sha256_file(one.output) == sha256_file(out)
+
+
+@pytest.mark.slow
+def test_train_on_the_cluster_takes_a_lenders_panel_in_its_own_schema(address, tmp_path):
+    import yaml
+
+    from riskml.simulate import SimConfig, simulate
+
+    panel = simulate(SimConfig(n_borrowers=3000, n_months=18, seed=8)).panel.drop(columns=["policy_index"])
+    lender = panel.rename(columns={"borrower_id": "account", "drawn": "draws"})
+    lender["status"] = lender["status"].astype(str).str.upper()
+    lender.to_csv(tmp_path / "lender.csv", index=False)
+    behaviour = [c for c in lender.columns if c not in ("account", "month", "status", "cause")]
+    schema = {"id": "account", "month": "month",
+              "status": {"column": "status", "normal": ["NORMAL"], "suspended": ["SUSPENDED"], "closed": ["CLOSED"]},
+              "columns": {c: {"as": "drawn" if c == "draws" else c} for c in behaviour}}
+    (tmp_path / "schema.yaml").write_text(yaml.safe_dump(schema))
+    common = ["data=panel", f"data.path={tmp_path}/lender.csv", f"data.schema={tmp_path}/schema.yaml",
+              "target=adverse_3m", f"tracking.uri=sqlite:///{tmp_path}/mlflow.db", f"export.dir={tmp_path}/models",
+              "model.num_boost_round=60", "model.min_data_in_leaf=50", "eval.plots=false", "report.enabled=false"]
+    one = train.run(cfg("riskml.conf", "train", *common))
+    many = train.run(cfg("riskml.conf", "train", *common, "cluster=address", address, "register.name=lender_dask"))
+    assert list(many.dataset.X.columns) == list(one.dataset.X.columns)
+    assert not [f for f in many.dataset.X.columns if f.startswith("policy_index")]
+    assert many.metrics["n_test"] == one.metrics["n_test"]
+    # 3,000 borrowers: each rank bins and bags its own rows (see the test above), so not bit-equal
+    assert abs(many.metrics["roc_auc_adverse"] - one.metrics["roc_auc_adverse"]) <= 0.02
+    text = (tmp_path / "models" / "lender_dask" / "model.txt").read_text()
+    assert "[tree_learner: data]" in text

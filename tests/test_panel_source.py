@@ -52,6 +52,11 @@ def with_bad_rows(panel: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, dict[i
     raw.to_csv(path, index=False)
     reasons = {r: why for r, (_, _, why) in bad.items()}
     reasons.update({50: "duplicate (borrower_id, month)", len(raw) - 1: "duplicate (borrower_id, month)"})
+    # the row that lost its id leaves a hole in its borrower's months: the month after it is a gap
+    b, m = panel.loc[40, "borrower_id"], panel.loc[40, "month"]
+    after = panel.index[(panel["borrower_id"] == b) & (panel["month"] == m + 1)]
+    if len(after) and ((panel["borrower_id"] == b) & (panel["month"] == m - 1)).any() and after[0] not in reasons:
+        reasons[int(after[0])] = "month gap"
     return raw, reasons
 
 

@@ -32,7 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from riskml.batch import stream as batch
 from riskml.batch.bucket import prepare, split_rows
 from riskml.batch.job import check_rows, input_plan
+from riskml.batch.translate import contract_input, model_schema
 from riskml.io.files import atomic_path, check_known_keys, job_lock, read_json, read_table, table_files, write_json
+from riskml.io.lender import month_index
+from riskml.schema import KEYS, PANEL
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError, exit_on_error, whole_number
 from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
@@ -68,6 +71,11 @@ def _validate(cfg: dict[str, Any]) -> Thresholds:
     check_known_keys(cfg, "monitor/monitor")
     if not cfg.get("input") and not cfg.get("predictions"):
         raise ConfigError("input", cfg.get("input"), "borrower histories (input=PATH), predictions=PATH, or both")
+    if isinstance(cfg.get("as_of"), str):  # a lender's month (YYYY-MM or a date), as its files have them
+        month = month_index(pd.Series([cfg["as_of"]]))[0]
+        if np.isnan(month):
+            raise ConfigError("as_of", cfg["as_of"], "null, a month index >= 0, or a month as YYYY-MM")
+        cfg["as_of"] = int(month)
     if cfg.get("as_of") is not None:
         whole_number("as_of", cfg["as_of"], 0, what="null or a month index")
     if cfg.get("fail_on") not in ("act", "watch", "never"):
@@ -113,11 +121,12 @@ class Histories:
 
 
 def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], *, as_of: int, months: tuple[int, int],
-                   horizon: int, out: Path) -> Histories:
+                   horizon: int, out: Path, required: tuple[str, ...] = PANEL.required,
+                   extra: tuple[str, ...] = ()) -> Histories:
     """Validate and score the histories bucket by bucket (``bucket_rows`` rows of whole borrowers, as
     ``riskml.predict`` does), so memory stays flat however big the portfolio; every total is the
     whole batch's (shares are summed weighted by rows)."""
-    files, columns = input_plan(cfg["input"])
+    files, columns = input_plan(cfg["input"], required, extra)
     plan = check_rows(batch.plan(cfg["input"], bucket_rows=int(cfg["bucket_rows"])), cfg["input"])
     scale, bands = PointsScale(**profile["points"]), Bands.from_config(profile["bands"])
     back = int(cfg.get("migration_months", 1))
@@ -140,7 +149,7 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
             history_rows += len(hist)
             if hist.empty:
                 continue
-            snaps = build_features(hist, as_of=as_of, windows=model.windows)
+            snaps = build_features(hist, as_of=as_of, windows=model.windows, signals=model.signals)
             at = (snaps.keys["month"] == as_of).to_numpy()
             normal = (snaps.keys["status"] == "normal").to_numpy() & at
             X = snaps.X[normal].reset_index(drop=True)
@@ -215,6 +224,19 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
     cfg = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
     thresholds = _validate(cfg)
     system = open_model(cfg["model"], tracking_uri=cfg.get("tracking_uri"))
+    lender = model_schema(system.info, cfg["input"]) if cfg.get("input") else None
+    if lender is not None:  # histories in the lender's names and codes: read as the contract, row for row
+        out = Path(str(cfg["output"]))
+        out.mkdir(parents=True, exist_ok=True)
+        with contract_input(cfg["input"], lender, out / "monitor.json") as translated:
+            return _run(system, {**cfg, "input": str(translated.folder)}, thresholds,
+                        required=(*KEYS.required, *lender.contract_columns), extra=lender.signal_columns)
+    return _run(system, cfg, thresholds)
+
+
+def _run(system: Any, cfg: dict[str, Any], thresholds: Thresholds, *,
+         required: tuple[str, ...] = PANEL.required, extra: tuple[str, ...] = ()) -> MonitorResult:
+    """Monitor histories in riskml's panel contract (and/or predictions) with ``system``."""
     model = system.adverse  # the model whose score, bands and reasons are served to normal accounts
     profile = _profile(model, system)
     preds = read_table(cfg["predictions"]) if cfg.get("predictions") else None
@@ -232,7 +254,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
     # one job at a time per output: its work folder and its report are its own
     with job_lock(out / "monitor.json", what="riskml.monitor job"):
         hist = read_histories(cfg, model, profile, as_of=as_of, months=months, horizon=horizon,
-                              out=out) if files else None
+                              out=out, required=required, extra=extra) if files else None
 
         if preds is not None:  # the score, bands and reasons as served; features and factors from the histories
             served, served_scored = _served(preds, as_of)

@@ -32,9 +32,10 @@ from riskml.store.loading import open_model
 from riskml.store.tracking_uri import check_uri
 from riskml.exceptions import ConfigError, exit_on_error, whole_number
 from riskml.batch.table_job import describe_table, run_table_job
+from riskml.batch.translate import contract_input, model_schema, name_files
 from riskml.explain import MAX_REASONS, check_top_k
 from riskml.explain.scoring import ScoringModel, score_histories
-from riskml.schema import prediction_schema
+from riskml.schema import KEYS, PANEL, prediction_schema
 from riskml.measure.scale import Bands, PointsScale
 
 log = logging.getLogger(__name__)
@@ -88,8 +89,24 @@ def run(cfg: DictConfig) -> PredictResult:
     system = open_model(cfg.model, tracking_uri=cfg.get("tracking_uri"))
     if isinstance(system, ScoringModel):  # a table: its plan is not this job's (it may have no borrower_id)
         return _run_table(cfg, system, fmt)
-    plan = planned.result() if planned is not None else None
-    _, columns = input_plan(cfg.input)
+    lender = model_schema(system.info, cfg.input)
+    if lender is None:
+        return _run_histories(cfg, system, fmt, planned.result() if planned is not None else None, cfg.input)
+    # a file in the lender's names and codes (the schema the system was trained in): read as the contract
+    with contract_input(cfg.input, lender, Path(cfg.output)) as translated:
+        result = _run_histories(cfg, system, fmt, None, str(translated.folder),
+                                required=(*KEYS.required, *lender.contract_columns), extra=lender.signal_columns)
+        name_files(result.rejects, translated, lender)
+        return result
+
+
+def _run_histories(cfg: DictConfig, system, fmt: str, plan, input: str, *,
+                   required: tuple[str, ...] = PANEL.required, extra: tuple[str, ...] = ()) -> PredictResult:
+    """Score borrower histories at ``input`` (riskml's panel contract) with a scoring system."""
+    one_machine = check_cluster(OmegaConf.to_container(cfg.cluster) if cfg.get("cluster") is not None
+                                else None).kind == "none"
+    files = table_files(input)
+    _, columns = input_plan(input, required, extra)
     settings = {k: cfg.get(k) for k in ("as_of", "top_k", "what_if", "include_other", "points", "bands")}
     settings.update(format=fmt, model=system.checksums)
     score = partial(score_histories, model=system.adverse, recovery=system.recovery, status=system.status,
@@ -98,7 +115,7 @@ def run(cfg: DictConfig) -> PredictResult:
                     scale=PointsScale.from_config(cfg.points), bands=Bands.from_config(cfg.bands))
     extra = {"top_k": cfg.top_k, "model": {"uri": str(cfg.model), "name": system.name, "version": system.version,
                                            "checksums_sha256": system.checksums}}
-    job = dict(input=cfg.input, output=cfg.output, columns=columns, schema=prediction_schema(cfg.top_k), fmt=fmt,
+    job = dict(input=input, output=cfg.output, columns=columns, schema=prediction_schema(cfg.top_k), fmt=fmt,
                bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings, summary_extra=extra)
     if one_machine:
         return run_job(**job, plan=plan, workers=cfg.get("workers", 1))

@@ -120,6 +120,14 @@ PANEL = Contract(
     required=("borrower_id", "month", *(c.name for c in BEHAVIOUR), "status"),
 )
 
+#: A lender's own behaviour column (schema ``columns: {name: {factor: ...}}``) is carried under this prefix
+#: beside the contract's columns: it gets a generic feature plan (``features.windows.signal_specs``).
+SIGNAL_PREFIX = "lender__"
+
+#: What every panel must carry, in any schema: the behaviour columns are a lender's subset (features that
+#: need a column it lacks are left out of its models).
+KEYS = Contract(name="panel", columns=PANEL.columns, required=("borrower_id", "month", "status"))
+
 TRUTH = Contract(
     name="truth",
     columns=(

@@ -35,8 +35,10 @@ from riskml.io.datasets import (MANIFEST_FILE, PANEL_FILE, load_dataset, panel_d
 from riskml.io.files import read_table, sha256_file, table_files
 from riskml.exceptions import ConfigError
 from riskml.factors import CAUSES
-from riskml.features import build_snapshots
-from riskml.schema import PANEL, cast, row_problems, to_numpy
+from riskml.features import build_snapshots, feature_specs
+from riskml.features.windows import available
+from riskml.io.lender import EPOCH, LenderSchema, is_text_months, load_schema
+from riskml.schema import PANEL, SIGNAL_PREFIX, cast, row_problems, to_numpy
 from riskml.simulate import SimConfig
 from riskml.simulate.config import check_name
 from riskml.training.datasets import Dataset, from_snapshots
@@ -163,6 +165,7 @@ class PanelInput:
     counts: dict[str, int]
     files: list[Path]
     has_cause: bool
+    month_text: bool = False  # a lender's months as YYYY-MM or dates (its schema's month column)
 
 
 def check_panel_rows(rows: pa.Table, files: list[Path]) -> PanelInput:
@@ -214,35 +217,122 @@ def check_panel_rows(rows: pa.Table, files: list[Path]) -> PanelInput:
     return PanelInput(good, rejects, counts, files, has_cause)
 
 
-def read_panel(path: Path) -> PanelInput:
-    """Read and validate a lender's panel; a file lacking a required column stops here, naming it."""
-    files, columns = input_plan(path)
-    tables = []
+def read_panel(path: Path, schema: LenderSchema | None = None) -> PanelInput:
+    """Read and validate a lender's panel (in riskml's schema, or in the lender's own with ``schema``);
+    a file lacking a required column stops here, naming it."""
+    if schema is None:
+        files, columns = input_plan(path)
+        plans = {f: columns for f in files}
+    else:  # each file's own columns: a lender's optional cause column may be in some parts only
+        files = table_files(path)
+        plans = {f: schema.read_columns(batch.input_columns(f), file=f) for f in files}
+        wanted = list(dict.fromkeys(c for cols in plans.values() for c in cols))
+        plans = {f: wanted for f in files}
+    tables, month_text, codes = [], False, []
     for i, f in enumerate(files):
         start = 0
-        for b in batch.iter_batches(f, columns=columns):  # Arrow batches, as riskml.predict reads them
+        for b in batch.iter_batches(f, columns=plans[f]):  # Arrow batches, as riskml.predict reads them
             n = b.num_rows
+            if schema is not None:
+                month_text |= is_text_months(b.column(schema.month))
+                rows, values = schema.unmapped(b)
+                codes.append(pd.DataFrame({"file": str(f), "row": rows + start, "code": values}))
+                b = schema.to_contract(b)
             b = b.append_column(batch.FILE, pa.array(np.full(n, i, dtype=np.int32))).append_column(
                 batch.ROW, pa.array(np.arange(start, start + n, dtype=np.int64)))
             start += n
             tables.append(prepare(b))
-    return check_panel_rows(pa.concat_tables(tables), files)
+    checked = check_panel_rows(batch.concat(tables), files)
+    checked.month_text = month_text
+    if codes and schema is not None:  # an unmapped state code: its reject names the code, not riskml's states
+        checked.rejects = schema.name_codes(checked.rejects, pd.concat(codes, ignore_index=True))
+    return checked
 
 
-def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path) -> Dataset:
+def load_panel(data_cfg: Mapping[str, Any], *, target: str, horizon: int, base: Path, client: Any = None
+               ) -> Dataset:
     """The snapshots of a lender's panel at ``data.path``; the input counts and rejects ride on the Dataset."""
+    schema = load_schema(data_cfg.get("schema"))  # read and checked before any data
     path = _resolve(data_cfg.get("path"), base, "the path of a panel: a CSV/parquet file or a folder of parts")
-    checked = read_panel(path)
+    checked = read_panel(path, schema)
     if checked.panel.empty:
         raise ConfigError("data.path", str(path), f"a panel with at least one valid borrower; all "
                           f"{checked.counts['input_borrowers']} were rejected (first reason: "
                           f"{checked.rejects['reason'].iloc[0] if len(checked.rejects) else 'none'})")
+    check_length(checked.panel, min_history=int(data_cfg["min_history"]), horizon=horizon, target=target)
     log.info("panel %s: %s", path, ", ".join(f"{k}={v}" for k, v in checked.counts.items()))
+    signals = dict(schema.signals) if schema is not None else None  # None: riskml's own contract
     snaps = build_snapshots(checked.panel, target=target, horizon=horizon, min_history=int(data_cfg["min_history"]),
-                            every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]))
-    return from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
-                          meta={"horizon": horizon, "windows": list(data_cfg["windows"]), "input": checked.counts,
-                                "has_cause": checked.has_cause}, rejects=checked.rejects)
+                            every=int(data_cfg["every"]), windows=tuple(data_cfg["windows"]), signals=signals)
+    snaps, explained = keep_available(snaps, set(checked.panel.columns), windows=tuple(data_cfg["windows"]),
+                                      signals=signals)
+    example = first_borrowers(checked.panel)
+    meta = {"horizon": horizon, "windows": list(data_cfg["windows"]), "input": checked.counts,
+            "has_cause": checked.has_cause, "factors_explained": explained}
+    if schema is not None:
+        meta["schema"], meta["signals"] = schema.to_dict(), signals
+        example = schema_rows(example, schema, month_text=checked.month_text)
+    ds = from_snapshots(snaps, target=target, digest=files_digest(checked.files), source=str(path), kind="panel",
+                        meta={**meta, "example": example}, rejects=checked.rejects)
+    if client is not None:  # read and checked here; the snapshots trained on by the workers
+        from riskml.cluster.train import scatter_snapshots  # imports dask: the cluster path only
+
+        ds.meta["partitions"] = scatter_snapshots(client, snaps)
+    return ds
+
+
+def keep_available(snaps: Any, columns: set[str], *, windows: tuple[int, ...], signals: dict | None = None
+                   ) -> tuple[Any, list[str]]:
+    """The snapshots with only the features whose behaviour columns the panel has (a lender's subset), and
+    the documented factors left with a feature: the only ones a reason can name."""
+    keep = [s.name for s in available(feature_specs(windows, signals), columns) if s.name in snaps.X.columns]
+    if len(keep) < snaps.X.shape[1]:
+        dropped = [c for c in snaps.X.columns if c not in set(keep)]
+        log.info("panel: %d features left out (their columns are not in the panel), e.g. %s", len(dropped),
+                 dropped[:5])
+        snaps.X = snaps.X[keep]
+        snaps.feature_factors = {f: snaps.feature_factors[f] for f in keep}
+        snaps.feature_directions = {f: snaps.feature_directions[f] for f in keep}
+    tagged = set(snaps.feature_factors.values())
+    explained = [f for f in (*CAUSES, *sorted(tagged - set(CAUSES) - {"other"})) if f in tagged]
+    log.info("panel: factors this model can explain: %s; without a feature (never a reason): %s", explained,
+             [f for f in CAUSES if f not in explained])
+    return snaps, explained
+
+
+def schema_rows(panel: pd.DataFrame, schema: LenderSchema, *, month_text: bool) -> pd.DataFrame:
+    """Checked panel rows back in the lender's names and codes (the logged input example of its model)."""
+    out = pd.DataFrame({schema.id: panel["borrower_id"].to_numpy()})
+    m = panel["month"].to_numpy(dtype=np.int64)
+    out[schema.month] = [f"{EPOCH + y:04d}-{k + 1:02d}" for y, k in zip(m // 12, m % 12)] if month_text else m
+    first = {s: codes[0] for s, codes in schema.states.items() if codes}
+    out[schema.status_column] = panel["status"].astype(str).map(first).to_numpy()
+    if schema.cause_column and "cause" in panel.columns:
+        code = {f: c for c, f in reversed(list(schema.causes.items()))}
+        out[schema.cause_column] = panel["cause"].astype(object).map(code).to_numpy()
+    for col, contract in schema.renames.items():
+        if contract in panel.columns:
+            out[col] = panel[contract].to_numpy()
+    for col in schema.signals:
+        out[col] = panel[SIGNAL_PREFIX + col].to_numpy()
+    return out
+
+
+def check_length(panel: pd.DataFrame, *, min_history: int, horizon: int, target: str) -> None:
+    """A snapshot needs ``min_history`` months up to it and ``horizon`` after: a one-line error naming what
+    fits a panel this long."""
+    n = int(panel["month"].max()) - int(panel["month"].min()) + 1
+    if min_history + horizon > n:
+        key = "target.recovery_horizon" if target == "recovery_6m" else "target.horizon"
+        raise ConfigError("data.min_history", min_history,
+                          f"data.min_history + {key} ({horizon}) at most the panel's {n} months: "
+                          f"data.min_history <= {n - horizon}, or {key} <= {n - min_history}")
+
+
+def first_borrowers(panel: pd.DataFrame, n_borrowers: int = 3) -> pd.DataFrame:
+    """The rows of the first ``n_borrowers`` borrowers of a checked panel (rows that passed every check)."""
+    ids = pd.unique(panel["borrower_id"])[:n_borrowers]
+    return panel[panel["borrower_id"].isin(ids)].reset_index(drop=True)
 
 
 def panel_record(ds: Dataset, *, fidelity_measured: bool) -> tuple[dict[str, float], dict[str, str]]:
@@ -252,6 +342,8 @@ def panel_record(ds: Dataset, *, fidelity_measured: bool) -> tuple[dict[str, flo
     metrics = {f"panel_{k}": float(v) for k, v in counts.items()}
     metrics["snapshot_borrowers"] = float(ds.meta.get("n_borrowers", 0))
     tags = {"riskml.oracle": "not available: a lender's own panel has no simulator to replay (no oracle AUC)"}
+    if "factors_explained" in ds.meta:  # a factor without a feature is never a reason
+        tags["riskml.factors_explained"] = ",".join(ds.meta["factors_explained"]) or "none"
     if fidelity_measured:
         tags["riskml.fidelity"] = "measured against the cause the lender recorded"
     elif not ds.meta.get("has_cause"):
@@ -269,7 +361,8 @@ def load_data(cfg: Mapping[str, Any], base: Path, client: Any = None) -> Dataset
         return load_synthetic(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]),
                               base=base, client=client)
     if kind == "panel":
-        return load_panel(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]), base=base)
+        return load_panel(cfg["data"], target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]), base=base,
+                          client=client)
     return load_tabular(cfg["data"], base=base)
 
 
@@ -282,3 +375,9 @@ def example_histories(source: str | Path, *, n_borrowers: int = 3) -> pd.DataFra
     first = first.to_pandas() if hasattr(first, "to_pandas") else first
     ids = pd.unique(first["borrower_id"])[:n_borrowers]
     return first[first["borrower_id"].isin(ids)].reset_index(drop=True)
+
+
+def example_rows(ds: Dataset) -> pd.DataFrame:
+    """The logged input example: a lender's panel's first rows that passed its checks (not its raw rows)."""
+    example = ds.meta.get("example")
+    return example if example is not None else example_histories(ds.source)

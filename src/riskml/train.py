@@ -32,7 +32,6 @@ Examples::
 from __future__ import annotations
 
 import copy
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -50,9 +49,9 @@ from riskml.cluster.client import check_cluster, connect
 from riskml.io.eval_cache import CACHE_DIR, EvalCache
 from riskml.io.files import check_known_keys
 from riskml.store.model_store import ROLES
-from riskml.store.ship import export_dir, ship_single, ship_system
+from riskml.store.ship import check_export, export_dir, report_files, ship_single, ship_system
 from riskml.store.tracking_uri import check_server, check_uri
-from riskml.sources import example_histories, load_data, panel_record
+from riskml.sources import example_rows, load_data, panel_record
 from riskml.exceptions import ConfigError, exit_on_error, whole_number
 from riskml.features import TARGETS, get_target
 from riskml.training.datasets import Dataset, check_split_config, make_folds, valid_mask
@@ -121,15 +120,16 @@ def check_config(cfg: dict[str, Any]) -> None:
                           "needs TreeSHAP on LightGBM models); train a baseline one target at a time, e.g. "
                           "target=adverse_3m model=logistic")
     if check_cluster(cfg.get("cluster")).kind != "none":  # what a cluster trains
-        if kind != "synthetic":
+        if kind == "tabular":
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], "none for data=tabular (a cluster trains on a "
-                              "synthetic panel of parts; a table trains in this process)")
+                              "panel; a table trains in this process)")
         if cfg["model"]["name"] != "lightgbm":
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], f"none for model={cfg['model']['name']} "
                               "(a cluster trains LightGBM only, with lightgbm.dask)")
     check_eval(cfg["eval"])
     if cfg["report"].get("iv_binning", "quantile") not in ("quantile", "optimal"):
         raise ConfigError("report.iv_binning", cfg["report"]["iv_binning"], "'quantile' or 'optimal'")
+    registry.check_register_metric(cfg, TARGETS)
     thr = cfg["leakage"]["threshold"]
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:
         raise ConfigError("leakage.threshold", thr, "a number in (0.5, 1]")
@@ -171,6 +171,7 @@ def run(cfg: DictConfig | dict[str, Any]) -> TrainResult | SystemResult:
     if cfg["model"]["name"] == "lightgbm" and cfg["data"]["kind"] != "tabular":
         warmup.start()  # the scoring kernels compile while the models fit, not after
     base = tracking.launch_dir()
+    check_export(cfg, model_name(cfg), base)
     with connect(cfg.get("cluster")) as client:  # none: None, this process
         # the data first: a bad input fails before a tracking store is created or a run started
         if is_system(cfg):
@@ -259,7 +260,7 @@ def run_single(cfg: dict[str, Any], ds: Dataset, *, exp_id: str, base: Path, nes
             example = ds.X.iloc[test[:5]]
             shipped = ship_single(result.model.booster.model_to_string(), _manifest(result, cfg), run_id=run_id,
                                   name=model_name(cfg), cfg=cfg, base=base, input_example=example_input(example),
-                                  output_example=proba_frame(result.model, example), extras=_report_files(reports))
+                                  output_example=proba_frame(result.model, example), extras=report_files(reports))
             result.model_uri, result.registration, result.model_dir = (shipped["model_uri"], shipped["registration"],
                                                                        shipped["model_dir"])
     log.info("run %s (%s on %s): %s", run_id, kind, ds.kind,
@@ -316,13 +317,15 @@ def _manifest(result: TrainResult, cfg: dict[str, Any], name: str | None = None)
         horizon=int(cfg["target"]["horizon"]) if synthetic else None,
         windows=list(cfg["data"]["windows"]) if synthetic else None, metrics=result.metrics,
         data_digest=ds.digest, data_kind=ds.kind, name=name or model_name(cfg),
-        id_column=None if synthetic else str(cfg["data"]["id_column"])) | {"run_id": result.run_id}
+        id_column=None if synthetic else str(cfg["data"]["id_column"])) | {"run_id": result.run_id,
+                                                                              "signals": ds.meta.get("signals") or {}}
 
 
 def component_config(cfg: dict[str, Any], target: str) -> dict[str, Any]:
     """The single-model config of one role of the system: its target, nothing shipped on its own."""
     sub = copy.deepcopy(cfg)
-    sub["target"] = {"name": target, "horizon": TARGETS[target].horizon, "registered_name": None}
+    horizon = cfg["target"].get("recovery_horizon" if target == ROLES["recovery"] else "horizon")
+    sub["target"] = {"name": target, "horizon": int(horizon or TARGETS[target].horizon), "registered_name": None}
     sub["register"]["enabled"] = sub["export"]["enabled"] = sub["tracking"]["log_model"] = False
     sub["tracking"]["run_name"] = f"{cfg['model']['name']}-{target}"
     return sub
@@ -346,15 +349,17 @@ def run_system(cfg: dict[str, Any], data: dict[str, Dataset], *, exp_id: str, ba
         tracking.log_metrics(metrics)
         result = SystemResult(run_id, exp_id, metrics, parts)
         models = {role: (p.model.booster.model_to_string(), _manifest(p, component_config(cfg, ROLES[role]),
-                                                                       f"{name}/{role}"), _report_files(p.reports))
+                                                                       f"{name}/{role}"), report_files(p.reports))
                   for role, p in parts.items()}
         ds = parts["adverse"].dataset
         system = {"name": name, "riskml_version": __version__, "run_id": run_id, "data_digest": ds.digest,
                   "data_kind": ds.kind, "windows": list(cfg["data"]["windows"]), "metrics": metrics,
                   "runs": {role: p.run_id for role, p in parts.items()},
                   "points": cfg["points"], "bands": cfg["bands"]}  # what the MLflow model scores with
+        if ds.meta.get("schema"):  # a lender's schema: predict, monitor and the served model read its files
+            system["schema"] = ds.meta["schema"]
         shipped = ship_system(models, system, run_id=run_id, name=name, cfg=cfg, base=base,
-                              histories=example_histories(ds.source))
+                              histories=example_rows(ds))
         result.model_uri, result.registration, result.model_dir = (shipped["model_uri"], shipped["registration"],
                                                                    shipped["model_dir"])
     log.info("system run %s: adverse roc_auc=%.4f, status roc_auc=%.4f, recovery roc_auc=%.4f", run_id,
@@ -374,16 +379,6 @@ def _guard_leakage(ds: Dataset, train: np.ndarray, leak_cfg: dict[str, Any]) -> 
         tracking.log_dict({f: a for f, a in leaks}, "leakage.json")
     raise_on_leaks(leaks, threshold=threshold, allow=bool(leak_cfg.get("allow", False)))
     return leaks
-
-
-def _report_files(reports: Reports | None) -> dict[str, str]:
-    """The files written beside model.txt (the report, the reference profile)."""
-    if reports is None:
-        return {}
-    files = {"report.html": reports.html}
-    if reports.profile is not None:
-        files["reference_profile.json"] = json.dumps(reports.profile, indent=1, sort_keys=True) + "\n"
-    return files
 
 
 @hydra.main(version_base="1.3", config_path="pkg://riskml.conf", config_name="train")

@@ -18,8 +18,8 @@ import pyarrow as pa
 from riskml.batch import results
 from riskml.batch import stream as batch
 from riskml.factors import CAUSES
-from riskml.schema import (PANEL, PANEL_PROBLEMS, STATUS_DTYPE, category_dtype, coerce_columns, exact_integers, in_key_order,
-                           problem_codes, to_numpy)
+from riskml.schema import (PANEL, PANEL_PROBLEMS, SIGNAL_PREFIX, STATUS_DTYPE, category_dtype, coerce_columns,
+                           exact_integers, in_key_order, problem_codes, to_numpy)
 
 REJECT_SCHEMA = pa.schema([("borrower_id", pa.int64()), ("file", pa.string()), ("row", pa.int64()),
                            ("reason", pa.string())])
@@ -30,13 +30,36 @@ OPTIONAL_COLUMNS = ("cause", "months_on_book")
 _REASON = "_reason"
 #: Reasons of the batch path beyond the contract's row problems (codes after schema.PANEL_PROBLEMS).
 _MISSING_ID = "borrower_id is missing or not a whole number"
-_BATCH_PROBLEMS = (*PANEL_PROBLEMS, _MISSING_ID)
+#: A borrower's months are one row a month: a gap would be read as consecutive months by the windows
+_GAP = ("month gap: the borrower has no row for the month before this one (months are consecutive whole "
+        "numbers, one row a month; YYYYMM or dates need data.schema's month)")
+_BATCH_PROBLEMS = (*PANEL_PROBLEMS, _MISSING_ID, _GAP)
+
+
+def flag_gaps(bid: np.ndarray, month: np.ndarray, code: np.ndarray) -> None:
+    """Give the first row after a gap in its borrower's months the gap's problem code (rows in any order;
+    rows flagged before keep their code)."""
+    if len(bid) < 2:
+        return
+    order = None if in_key_order(bid, month) else np.lexsort((month, bid))
+    b, m = (bid, month) if order is None else (bid[order], month[order])
+    with np.errstate(invalid="ignore"):
+        gap = (b[1:] == b[:-1]) & (m[1:] - m[:-1] > 1)
+    if gap.any():
+        rows = np.flatnonzero(gap) + 1
+        rows = rows if order is None else order[rows]
+        code[rows[code[rows] == 0]] = _BATCH_PROBLEMS.index(_GAP)
 
 
 def prepare(raw: pa.Table) -> pa.Table:
     """Canonical columns for one raw batch (numbers coerced once, here; categories as codes), with a
     ``_reason`` code per row whose numeric cell is not a number."""
     cols, first = coerce_columns(raw, PANEL)
+    for c in raw.column_names:  # a lender's own signals: numbers (a cell that is none reads as missing)
+        if c.startswith(SIGNAL_PREFIX):
+            v = raw.column(c)
+            cols[c] = to_numpy(v).astype(np.float32) if pa.types.is_integer(v.type) or pa.types.is_floating(v.type) \
+                else pd.to_numeric(v.to_pandas(), errors="coerce").to_numpy(dtype=np.float32, na_value=np.nan)
     cols.update({batch.FILE: raw.column(batch.FILE).to_numpy(), batch.ROW: raw.column(batch.ROW).to_numpy(),
                  _REASON: first})
     table = pa.table(cols)
@@ -77,6 +100,7 @@ def split_rows(rows: pa.Table, *, as_of: int | None) -> tuple[pd.DataFrame, pd.D
     texts = [*_BATCH_PROBLEMS, f"no month at or before as_of={as_of}",
              f"no row at as_of={as_of}: the history ends before it"]
     code = problem_codes(a, PANEL, a[_REASON])
+    flag_gaps(bid, a["month"], code)
     # rows may come in any order (parquet rows carry none): months are sorted below, never rejected;
     # two rows of one month are a duplicate, flagged above
     new = np.r_[True, bid[1:] != bid[:-1]]
@@ -95,7 +119,7 @@ def split_rows(rows: pa.Table, *, as_of: int | None) -> tuple[pd.DataFrame, pd.D
     rejects = pd.DataFrame({"borrower_id": bid[hit], batch.FILE: fil[hit], batch.ROW: row[hit],
                             "reason": texts_arr[code[hit]]})
     keep = ~bad if as_of is None else ~bad & (a["month"] <= as_of)
-    good = {c: v if keep.all() else v[keep] for c, v in a.items() if c in PANEL.names}
+    good = {c: v if keep.all() else v[keep] for c, v in a.items() if c in PANEL.names or c.startswith(SIGNAL_PREFIX)}
     if len(good["month"]) > 1 and not in_key_order(good["borrower_id"], good["month"]):
         order = np.lexsort((good["month"], good["borrower_id"]))  # (borrower, month), as the features read them
         good = {c: v[order] for c, v in good.items()}

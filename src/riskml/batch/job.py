@@ -52,18 +52,24 @@ def side_paths(output: Path) -> tuple[Path, Path]:
             output.with_name(output.stem + ".summary.json"))
 
 
-def input_plan(path: str | Path) -> tuple[list[Path], list[str]]:
-    """The input's files and the panel columns to read; fails before any work on a missing column."""
+def input_plan(path: str | Path, required: tuple[str, ...] = PANEL.required, extra: tuple[str, ...] = ()
+               ) -> tuple[list[Path], list[str]]:
+    """The input's files and the panel columns to read; fails before any work on a missing column.
+    ``required``: the contract's columns a model needs (a model trained in a lender's schema, its subset and
+    ``extra``, its own signals' columns)."""
     files = batch.table_files(path)
     headers = {f: set(batch.input_columns(f)) for f in files}  # each file's header, read once
+    required = (*required, *extra)
     for f, have in headers.items():
-        missing = [c for c in PANEL.required if c not in have]
+        missing = [c for c in required if c not in have]
         if missing:
             raise SchemaError(f"{f}: missing required panel column(s) {missing}; expected at least "
-                              f"{list(PANEL.required)}")
-    columns = [c for c in PANEL.names if c in PANEL.required or c in OPTIONAL_COLUMNS
-               if all(c in have for have in headers.values())]
-    return files, columns
+                              f"{list(required)}")
+    # an optional column read when any part has it: a part without it reads as empty cells for its own
+    # rows (dropping it for every part lost the fraud closures' cause of the parts that have it)
+    columns = [c for c in PANEL.names if c in required or c in OPTIONAL_COLUMNS
+               if any(c in have for have in headers.values())]
+    return files, columns + list(extra)
 
 
 def output_format(output: str | Path, fmt: str | None, *, key: str = "format", parts: bool = True) -> str:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from riskml.batch.stream import iter_batches
+from riskml.batch.stream import iter_batches, with_columns
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,10 @@ def read_piece(piece: Piece, *, columns: list[str] | None = None) -> pa.Table:
     """The raw rows of one piece (CSV cells stay strings, as :func:`riskml.batch.stream.iter_batches` reads them)."""
     if piece.groups is None:
         return pa.concat_tables(list(iter_batches(Path(piece.file), columns=columns)))
-    return pq.ParquetFile(piece.file).read_row_groups(list(piece.groups), columns=columns)
+    f = pq.ParquetFile(piece.file)
+    have = set(f.schema_arrow.names)
+    read = None if columns is None else [c for c in columns if c in have]
+    return with_columns(f.read_row_groups(list(piece.groups), columns=read), columns)
 
 
 def row_group_pieces(file: str | Path) -> list[Piece]:

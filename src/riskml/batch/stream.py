@@ -93,25 +93,36 @@ def iter_batches(path: Path, *, columns: list[str] | None = None, batch_rows: in
                  ) -> Iterator[pa.Table]:
     """Stream one file as Arrow tables of raw values (CSV cells stay strings, so
     bad values reach validation instead of failing the read)."""
+    have = set(input_columns(path)) if columns is not None else set()
+    read = None if columns is None else [c for c in columns if c in have]
     try:
         if path.suffix == ".parquet":
             # row group by row group: ParquetFile.iter_batches kept ~2.6 MiB of Arrow
             # memory per batch alive (pyarrow 25), so memory grew with the input
             f = pq.ParquetFile(path)
             for g in range(f.metadata.num_row_groups):
-                t = f.read_row_group(g, columns=columns)
+                t = with_columns(f.read_row_group(g, columns=read), columns)
                 for i in range(0, max(t.num_rows, 1), batch_rows):
                     yield t.slice(i, batch_rows)
         else:
             names = input_columns(path)
             convert = pacsv.ConvertOptions(column_types={c: pa.string() for c in names},
-                                           include_columns=columns, strings_can_be_null=True)
+                                           include_columns=read, strings_can_be_null=True)
             reader = pacsv.open_csv(path, read_options=pacsv.ReadOptions(block_size=1 << 24),
                                     convert_options=convert)
             for b in reader:
-                yield pa.Table.from_batches([b])
+                yield with_columns(pa.Table.from_batches([b]), columns)
     except (OSError, pa.ArrowException) as e:
         raise InputError(f"{path}: cannot read ({type(e).__name__}: {e})") from None
+
+
+def with_columns(table: pa.Table, columns: list[str] | None) -> pa.Table:
+    """``table`` with every column of ``columns`` it lacks as empty cells (an optional column one part of a
+    folder has and another not: missing for that part's rows only, not dropped for every part)."""
+    for c in columns or ():
+        if c not in table.column_names:
+            table = table.append_column(c, pa.nulls(table.num_rows, pa.string()))
+    return table
 
 
 def _ids(table: pa.Table) -> np.ndarray:

@@ -74,3 +74,20 @@ def distributed_snapshots(client: Any, path: Path, *, target: str, horizon: int,
                       feature_factors={s.name: s.factor for s in specs},
                       feature_directions={s.name: s.direction for s in specs})
     return snaps, Partitions(client, futures, offsets)
+
+
+def scatter_snapshots(client: Any, snaps: Snapshots) -> Partitions:
+    """Snapshots built on the client (a lender's panel, read and checked there) sent to the workers as
+    partitions of whole borrowers, one per worker, for ``lightgbm.dask``: the rows stay in the gathered
+    Dataset's order, as :func:`distributed_snapshots` keeps them."""
+    workers = sorted(client.scheduler_info()["workers"])
+    bid = snaps.keys["borrower_id"].to_numpy()
+    first = np.r_[0, np.flatnonzero(bid[1:] != bid[:-1]) + 1]  # rows come in borrower order
+    cuts = first[np.linspace(0, len(first), len(workers) + 1).astype(np.int64)[1:-1]] if len(first) else []
+    offsets = np.r_[0, cuts, len(bid)].astype(np.int64)
+    frame = pd.concat([snaps.keys.reset_index(drop=True), snaps.X.reset_index(drop=True)], axis=1)
+    frame[LABEL] = np.asarray(snaps.y, dtype=np.int64)
+    futures = [client.scatter(frame.iloc[a:b].reset_index(drop=True), workers=[workers[i % len(workers)]])
+               for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:]))]
+    return Partitions(client, futures, offsets)
+

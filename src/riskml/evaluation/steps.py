@@ -109,7 +109,9 @@ def top1_reasons(expl: explain.FactorExplainer, X: pd.DataFrame, proba: np.ndarr
     top1[top["row"].to_numpy()] = top["factor"].astype(object).to_numpy()
     by_rule = np.zeros(len(X), dtype=bool)
     if side == "recovery":
-        rule, _ = recovery_rule(status, cause, X["maintenance"], X["months_in_status"], pd.notna(top1))
+        # a lender's panel may have no maintenance flag (its feature left out): the flag is then unknown
+        flag = X["maintenance"] if "maintenance" in X.columns else np.full(len(X), np.nan)
+        rule, _ = recovery_rule(status, cause, flag, X["months_in_status"], pd.notna(top1))
         by_rule = pd.notna(rule)
         top1 = np.where(by_rule, rule, top1)
     return pd.Series(top1, dtype="object"), by_rule

@@ -62,7 +62,8 @@ class ScoringModel:
         self.feature_factors: dict[str, str] = dict(self.manifest["feature_factors"])
         self.classes: list[str] = [str(c) for c in self.manifest["classes"]]
         self.windows = tuple(self.manifest.get("windows") or DEFAULT_WINDOWS)
-        self.specs = feature_specs(self.windows)
+        self.signals = dict(self.manifest.get("signals") or {})  # a lender's own columns, its generic plan
+        self.specs = feature_specs(self.windows, self.signals)
         booster_features = self.booster.feature_name()
         if booster_features != self.features:
             raise ModelError(f"model.txt features {booster_features[:5]}... differ from the manifest's "
@@ -239,7 +240,7 @@ def score_histories(panel: pd.DataFrame, model: ScoringModel, recovery: ScoringM
         (the reason, label, advice and model columns as categoricals: a few distinct values each).
     """
     check_top_k(top_k)
-    snaps = build_features(panel, as_of=as_of, windows=model.windows)
+    snaps = build_features(panel, as_of=as_of, windows=model.windows, signals=model.signals)
     keys, X = snaps.keys, snaps.X
     n = len(keys)
     st = np.asarray(keys["status"].cat.codes, dtype=np.int64)  # status codes, in STATUSES order
@@ -344,7 +345,7 @@ class ScoringSystem:
         if self.status is not None and len(self.status.classes) != len(STATUSES):
             raise ModelError(f"system {self.name!r}: the status model has classes {self.status.classes}; "
                              f"expected the {len(STATUSES)} classes {list(STATUSES)}")
-        names = [spec.name for spec in feature_specs(self.adverse.windows)]
+        names = [spec.name for spec in feature_specs(self.adverse.windows, self.adverse.signals)]
         for role, m in (("adverse", self.adverse), ("status", self.status), ("recovery", self.recovery)):
             if m is not None:
                 check_features(m, names, source=f"system {self.name!r}, {role} model")

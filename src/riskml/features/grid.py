@@ -25,7 +25,7 @@ import pandas as pd
 
 from riskml.exceptions import SchemaError
 from riskml.factors import CAUSES
-from riskml.schema import BEHAVIOUR, STATUSES
+from riskml.schema import BEHAVIOUR, SIGNAL_PREFIX, STATUSES
 
 
 @dataclass
@@ -176,9 +176,15 @@ def months_on_book(panel: pd.DataFrame, source: str) -> np.ndarray:
 
 
 def behaviour_arrays(panel: pd.DataFrame, source: str) -> dict[str, np.ndarray]:
-    """Every behaviour column as a numeric numpy array (a view when already numeric), and the months on book."""
+    """Every behaviour column as a numeric numpy array (a view when already numeric), and the months on book;
+    a column the panel lacks (a lender's panel has any subset) is all NaN, and the features that read it are
+    left out of the models trained on such panels."""
     out = {AGE: months_on_book(panel, source)}
-    for c in (col.name for col in BEHAVIOUR):
+    own = [c for c in panel.columns if str(c).startswith(SIGNAL_PREFIX)]  # a lender's own signals
+    for c in (*(col.name for col in BEHAVIOUR), *own):
+        if c not in panel.columns:
+            out[c] = np.full(len(panel), np.nan, dtype=np.float32)
+            continue
         s = panel[c]
         if isinstance(s.dtype, np.dtype) and s.dtype.kind in "fiub":
             out[c] = s.to_numpy()

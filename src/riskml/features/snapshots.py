@@ -26,7 +26,7 @@ from riskml.features import at_month, grid as _grid
 from riskml.exceptions import ConfigError, whole_number
 from riskml.factors import CAUSES
 from riskml.features.labels import check_horizon, eligible_codes, get_target, make_labels
-from riskml.schema import PANEL, STATUSES, require_columns
+from riskml.schema import KEYS, PANEL, SIGNAL_PREFIX, STATUSES, require_columns
 from riskml.features.block import Block
 from riskml.features.windows import DEFAULT_WINDOWS, FeatureSpec, check_windows, compute, feature_specs
 
@@ -106,13 +106,21 @@ def _finish(layout, values, status, cause, pos, take, months, y, why, specs) -> 
                  None if y is None else y.T[take], cause_labels, specs)
 
 
-def _plan_snapshots(panel, target, horizon, min_history, every, windows) -> _Plan:
+def _with_signals(panel: pd.DataFrame, signals: dict | None) -> pd.DataFrame:
+    """``panel`` with every own signal of ``signals`` it lacks as a missing column (a file in riskml's names
+    scored by a model trained in a lender's schema: those features read as missing)."""
+    lacking = [SIGNAL_PREFIX + c for c in signals or {} if SIGNAL_PREFIX + c not in panel.columns]
+    return panel.assign(**{c: np.float32(np.nan) for c in lacking}) if lacking else panel
+
+
+def _plan_snapshots(panel, target, horizon, min_history, every, windows, signals=None) -> _Plan:
     source = "build_snapshots"
-    require_columns(panel, PANEL, source=source)
+    require_columns(panel, KEYS if signals is not None else PANEL, source=source)
+    panel = _with_signals(panel, signals)
     tgt = get_target(target)
     h = tgt.horizon if horizon is None else check_horizon(horizon)
     min_history, every = whole_number("min_history", min_history, 1), whole_number("every", every, 1)
-    specs = feature_specs(windows)
+    specs = feature_specs(windows, signals)
     pad = max(check_windows(windows))
     layout = _grid.left_layout(panel, pad=pad, source=source)
     values, status, cause = _grids(panel, layout, source)
@@ -194,7 +202,7 @@ def _build(plan: _Plan, chunk: int) -> Snapshots:
 
 def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: int | None = None,
                     min_history: int = 6, every: int = 1, windows: tuple[int, ...] = DEFAULT_WINDOWS,
-                    chunk_borrowers: int = CHUNK_BORROWERS) -> Snapshots:
+                    chunk_borrowers: int = CHUNK_BORROWERS, signals: dict | None = None) -> Snapshots:
     """Snapshots of a training panel: eligible (borrower, t) rows, features and labels.
 
     Args:
@@ -205,12 +213,16 @@ def build_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: 
         every: take a snapshot every ``every`` months.
         windows: trailing windows in months (short, mid, long).
         chunk_borrowers: borrowers per chunk (bounds the intermediate memory).
+        signals: ``None``: a panel in riskml's contract, every column required. A dict (may be empty): a
+            lender's panel, whose behaviour columns are any subset (those it lacks read as missing; the
+            caller leaves their features out), and its own columns (``schema.SIGNAL_PREFIX`` + name) ->
+            factor, direction, rectified, with their generic plan (``windows.signal_specs``).
 
     Returns:
         :class:`Snapshots` sorted by borrower then month; t runs from
         ``min_history - 1`` to ``n_months - 1 - H``.
     """
-    plan = _plan_snapshots(panel, target, horizon, min_history, every, windows)
+    plan = _plan_snapshots(panel, target, horizon, min_history, every, windows, signals)
     return _build(plan, whole_number("chunk_borrowers", chunk_borrowers, 1))
 
 
@@ -229,7 +241,8 @@ def iter_snapshots(panel: pd.DataFrame, *, target: str = "status_3m", horizon: i
 
 
 def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tuple[int, ...] = DEFAULT_WINDOWS,
-                   engine: str = "compiled", chunk_borrowers: int = PREDICT_CHUNK_BORROWERS) -> Snapshots:
+                   engine: str = "compiled", chunk_borrowers: int = PREDICT_CHUNK_BORROWERS,
+                   signals: dict | None = None) -> Snapshots:
     """Features of each borrower at its last month, or at month ``as_of`` (prediction input).
 
     Histories may be ragged or short: each is right-aligned on its anchor month
@@ -247,10 +260,12 @@ def build_features(panel: pd.DataFrame, *, as_of: int | None = None, windows: tu
     source = "build_features"
     if engine not in ("compiled", "grids"):
         raise ConfigError("engine", engine, "'compiled' or 'grids'")
-    require_columns(panel, PANEL, source=source)
+    require_columns(panel, KEYS if signals is not None else PANEL, source=source)
     if as_of is not None:
         as_of = whole_number("as_of", as_of, 0)
-    specs = feature_specs(windows)
+    specs = feature_specs(windows, signals)
+    if signals:  # the compiled pass knows the contract's columns only; a lender's own are read on grids
+        engine, panel = "grids", _with_signals(panel, signals)
     pad = max(check_windows(windows))
     layout = _grid.regular_layout(panel, pad=pad, source=source)
     if layout is not None and (as_of is None or as_of < layout.months):

@@ -37,6 +37,7 @@ makes the snapshots leak-free.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, Mapping
 
 import numpy as np
 
@@ -45,8 +46,8 @@ import pandas as pd
 from riskml.exceptions import ConfigError
 from riskml import platform as acceptance
 from riskml.features.block import Block
-from riskml.factors import CAUSES, OTHER, factor_of_column, get as get_factor, signal_of_column
-from riskml.schema import STATUS_CODE
+from riskml.factors import CAUSES, OTHER, Signal, factor_of_column, get as get_factor, signal_of_column
+from riskml.schema import SIGNAL_PREFIX, STATUS_CODE
 
 #: The trailing windows (months) of the default feature set: short, mid, long.
 DEFAULT_WINDOWS: tuple[int, ...] = (3, 6, 12)
@@ -114,6 +115,8 @@ class FeatureSpec:
         ``None``: the user cannot change this feature (it stays as it is).
         """
         k, sig = self.kind, signal_of_column(self.column)
+        if sig is None and self.column.startswith(SIGNAL_PREFIX):  # a lender's own signal: its schema's terms
+            sig = Signal(self.column, self.direction, self.rectified)
         x = np.asarray(x, dtype=np.float32)
         if k in ("lvl", "mean", "max", "min"):
             if self.rectified is None:
@@ -140,8 +143,25 @@ def check_windows(windows: object) -> tuple[int, ...]:
     return w
 
 
-def feature_specs(windows: tuple[int, ...] = DEFAULT_WINDOWS) -> list[FeatureSpec]:
-    """The feature list for trailing windows ``windows`` (short, mid, long roles)."""
+def signal_specs(signals: Mapping[str, Mapping[str, Any]], role: Mapping[Any, int]) -> list[FeatureSpec]:
+    """The generic plan of a lender's own columns (``signals``: name -> factor, direction, rectified): its
+    level, its mean over the short window, its max over the long one and its change over the short one, tagged
+    with its factor, its direction as their monotone constraint and ``rectified`` as its what-if."""
+    out = []
+    for name, sig in signals.items():
+        col, d = SIGNAL_PREFIX + name, int(sig.get("direction", 0))
+        rect = sig.get("rectified")
+        for kind, win in (("lvl", 0), ("mean", role["s"]), ("max", role["l"]), ("chg", role["s"])):
+            fname = col if kind == "lvl" else f"{col}_{kind}_{win}m"
+            out.append(FeatureSpec(fname, col, kind, win, None, str(sig["factor"]), d,
+                                   None if rect is None or kind == "chg" else float(rect)))
+    return out
+
+
+def feature_specs(windows: tuple[int, ...] = DEFAULT_WINDOWS,
+                  signals: Mapping[str, Mapping[str, Any]] | None = None) -> list[FeatureSpec]:
+    """The feature list for trailing windows ``windows`` (short, mid, long roles), and the generic plan of a
+    lender's own ``signals`` (its schema's ``factor:`` columns), if any."""
     w = check_windows(windows)
     role = {"s": w[0], "m": w[len(w) // 2] if len(w) > 2 else w[-1], "l": w[-1], None: 0}
     specs: dict[str, FeatureSpec] = {}
@@ -165,7 +185,28 @@ def feature_specs(windows: tuple[int, ...] = DEFAULT_WINDOWS) -> list[FeatureSpe
     for f in CAUSES:
         name = f"past_cause_{f}_{role['l']}m"
         specs[name] = FeatureSpec(name, "cause", "cause_months", role["l"], f, f, 1)
-    return list(specs.values())
+    return list(specs.values()) + signal_specs(signals or {}, role)
+
+
+#: The behaviour columns the platform's acceptance line grades on (``platform.grade``), and its policy index.
+_LINE = ("days_past_due", "other_lenders", "debt_to_income", "external_score", "policy_index")
+
+
+def needs(spec: FeatureSpec) -> tuple[str, ...]:
+    """The behaviour columns a feature reads: a panel lacking one of them has no such feature (it is left
+    out, not filled with zeros). Status and cause history need no behaviour column."""
+    if spec.kind == "util":
+        return ("credit_limit", "balance")
+    if spec.kind in ("gap", "past_line"):
+        return _LINE
+    if spec.column in ("status", "cause"):
+        return ()
+    return (spec.column,)
+
+
+def available(specs: list[FeatureSpec], columns: set[str] | frozenset[str]) -> list[FeatureSpec]:
+    """The features of ``specs`` whose behaviour columns are all among ``columns``."""
+    return [s for s in specs if all(c in columns for c in needs(s))]
 
 
 def rectify(X: pd.DataFrame, factor: str, specs: list[FeatureSpec]) -> pd.DataFrame:

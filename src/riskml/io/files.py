@@ -165,6 +165,15 @@ def check_output_path(path: str | os.PathLike, *, key: str, inputs: Iterable[str
     return _check_place(out, key, inputs)
 
 
+def check_writable(path: str | os.PathLike, *, key: str) -> Path:
+    """Fail before any work when ``path`` (a file or a folder, there or not yet) cannot be written: a file
+    on its way, or the nearest existing folder not writable. Returns the absolute path."""
+    out = Path(os.path.abspath(path))
+    if out.exists() and not os.access(out, os.W_OK | (os.X_OK if out.is_dir() else 0)):
+        raise ConfigError(key, str(out), "a path riskml may write; it is not writable")
+    return _check_place(out, key, ())
+
+
 def _check_place(out: Path, key: str, inputs: Iterable[str | os.PathLike]) -> Path:
     """``out`` (a file or a folder) lies under folders riskml may write, apart from every input."""
     anc = out.parent

@@ -33,7 +33,7 @@ def band_labels(status: np.ndarray, p_adverse: np.ndarray, scale: PointsScale, b
 
 def bands_at(panel: pd.DataFrame, model: Any, scale: PointsScale, bands: Bands, month: int) -> pd.Series:
     """The band of every borrower with a row at ``month``, from the months up to it (index: borrower_id)."""
-    snaps = build_features(panel[panel["month"] <= month], as_of=month, windows=model.windows)
+    snaps = build_features(panel[panel["month"] <= month], as_of=month, windows=model.windows, signals=model.signals)
     at = (snaps.keys["month"] == month).to_numpy()
     status = snaps.keys["status"].astype(str).to_numpy(dtype=object)[at]
     normal = status == STATUSES[0]

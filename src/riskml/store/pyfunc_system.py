@@ -27,6 +27,7 @@ from riskml.batch.bucket import prepare, split_rows
 from riskml.store.model_store import open_system, registered_version
 from riskml.exceptions import ConfigError, RiskmlError, SchemaError, whole_number
 from riskml.explain.reasons import check_top_k
+from riskml.io.lender import LenderSchema
 from riskml.schema import PANEL, missing_columns, prediction_schema
 from riskml.measure.scale import Bands, PointsScale
 
@@ -78,12 +79,19 @@ def score_rows(system, rows: pd.DataFrame, *, as_of=None, top_k=3, what_if=True,
                ) -> pd.DataFrame:
     """Validate panel rows as a batch job does and score them (with the points and bands the system was
     trained with); raise on any bad row."""
-    missing = missing_columns(rows, PANEL.required)
+    lender = lender_schema(system, rows)
+    required = PANEL.required if lender is None else lender.required
+    missing = missing_columns(rows, required)
     if missing:
-        raise SchemaError(f"model input: missing required panel column(s) {missing}; expected at least "
-                          f"{list(PANEL.required)}")
-    raw = rows.reset_index(drop=True).assign(**{FILE: np.int32(0), ROW: np.arange(len(rows), dtype=np.int64)})
-    good, rejects = split_rows(prepare(pa.Table.from_pandas(raw, preserve_index=False)), as_of=as_of)
+        raise SchemaError(f"model input: missing required {'panel' if lender is None else 'schema'} column(s) "
+                          f"{missing}; expected at least {list(required)}")
+    raw = rows.reset_index(drop=True)
+    table = pa.Table.from_pandas(raw if lender is None else raw[[c for c in raw.columns if c in set(
+        lender.read_columns(list(raw.columns), file="model input"))]], preserve_index=False)
+    table = table if lender is None else lender.to_contract(table)
+    table = table.append_column(FILE, pa.array(np.zeros(len(rows), dtype=np.int32))).append_column(
+        ROW, pa.array(np.arange(len(rows), dtype=np.int64)))
+    good, rejects = split_rows(prepare(table), as_of=as_of)
     if len(rejects):
         listed = "; ".join(f"row {int(r)}: {why}" for r, why in zip(rejects[ROW][:5], rejects["reason"][:5]))
         raise SchemaError(f"model input: {len(rejects)} bad row(s), e.g. {listed}; expected rows that pass the "
@@ -94,8 +102,19 @@ def score_rows(system, rows: pd.DataFrame, *, as_of=None, top_k=3, what_if=True,
     scored = system.score(good, as_of=as_of, top_k=top_k, what_if=what_if, include_other=include_other,
                           scale=scale, bands=bands)
     # the types the batch job writes (its parquet schema), so both give the same values
-    return pa.Table.from_pandas(scored[schema.names], schema=schema, preserve_index=False).to_pandas(
+    out = pa.Table.from_pandas(scored[schema.names], schema=schema, preserve_index=False).to_pandas(
         ignore_metadata=True)
+    return out if lender is None else lender.from_contract(out)
+
+
+def lender_schema(system, rows: pd.DataFrame) -> LenderSchema | None:
+    """The lender's schema the system was trained in, when ``rows`` are in it (rows in riskml's own panel
+    contract are read as they are)."""
+    raw = system.info.get("schema")
+    if not raw:
+        return None
+    schema = LenderSchema.from_dict(raw, source="the model's schema")
+    return None if "borrower_id" in rows.columns and schema.id not in rows.columns else schema
 
 
 mlflow.models.set_model(RiskmlSystem())

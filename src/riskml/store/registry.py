@@ -21,6 +21,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Mapping
 
 import mlflow
 from mlflow.tracking import MlflowClient
@@ -29,7 +30,7 @@ from riskml.io.files import atomic_dir, write_json
 from riskml.store.model_store import (CHECKSUMS_FILE, MANIFEST_FILE, MODEL_FILE, SYSTEM_FILE, VERSION_FILE,
                                      checksums_sha256, registered_version, swap_in, verify_checksums)
 from riskml.store.tracking import CHECKSUMS_TAG, MODEL_ARTIFACT, MODEL_URI_TAG, launch_dir
-from riskml.exceptions import ModelError
+from riskml.exceptions import ConfigError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -244,3 +245,24 @@ def mend_export(name: str, out: str | os.PathLike, *, alias: str = "champion") -
 
 __all__ = ["Registration", "checksums_sha256", "export", "mend_export", "promote", "register", "registered_version",
            "resolve_model"]
+
+
+#: Families of metrics a run logs beyond the test metrics of its classes (oracle, fidelity, validation,
+#: the system's other roles, a panel's input counts).
+_METRIC_FAMILIES = ("oracle_", "auc_gap", "model_auc", "fidelity_", "valid_", "status/", "recovery/", "panel_",
+                    "snapshot_", "n_", "fit_", "best_", "leakage_", "iv_", "psi", "selection_")
+
+
+def check_register_metric(cfg: Mapping[str, Any], targets: Mapping[str, Any]) -> None:
+    """``register.metric`` names a metric the run will log: found wrong after the fits, the whole train
+    was lost at its end. ``targets``: the targets whose classes name the test metrics."""
+    metric = cfg["register"].get("metric")
+    if not cfg["register"].get("enabled") or not isinstance(metric, str):
+        return
+    classes = {c for t in targets.values() for c in t.classes} | {"adverse"}
+    known = {f"{m}_{c}" for m in ("roc_auc", "pr_auc") for c in classes}
+    known |= {"ks", "gini", "brier", "ece", "brier_multi", "log_loss"}
+    base = metric[:-len("_std")] if metric.endswith("_std") else metric
+    if base not in known and not base.startswith(_METRIC_FAMILIES):
+        raise ConfigError("register.metric", metric, "a metric this run logs, e.g. roc_auc_adverse, pr_auc_adverse, "
+                          "ks, gini, brier, ece, log_loss, valid_roc_auc_adverse")

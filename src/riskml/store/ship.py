@@ -10,6 +10,7 @@ leaves the folder ahead of the alias, which the next train mends
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -21,6 +22,8 @@ import pyarrow as pa
 from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 
+from riskml.io.files import check_writable
+from riskml.evaluation.report import Reports
 from riskml.store import registry
 from riskml.store import tracking
 from riskml.store.model_store import checksums_sha256, open_system, write_model_dir, write_system_dir
@@ -66,6 +69,12 @@ def export_dir(cfg: Mapping[str, Any], name: str, base: Path) -> Path:
     return (out if out.is_absolute() else base / out) / str(cfg["export"].get("name") or name)
 
 
+def check_export(cfg: Mapping[str, Any], name: str, base: Path) -> None:
+    """The export folder can be written (checked before any fit: a train used to fail there at its end)."""
+    if cfg["export"].get("enabled") and cfg["tracking"].get("log_model", True):
+        check_writable(export_dir(cfg, name, base), key="export.dir")
+
+
 def ship_folder(folder: Path, *, run_id: str, name: str, cfg: Mapping[str, Any], base: Path,
                 input_example: pd.DataFrame, output_example: pd.DataFrame,
                 signature: ModelSignature | None = None) -> dict[str, Any]:
@@ -108,7 +117,28 @@ def ship_system(models: Mapping[str, tuple], system: Mapping[str, Any], *, run_i
     few borrowers' panel rows, the logged input example (their predictions are the output example)."""
     with tempfile.TemporaryDirectory() as tmp:
         folder = write_system_dir(models, system, Path(tmp) / "system")
-        example = request_rows(histories)
+        lender = system.get("schema")
+        example = request_rows(histories) if not lender else histories
         scored = score_rows(open_system(folder, name=name), example)
+        signature = system_signature() if not lender else lender_signature(lender)
         return ship_folder(folder, run_id=run_id, name=name, cfg=cfg, base=base, input_example=example,
-                           output_example=scored.replace({np.nan: None}), signature=system_signature())
+                           output_example=scored.replace({np.nan: None}), signature=signature)
+
+
+def lender_signature(schema: Mapping[str, Any]) -> ModelSignature:
+    """A system trained in a lender's schema: as :func:`system_signature` (no input schema: the rows are
+    checked by the lender's schema and the panel contract, as a batch job checks them; the logged input
+    example shows the lender's columns), the prediction contract out under the lender's id name."""
+    sig = system_signature()
+    outputs = [ColSpec(c.type, schema["id"] if c.name == "borrower_id" else c.name) for c in sig.outputs.inputs]
+    return ModelSignature(inputs=None, outputs=Schema(outputs), params=sig.params)
+
+
+def report_files(reports: Reports | None) -> dict[str, str]:
+    """The files written beside model.txt (the report, the reference profile)."""
+    if reports is None:
+        return {}
+    files = {"report.html": reports.html}
+    if reports.profile is not None:
+        files["reference_profile.json"] = json.dumps(reports.profile, indent=1, sort_keys=True) + "\n"
+    return files
