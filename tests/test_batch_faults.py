@@ -336,7 +336,7 @@ def test_a_checksum_entry_outside_the_folder_is_refused_unread(models, tmp_path)
 
 
 @pytest.mark.parametrize("change, match", [
-    (("left_child=1 ", "left_child=9 "), r"tree 0: left_child\[0\]=9; expected"),
+    (("left_child=1 ", "left_child=999 "), r"tree 0: left_child\[0\]=999; expected"),
     (("tree_sizes=", "tree_sizes=1"), r"tree_sizes\[0\]=1\d+; expected"),
     (("max_feature_idx=", "max_feature_idx=9"), r"feature_names for max_feature_idx"),
 ])
@@ -344,6 +344,8 @@ def test_a_crafted_model_text_is_refused_before_lightgbm_reads_it(models, tmp_pa
     def edit(folder):
         text = (folder / "adverse" / "model.txt").read_text()
         assert change[0] in text
+        if "tree_sizes" not in change[0]:  # LightGBM reads a model without tree_sizes too: no length to give it away
+            text = re.sub(r"^tree_sizes=.*\n", "", text, count=1, flags=re.M)
         (folder / "adverse" / "model.txt").write_text(text.replace(change[0], change[1], 1))
 
     folder = _crafted(models, tmp_path, edit)

@@ -32,13 +32,18 @@ def models(small_system) -> Path:
 
 @pytest.fixture(scope="module")
 def panel(models, tmp_path_factory) -> Path:
-    """The training panel with a bad row and a row without an id, in row groups of 2,400 rows (100 borrowers)."""
+    """The training panel with a bad row and a row without an id, in row groups of 50 whole borrowers
+    (as riskml.generate writes its blocks: histories of every length, a group never cut inside one)."""
     df = pd.read_parquet(models / "data" / "default" / "panel.parquet")
     df.loc[5, "days_past_due"] = -3
+    group = (df["borrower_id"] // 50).to_numpy()
     df["borrower_id"] = df["borrower_id"].astype("float64")
     df.loc[len(df) // 2 + 7, "borrower_id"] = np.nan  # a row without an id, inside a borrower's months
     path = tmp_path_factory.mktemp("pool") / "panel_groups.parquet"
-    pq.write_table(pa.Table.from_pandas(df, preserve_index=False), path, row_group_size=2400)
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    with pq.ParquetWriter(path, table.schema) as w:
+        for g in np.unique(group):
+            w.write_table(table.filter(pa.array(group == g)))
     return path
 
 

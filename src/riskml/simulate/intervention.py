@@ -122,7 +122,7 @@ def follow_advice(cfg: SimConfig, keys: pd.DataFrame, *, horizon: int, n_paths: 
         the factor's cause).
 
     Example:
-        >>> cfg = SimConfig(n_borrowers=40, n_months=12, block_size=16)
+        >>> cfg = SimConfig(n_borrowers=40, n_months=12, block_size=16, open_months=4)  # all open by month 3
         >>> keys = pd.DataFrame({"borrower_id": [3, 30], "month": [6, 8], "factor": ["overdue", None]})
         >>> out = follow_advice(cfg, keys, horizon=3, n_paths=20)
         >>> bool(out.loc[1, "p_adverse"] == out.loc[1, "p_adverse_before"])  # no advice: the plain oracle
