@@ -33,7 +33,7 @@ from riskml.store.tracking_uri import check_uri
 from riskml.exceptions import ConfigError, exit_on_error, whole_number
 from riskml.batch.table_job import describe_table, run_table_job
 from riskml.batch.translate import contract_input, model_schema, name_files
-from riskml.explain import MAX_REASONS, check_top_k
+from riskml.explain import MAX_REASONS, check_score_options
 from riskml.explain.scoring import ScoringModel, score_histories
 from riskml.schema import KEYS, PANEL, prediction_schema
 from riskml.measure.scale import Bands, PointsScale
@@ -48,21 +48,16 @@ EXIT_ALL_REJECTED = 5
 def _validate(cfg: DictConfig) -> str:
     """Config checks that need no file; returns the output format (from the output's extension)."""
     check_known_keys(cfg, "predict/predict")
-    for key in ("what_if", "include_other"):  # a word such as 'maybe' is not taken for true
-        if not isinstance(cfg.get(key), bool):
-            raise ConfigError(key, cfg.get(key), "true or false")
+    check_score_options(cfg)
     if not cfg.get("input"):
         raise ConfigError("input", cfg.get("input"), "a parquet/CSV file or a folder of them (input=PATH)")
     if not cfg.get("output"):
         raise ConfigError("output", cfg.get("output"), "an output file path (output=PATH)")
     fmt = output_format(cfg.output, cfg.get("format"))
     check_cluster(cfg.get("cluster"))
-    check_top_k(cfg.top_k)
     check_uri(cfg.get("tracking_uri"), key="tracking_uri")
     whole_number("bucket_rows", cfg.bucket_rows, 1000)
     check_workers(cfg.get("workers", 1))
-    if cfg.as_of is not None:
-        whole_number("as_of", cfg.as_of, 0, what="null (each borrower's last month) or a month index")
     return fmt
 
 

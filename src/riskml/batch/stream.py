@@ -24,13 +24,12 @@ from pathlib import Path
 from typing import Callable, Iterator
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from riskml.exceptions import InputError
-from riskml.schema import to_numpy
+from riskml.cells import exact_integers
 from riskml.io.files import PARQUET_OPTIONS, table_files
 
 ROW = "_row"    # 0-based row number within its source file
@@ -126,17 +125,10 @@ def with_columns(table: pa.Table, columns: list[str] | None) -> pa.Table:
 
 
 def _ids(table: pa.Table) -> np.ndarray:
-    """borrower_id as float (NaN where missing or not a whole number)."""
-    col = table.column("borrower_id")
-    if pa.types.is_integer(col.type) and not col.null_count:  # every id whole and present: nothing to check
-        return to_numpy(col).astype(np.float64)
-    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        ids = to_numpy(col).astype(np.float64)  # a copy: set to NaN below
-    else:  # text (CSV cells)
-        ids = np.array(pd.to_numeric(col.to_pandas(), errors="coerce").to_numpy(dtype="float64", na_value=np.nan))
-    with np.errstate(invalid="ignore"):
-        ids[~np.isfinite(ids) | (ids != np.floor(ids))] = np.nan
-    return ids
+    """borrower_id as float, for planning and cutting buckets (NaN where missing or not a whole number):
+    read by the one rule every path reads ids by (:func:`riskml.cells.exact_integers`)."""
+    values, ok = exact_integers(table.column("borrower_id"))
+    return values.astype(np.float64) if ok.all() else np.where(ok, values, np.nan)
 
 
 @dataclass(frozen=True)

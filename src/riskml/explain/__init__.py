@@ -13,7 +13,7 @@ and scoring of borrower histories with all of them.
 """
 
 from riskml.explain.reasons import (MAX_REASONS, FactorExplainer, Fidelity, adverse_contributions, advice_for,
-                                    check_top_k, fidelity, top_reasons, what_if)
+                                    check_score_options, check_top_k, fidelity, top_reasons, what_if)
 
-__all__ = ["MAX_REASONS", "FactorExplainer", "Fidelity", "adverse_contributions", "advice_for", "check_top_k",
+__all__ = ["MAX_REASONS", "FactorExplainer", "Fidelity", "adverse_contributions", "advice_for", "check_score_options", "check_top_k",
            "fidelity", "top_reasons", "what_if"]

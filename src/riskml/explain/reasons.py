@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import lightgbm as lgb
 import numba as nb
@@ -41,6 +41,26 @@ MAX_REASONS = 4
 def check_top_k(k: object, *, key: str = "top_k") -> int:
     """Validate a number of reasons (1..``MAX_REASONS``); ``key`` names the config key in the error."""
     return whole_number(key, k, 1, MAX_REASONS, note="adverse-action practice")
+
+
+#: the options of a scoring run that shape a row, at their defaults (``riskml.predict``'s config keys, and
+#: the ``params`` a request to the served model may pass)
+SCORE_OPTIONS = {"as_of": None, "top_k": 3, "what_if": True, "include_other": False}
+
+
+def check_score_options(opts: Mapping[str, Any], *, prefix: str = "") -> dict[str, Any]:
+    """:data:`SCORE_OPTIONS` as ``opts`` sets them, checked the one way a batch job's config and a served
+    request's ``params`` (``prefix="params."``) are checked: a word such as 'maybe' is not taken for true."""
+    out = {k: opts.get(k, v) for k, v in SCORE_OPTIONS.items()}
+    if out["as_of"] is not None:
+        out["as_of"] = whole_number(f"{prefix}as_of", out["as_of"], 0,
+                                    what="null (each borrower's last month) or a month index")
+    out["top_k"] = check_top_k(out["top_k"], key=f"{prefix}top_k")
+    for key in ("what_if", "include_other"):
+        if not isinstance(out[key], (bool, np.bool_)):
+            raise ConfigError(f"{prefix}{key}", out[key], "true or false")
+        out[key] = bool(out[key])
+    return out
 
 
 class FactorExplainer:

@@ -25,14 +25,14 @@ import pyarrow as pa
 from riskml.batch.stream import FILE, ROW
 from riskml.batch.bucket import prepare, split_rows
 from riskml.store.model_store import open_system, registered_version
-from riskml.exceptions import ConfigError, RiskmlError, SchemaError, whole_number
-from riskml.explain.reasons import check_top_k
+from riskml.exceptions import ConfigError, RiskmlError, SchemaError
+from riskml.explain.reasons import SCORE_OPTIONS, check_score_options
 from riskml.io.lender import LenderSchema
 from riskml.schema import PANEL, missing_columns, prediction_schema
 from riskml.measure.scale import Bands, PointsScale
 
 #: the options of ``riskml.predict`` that shape a row, at their defaults (a request may pass ``params``)
-DEFAULTS = {"as_of": None, "top_k": 3, "what_if": True, "include_other": False}
+DEFAULTS = SCORE_OPTIONS
 
 
 class RiskmlSystem(mlflow.pyfunc.PythonModel):
@@ -65,14 +65,8 @@ def request_options(params) -> dict:
     unknown = sorted(set(params) - set(DEFAULTS))
     if unknown:
         raise ConfigError("params", unknown, f"only {sorted(DEFAULTS)}")
-    opts = {**DEFAULTS, **{k: v for k, v in params.items() if v is not None or k == "as_of"}}
-    if opts["as_of"] is not None:
-        opts["as_of"] = whole_number("params.as_of", opts["as_of"], 0, what="null or a month index")
-    opts["top_k"] = check_top_k(opts["top_k"], key="params.top_k")
-    for key in ("what_if", "include_other"):
-        if not isinstance(opts[key], (bool, np.bool_)):
-            raise ConfigError(f"params.{key}", opts[key], "true or false")
-    return opts
+    return check_score_options({k: v for k, v in params.items() if v is not None or k == "as_of"},
+                               prefix="params.")
 
 
 def score_rows(system, rows: pd.DataFrame, *, as_of=None, top_k=3, what_if=True, include_other=False
