@@ -40,7 +40,7 @@ from riskml.training import models
 
 #: the phases of a run, by the name ``riskml.train`` calls them under
 PHASES = ["load_data", "_fit", "_guard_leakage", "validation_metrics", "evaluate_predictions", "oracle_metrics",
-          "fidelity_metrics", "scenario_fidelity", "importance_by_factor", "plots", "build_reports", "ship_system"]
+          "fidelity_metrics", "whatif_metrics", "scenario_fidelity", "importance_by_factor", "plots", "build_reports", "ship_system"]
 TRACKING = ["setup", "log_params", "log_dataset", "log_metrics", "log_table", "log_figure", "log_text", "log_dict",
             "log_metric_history"]
 

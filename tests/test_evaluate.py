@@ -118,3 +118,25 @@ def test_plots_return_figures_that_render():
         assert buf.getvalue()[:4] == b"\x89PNG"
     assert [t.get_text() for t in figs[2].axes[0].get_yticklabels()] == ["other", "abnormal_use", "overdue"]
     assert len(figs[0].axes[0].get_legend().get_texts()) == 4   # three classes + adverse
+
+
+def test_the_scoring_kit_scores_as_lightgbm_and_builds_one_explainer_per_model():
+    from riskml.evaluation import kit
+    from riskml.training.models import fit_one
+
+    rng = np.random.default_rng(3)
+    X = pd.DataFrame(rng.normal(size=(600, 4)).astype("float32"), columns=list("abcd"))
+    X.iloc[::7, 1] = np.nan  # missing values take the default way in both scorers
+    y = ((X["a"] + rng.normal(scale=0.5, size=600)) > 0.3).astype(int).to_numpy() + (X["c"] > 1.2).to_numpy()
+    cfg = {"name": "lightgbm", "num_leaves": 15, "num_boost_round": 20, "min_data_in_leaf": 5, "verbose": -1}
+    model = fit_one(cfg, X, y, classes=["normal", "suspended", "closed"])
+    before = model.predict_proba(X)  # Booster.predict
+    assert kit.attach_scorer(model) is model and model.scorer is not None
+    np.testing.assert_allclose(model.predict_proba(X), before, rtol=0, atol=1e-12)
+    factors = {"a": "overdue", "b": "overdue", "c": "multi_lending", "d": "other"}
+    one = kit.explainer(model, factors)
+    assert kit.explainer(model, dict(factors)) is one  # the same model and factors: built once
+    assert kit.explainer(model, {**factors, "d": "overdue"}) is not one  # other players: its own tables
+    baseline = fit_one({"name": "logistic", "C": 1.0, "max_iter": 200}, X.fillna(0), y,
+                       classes=["normal", "suspended", "closed"])
+    assert kit.attach_scorer(baseline).scorer is None  # a baseline scores itself

@@ -59,6 +59,7 @@ from riskml.measure.metrics import raise_on_leaks
 from riskml.training.select import selection_metrics, selection_tags
 from riskml.training.fit import fit
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, proba_frame
+from riskml.evaluation import kit
 from riskml.evaluation.report import Reports, build_reports
 from riskml.explain import warmup
 from riskml.evaluation.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
@@ -146,13 +147,16 @@ def _fit(cfg: dict[str, Any], ds: Dataset, train: np.ndarray, valid: np.ndarray,
     if "partitions" in ds.meta:  # lightgbm.dask on the snapshot partitions held by the workers
         from riskml.training.distributed import fit_dask  # imports dask: the cluster path only
 
-        return fit_dask(ds.meta["partitions"], cfg["model"], train=train, valid=valid, X_valid=ds.X.iloc[valid],
-                        y_valid=ds.y[valid], classes=ds.classes, features=list(ds.X.columns),
-                        feature_directions=ds.feature_directions, seed=int(cfg["seed"]),
-                        num_threads=int(cfg["num_threads"]))
-    return fit(cfg["model"], ds.X.iloc[train], ds.y[train], classes=ds.classes, X_valid=ds.X.iloc[valid],
-               y_valid=ds.y[valid], feature_directions=ds.feature_directions, seed=int(cfg["seed"]),
-               num_threads=int(cfg["num_threads"]), progress=label)
+        model = fit_dask(ds.meta["partitions"], cfg["model"], train=train, valid=valid, X_valid=ds.X.iloc[valid],
+                         y_valid=ds.y[valid], classes=ds.classes, features=list(ds.X.columns),
+                         feature_directions=ds.feature_directions, seed=int(cfg["seed"]),
+                         num_threads=int(cfg["num_threads"]))
+        return kit.attach_scorer(model)
+    # the evaluation scores this model many times: with the compiled scorer, not Booster.predict
+    return kit.attach_scorer(fit(cfg["model"], ds.X.iloc[train], ds.y[train], classes=ds.classes,
+                                 X_valid=ds.X.iloc[valid], y_valid=ds.y[valid],
+                                 feature_directions=ds.feature_directions, seed=int(cfg["seed"]),
+                                 num_threads=int(cfg["num_threads"]), progress=label))
 
 
 def model_name(cfg: dict[str, Any]) -> str:

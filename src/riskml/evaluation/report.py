@@ -15,7 +15,7 @@ from typing import Any, Mapping
 import numpy as np
 import pandas as pd
 
-from riskml.explain.reasons import FactorExplainer
+from riskml.evaluation import kit
 from riskml.monitoring.profile import build_profile, score_rows
 from riskml.measure import html
 from riskml.measure import metrics as mx
@@ -79,7 +79,7 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
     iv_rows = _sample(train, int(rcfg["iv_max_rows"]), seed)
     X_iv, y_iv = ds.X.iloc[iv_rows], (ds.y[iv_rows] > 0).astype(np.int64)
     # factor contributions need the panel's numeric features (a table's raw categories are not a matrix)
-    explainer = FactorExplainer(model.booster, ds.feature_factors) \
+    explainer = kit.explainer(model, ds.feature_factors) \
         if model.kind == "lightgbm" and ds.from_panel else None
     factor_scores = None
     if explainer is not None:

@@ -15,6 +15,7 @@ import pandas as pd
 from sklearn.metrics import roc_auc_score
 
 from riskml import explain
+from riskml.evaluation import kit
 from riskml.explain.recovery import recovery_rule, recovery_side
 from riskml.features import build_snapshots
 from riskml.simulate import oracle, simulate
@@ -150,7 +151,7 @@ def fidelity_metrics(ds: Dataset, test: np.ndarray, proba: np.ndarray, model: Fi
     rows = _event_rows(ds.y[test], cause, side)
     if len(rows) == 0:
         return None
-    expl = explain.FactorExplainer(model.booster, ds.feature_factors)
+    expl = kit.explainer(model, ds.feature_factors)
     top1, by_rule = top1_reasons(expl, ds.X.iloc[test[rows]], proba[rows], side=side,
                                  status=ds.keys["status"].iloc[test[rows]].astype(str), cause=cause.iloc[rows])
     return _fidelity(top1, by_rule, cause.iloc[rows], int(cfg["eval"].get("fidelity_min_events", 50)))
@@ -190,7 +191,7 @@ def scenario_fidelity(model: FittedModel, ds: Dataset, cfg: Mapping[str, Any], *
     side = side_of(cfg["target"]["name"])
     n = min(int(ev.get("fidelity_n_borrowers", 20_000)), ds.sim.n_borrowers)
     seed = ds.sim.seed + int(ev.get("fidelity_seed_offset", 1))
-    expl = explain.FactorExplainer(model.booster, ds.feature_factors)
+    expl = kit.explainer(model, ds.feature_factors)
     metrics, per, conf = {}, [], []
     for name, scenario in scenarios.items():
         sim = ds.sim.with_scenario(scenario, n_borrowers=n, seed=seed)

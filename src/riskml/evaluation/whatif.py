@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from riskml import explain
+from riskml.evaluation import kit
 from riskml.evaluation.steps import scenario_snapshots, side_of
 from riskml.explain.reasons import rank_factors
 from riskml.explain.recovery import recovery_rule, recovery_side
@@ -214,7 +215,7 @@ def learn_whatif(model: Any, ds: Any, rows: np.ndarray, cfg: Mapping[str, Any], 
     (``eval.whatif_fit_n_paths`` futures each, with and without it), one change model fitted on them."""
     ev, seed = cfg["eval"], int(cfg["seed"]) + 1  # other cases and other futures than the measurement's
     side, horizon = side_of(cfg["target"]["name"]), int(cfg["target"]["horizon"])
-    expl = explain.FactorExplainer(model.booster, ds.feature_factors)
+    expl = kit.explainer(model, ds.feature_factors)
     X, status = ds.X.iloc[rows], ds.keys["status"].iloc[rows]
     proba = model.predict_proba(X)
     r, factor = reason_cases(expl, X, proba, side=side, k=int(ev.get("whatif_k", 3)), status=_at(status, None),
@@ -279,7 +280,7 @@ def whatif_metrics(model: Any, ds: Any, test: np.ndarray, proba: np.ndarray, cfg
     side, horizon, seed = side_of(target), int(cfg["target"]["horizon"]), int(cfg["seed"])
     if target in (ev.get("whatif_learn") or ()) and learn_rows is not None:
         model.whatif = learn_whatif(model, ds, learn_rows, cfg, cache=cache)
-    expl = explain.FactorExplainer(model.booster, ds.feature_factors)
+    expl = kit.explainer(model, ds.feature_factors)
     specs = _specs(ds)
 
     def predict(X: pd.DataFrame) -> np.ndarray:

@@ -65,6 +65,9 @@ class FittedModel:
     calibrator: Calibrator | None = None  # fitted on the validation split; applied by predict_proba
     selection: dict[str, Any] | None = None  # model=auto: the candidates, their scores and what was chosen
     whatif: Any = None  # the learned what-if (measure.whatif_map.WhatIfModel), shipped in the manifest
+    #: LightGBM: a scorer giving ``Booster.predict``'s probabilities faster, attached by a stage above
+    #: (``riskml.evaluation.kit.attach_scorer``: the compiled scorer); None: ``Booster.predict``
+    scorer: Any = field(default=None, repr=False)
 
     @property
     def booster(self) -> lgb.Booster:
@@ -76,7 +79,9 @@ class FittedModel:
         """Class probabilities, shape (n_rows, n_classes), columns in ``classes`` order."""
         X = X[self.feature_names]
         if self.kind == "lightgbm":
-            p = class_probabilities(self.estimator.predict(X, num_threads=self.num_threads or 0))
+            raw = self.scorer(X) if self.scorer is not None else self.estimator.predict(
+                X, num_threads=self.num_threads or 0)
+            p = class_probabilities(raw)
             return p if self.calibrator is None else self.calibrator.apply_proba(p)
         with threadpool_limits(self.num_threads or None):
             p = np.asarray(self.estimator.predict_proba(X), dtype=np.float64)
