@@ -151,7 +151,11 @@ def _rank_auc(x: np.ndarray, y: np.ndarray) -> float:
     return float((ranks[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
-def leakage_scan(X: pd.DataFrame, y_binary, threshold: float, *, max_rows: int | None = 200_000,
+#: rows the leakage scan reads at most (a seeded sample past it)
+LEAKAGE_MAX_ROWS = 200_000
+
+
+def leakage_scan(X: pd.DataFrame, y_binary, threshold: float, *, max_rows: int | None = LEAKAGE_MAX_ROWS,
                  seed: int = 0) -> list[tuple[str, float]]:
     """Features whose own AUC on ``y_binary`` is near perfect: ``max(AUC, 1 - AUC) >= threshold``.
 
