@@ -41,7 +41,7 @@ from riskml.features.snapshots import build_features
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import LEVELS, TOO_FEW, Thresholds, drift
 from riskml.monitoring.migration import Migration, band_labels, band_migration
-from riskml.monitoring.mix import add_by_age, batch_tight, for_state, standardise
+from riskml.monitoring.mix import add_by_age, batch_state, for_state, standardise
 from riskml.monitoring.profile import AGE, NO_REASON, Scored, batch_shares, score_rows
 from riskml.monitoring.report import monitor_document, monitor_html
 from riskml.store.loading import open_model
@@ -155,7 +155,7 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
             X = snaps.X[normal].reset_index(drop=True)
             scored = score_rows(model.proba, model.explainer, X)
             too_young += add_by_age(profile, X, scored, by_group)
-            tight = batch_tight(X) if tight is None else tight
+            tight = batch_state(profile, X) if tight is None and len(X) else tight
             empty = empty or batch_shares(profile, X.iloc[:0], Scored(scored.p_adverse[:0],
                                                                       scored.factor_contrib.iloc[:0],
                                                                       scored.top_reason[:0]))

@@ -27,9 +27,9 @@ import numpy as np
 import pandas as pd
 
 from riskml import platform as acceptance
-from riskml.monitoring.profile import AGE, POLICY, Scored, batch_shares, profile_tight
+from riskml.monitoring.profile import AGE, POLICY, Scored, batch_shares, platform_state, profile_tight
 
-__all__ = ["add_by_age", "age_groups", "like_with_like", "batch_tight", "for_state", "standardise"]
+__all__ = ["add_by_age", "age_groups", "like_with_like", "batch_state", "batch_tight", "for_state", "standardise"]
 
 
 def age_groups(profile: Mapping[str, Any], X: pd.DataFrame) -> np.ndarray | None:
@@ -74,7 +74,7 @@ def like_with_like(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored
     that reference's age mix (the batch's own mix without one)."""
     by_group: dict[int, tuple[Any, int]] = {}
     add_by_age(profile, X, scored, by_group)
-    view = for_state(profile, batch_tight(X))
+    view = for_state(profile, batch_state(profile, X))
     fc = scored.factor_contrib
     return view, standardise(view, by_group) or batch_shares(view, X.iloc[:0], Scored(
         scored.p_adverse[:0], fc.iloc[:0] if len(fc.columns) else fc, scored.top_reason[:0]))
@@ -106,21 +106,52 @@ def batch_tight(X: pd.DataFrame) -> bool | None:
     return bool(len(v) and acceptance.tightening(np.median(v)))
 
 
-def for_state(profile: Mapping[str, Any], tight: bool | None) -> Mapping[str, Any]:
-    """The profile whose reference is the training month in the batch's platform state (``tight``): the
-    profile itself when it is in that state already, keeps no other, or the state is unknown."""
-    state = profile.get("platform_state") or {}
-    other = state.get("other")
-    if tight is None or other is None or tight == profile_tight(profile):
+def batch_state(profile: Mapping[str, Any], X: pd.DataFrame) -> dict[str, Any] | None:
+    """The platform's state in a batch scored at one month: whether it tightens (``tight``) and the
+    platform-wide columns' values the profile keeps for its months (``state``); ``None`` without a policy
+    index."""
+    tight = batch_tight(X)
+    if tight is None:
+        return None
+    ps = profile.get("platform_state") or {}
+    return {"tight": tight, "state": platform_state(X, sorted(ps.get("state") or {}), int(ps.get("full_age", 12)))}
+
+
+def _distance(a: Mapping[str, float], b: Mapping[str, float], scale: Mapping[str, float]) -> float:
+    """How far two platform states are: each column's difference in units of its training range."""
+    d = [((a[c] - b[c]) / scale.get(c, 1.0)) ** 2 for c in a if c in b and np.isfinite(a[c]) and np.isfinite(b[c])]
+    return float(np.sqrt(np.sum(d))) if d else 0.0
+
+
+def for_state(profile: Mapping[str, Any], state: Mapping[str, Any] | bool | None) -> Mapping[str, Any]:
+    """The profile whose reference is the training month nearest the batch's platform ``state``
+    (:func:`batch_state`; a bare bool says only whether it tightens): among the months in the same
+    tightening state, the one whose platform-wide columns are closest (each in units of its training range;
+    the latest month on a tie); the profile itself when it is that month, keeps no other, or the state is
+    unknown."""
+    if state is None:
+        return profile
+    if isinstance(state, bool):
+        state = {"tight": state, "state": {}}
+    ps = profile.get("platform_state") or {}
+    others = [o for o in [ps.get("other"), *(ps.get("phases") or [])] if o is not None]
+    candidates = [{"month": (profile.get("months") or [0])[-1], "tight": profile_tight(profile),
+                   "state": ps.get("state") or {}}, *others]
+    same = [c for c in candidates if c["tight"] == state["tight"]] or candidates
+    scale = {c: max(spec["edges"][-1] - spec["edges"][0], 1e-9) for c, spec in profile["features"].items()
+             if spec["kind"] == "platform"}
+    best = min(same, key=lambda c: (_distance(state["state"], c.get("state") or {}, scale), -c["month"]))
+    if best is candidates[0]:
         return profile
     out = copy.deepcopy(dict(profile))
     for part in ("features", "factors"):
-        for name, ref in other[part].items():
+        for name, ref in best[part].items():
             out[part][name]["ref"] = ref
     for part in ("score", "band_shares", "reasons"):
-        out[part]["ref"] = other[part]
-    if "age" in out and "age" in other:
-        out["age"]["ref"] = other["age"]
-    out["months"], out["n_rows"], out["mean_p_adverse"] = [other["month"]], other["n_rows"], other["mean_p_adverse"]
-    out["platform_state"] = {**state, "tight": bool(tight), "other": None}
+        out[part]["ref"] = best[part]
+    if "age" in out and "age" in best:
+        out["age"]["ref"] = best["age"]
+    out["months"], out["n_rows"], out["mean_p_adverse"] = [best["month"]], best["n_rows"], best["mean_p_adverse"]
+    out["platform_state"] = {**ps, "tight": bool(best["tight"]), "state": best.get("state") or {}, "other": None,
+                             "phases": []}
     return out

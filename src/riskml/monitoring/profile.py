@@ -149,7 +149,8 @@ def _tight(X: pd.DataFrame) -> np.ndarray | None:
 
 def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, feature_factors: Mapping[str, str],
                   scale: PointsScale, bands: Bands, months: np.ndarray | None = None, recent_months: int = 1,
-                  max_rows: int = 50_000, n_bins: int = 10, seed: int = 0, full_age: int = 12) -> dict[str, Any]:
+                  max_rows: int = 50_000, n_bins: int = 10, seed: int = 0, full_age: int = 12,
+                  cycle_months: int = 24, state_rows: int = 10_000) -> dict[str, Any]:
     """The reference profile of training rows ``X`` and of what ``score`` says about them.
 
     A batch is scored at one month with each account's full history, while the
@@ -161,29 +162,31 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
     binned by the range of its contribution over a sample of every month.
     With an ``months_on_book`` column the profile keeps the reference's age
     mix, and platform-wide columns are those flat within each month among the
-    accounts at least ``full_age`` months on book; with a policy index it keeps
-    a second reference, the last training month in the other platform state
-    (tightening or not), on the same bins (see the module docstring).
+    accounts at least ``full_age`` months on book. With a policy index it keeps
+    a reference of every other training month of the last ``cycle_months`` (a
+    policy cycle; ``state_rows`` rows each) on the same bins, each with the
+    platform's state that month (the platform-wide columns' values), so that a
+    batch is compared with the training month of its own phase of the cycle
+    (see the module docstring).
     """
     m = None if months is None else np.asarray(months)
     uniq = None if m is None else np.unique(m)
     recent = np.ones(len(X), dtype=bool) if m is None else m >= uniq[-min(recent_months, len(uniq))]
     rows = _sample(np.flatnonzero(recent), max_rows, seed)
     tight = _tight(X)
-    other = None  # rows of the last training month in the other platform state
-    if tight is not None and m is not None:
-        flip = np.flatnonzero(tight != tight[rows[0]])
-        if len(flip):
-            other = _sample(np.flatnonzero(m == m[flip].max()), max_rows, seed)
-    R, scored = X.iloc[rows], score(X.iloc[rows])
-    R2, scored2 = (None, None) if other is None else (X.iloc[other], score(X.iloc[other]))
-    both = R if R2 is None else pd.concat([R, R2])
-    contrib_both = scored.factor_contrib if R2 is None else pd.concat([scored.factor_contrib, scored2.factor_contrib])
-    points = scale.points(scored.p_adverse)
-    points_both = points if R2 is None else np.r_[points, scale.points(scored2.p_adverse)]
     aged = np.ones(len(X), dtype=bool) if AGE not in X.columns else X[AGE].to_numpy(np.float64) >= full_age
-    features = _feature_bins(X, R, both, platform_columns(X[aged], None if m is None else m[aged]),
-                             feature_factors, n_bins)
+    pcols = platform_columns(X[aged], None if m is None else m[aged])
+    # the other phases of the policy cycle: every other training month of the last cycle_months
+    phase_months = [] if tight is None or m is None else [
+        int(v) for v in uniq[-min(cycle_months, len(uniq)):] if v not in set(m[rows].tolist())]
+    phases = [_sample(np.flatnonzero(m == v), state_rows, seed) for v in phase_months]
+    R, scored = X.iloc[rows], score(X.iloc[rows])
+    scored_phases = [score(X.iloc[r]) for r in phases]
+    both = pd.concat([R, *(X.iloc[r] for r in phases)]) if phases else R
+    contrib_both = pd.concat([scored.factor_contrib, *(s.factor_contrib for s in scored_phases)])
+    points = scale.points(scored.p_adverse)
+    points_both = np.concatenate([points, *(scale.points(s.p_adverse) for s in scored_phases)])
+    features = _feature_bins(X, R, both, pcols, feature_factors, n_bins)
     platform = [f for f in scored.factor_contrib.columns
                 if all(features[c]["kind"] == "platform" for c in X.columns if features[c]["factor"] == f)]
     every = None
@@ -214,12 +217,31 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
         "reasons": {"labels": reasons, "ref": category_shares(scored.top_reason, reasons)},
     }
     if AGE in R.columns:
-        profile["age"] = age_mix(R[AGE].to_numpy(np.float64), both[AGE].to_numpy(np.float64), n_bins)
+        # (cut on the latest month's rows, the oldest book: an earlier month's fit in its lower bins)
+        profile["age"] = age_mix(R[AGE].to_numpy(np.float64), R[AGE].to_numpy(np.float64), n_bins)
     if tight is not None:
-        profile["platform_state"] = {"column": POLICY, "neutral": acceptance.NEUTRAL, "tight": bool(tight[rows[0]]),
-                                     "other": None if R2 is None else _other_refs(profile, R2, scored2,
-                                                                                  int(m[other[0]]))}
+        state_of = lambda r: platform_state(X.iloc[r], sorted(pcols), full_age)  # noqa: E731
+        profile["platform_state"] = {
+            "column": POLICY, "neutral": acceptance.NEUTRAL, "tight": bool(tight[rows[0]]), "full_age": full_age,
+            "state": state_of(rows), "other": None,
+            "phases": [_other_refs(profile, X.iloc[r], s, int(v), bool(tight[r[0]]), state_of(r))
+                       for r, s, v in zip(phases, scored_phases, phase_months)]}
     return profile
+
+
+def platform_state(X: pd.DataFrame, columns: Sequence[str], full_age: int = 12) -> dict[str, float]:
+    """The platform's state in a month's rows: each platform-wide column's median over the accounts whose
+    windows are full (months on book at least ``full_age``; every row without an age or when none is)."""
+    if AGE in X.columns:
+        full = X[AGE].to_numpy(np.float64) >= full_age
+        X = X[full] if full.any() else X
+    out = {}
+    for c in columns:
+        if c in X.columns:
+            v = X[c].to_numpy(np.float64, na_value=np.nan)
+            v = v[np.isfinite(v)]
+            out[c] = float(np.median(v)) if len(v) else float("nan")
+    return out
 
 
 def _feature_bins(X: pd.DataFrame, R: pd.DataFrame, both: pd.DataFrame, platform: set[str],
@@ -243,10 +265,11 @@ def _feature_bins(X: pd.DataFrame, R: pd.DataFrame, both: pd.DataFrame, platform
     return features
 
 
-def _other_refs(profile: Mapping[str, Any], R: pd.DataFrame, scored: Scored, month: int) -> dict[str, Any]:
-    """The reference shares of the other platform state's month on the profile's bins."""
+def _other_refs(profile: Mapping[str, Any], R: pd.DataFrame, scored: Scored, month: int, tight: bool,
+                state: Mapping[str, float]) -> dict[str, Any]:
+    """The reference shares of another training month on the profile's bins, with its platform state."""
     out = batch_shares(profile, R, scored)
-    out.update({"month": month, "n_rows": int(len(R)), "tight": not profile_tight(profile, default=False)})
+    out.update({"month": month, "n_rows": int(len(R)), "tight": tight, "state": dict(state)})
     if "age" in profile:
         out["age"] = numeric_shares(R[AGE].to_numpy(np.float64), profile["age"]["edges"])[:-1]
     return out
