@@ -118,6 +118,7 @@ class Histories:
     rejected_borrowers: int
     profile: Mapping[str, Any] | None = None  # the reference compared with: the batch's platform state's
     too_young: int = 0                # normal accounts younger than every reference row: scored, not compared
+    too_old: int = 0                  # older than every row of the reference's month (an earlier, younger book)
 
 
 def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], *, as_of: int, months: tuple[int, int],
@@ -133,7 +134,7 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
     with_migration = back > 0 and as_of - back >= months[0]
     with_outcomes = months[1] >= as_of + horizon
     by_group: dict[int, tuple[Any, int]] = {}
-    empty, too_young, tight = None, 0, None
+    empty, too_young, too_old, view = None, 0, 0, None
     ids, ages, p_adv, realised, counts = [], [], [], [], None
     rejected_rows = rejected_borrowers = history_rows = 0
     work = batch.WorkDir(out, plan.fingerprint({"job": "riskml.monitor"}))
@@ -154,8 +155,10 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
             normal = (snaps.keys["status"] == "normal").to_numpy() & at
             X = snaps.X[normal].reset_index(drop=True)
             scored = score_rows(model.proba, model.explainer, X)
-            too_young += add_by_age(profile, X, scored, by_group)
-            tight = batch_state(profile, X) if tight is None and len(X) else tight
+            if view is None and len(X):  # the reference of the batch's platform state (platform-wide: any bucket)
+                view = for_state(profile, batch_state(profile, X))
+            young, old = add_by_age(view or profile, X, scored, by_group)
+            too_young, too_old = too_young + young, too_old + old
             empty = empty or batch_shares(profile, X.iloc[:0], Scored(scored.p_adverse[:0],
                                                                       scored.factor_contrib.iloc[:0],
                                                                       scored.top_reason[:0]))
@@ -176,13 +179,14 @@ def read_histories(cfg: dict[str, Any], model: Any, profile: Mapping[str, Any], 
         raise InputError(f"{cfg['input']}: no valid row at or before month {as_of} ({rejected_rows} rows rejected); "
                          "nothing to monitor")
     ids_all = np.concatenate(ids) if ids else np.zeros(0, dtype=np.int64)
-    view = for_state(profile, tight)
+    view = view or profile
     return Histories(
         shares=standardise(view, by_group) or empty, profile=view,
         ids=ids_all, ages=np.concatenate(ages) if ages else np.zeros(0), p_adverse=np.concatenate(p_adv) if p_adv else np.zeros(0),
         realised=pd.Series(pd.concat(realised, ignore_index=True).array, index=ids_all) if with_outcomes else None,
         migration=Migration(as_of - back, as_of, counts) if with_migration and counts is not None else None,
-        rejected_rows=rejected_rows, rejected_borrowers=rejected_borrowers, too_young=too_young)
+        rejected_rows=rejected_rows, rejected_borrowers=rejected_borrowers, too_young=too_young,
+        too_old=too_old)
 
 
 def _profile(model, system) -> dict[str, Any]:
@@ -289,6 +293,7 @@ def _run(system: Any, cfg: dict[str, Any], thresholds: Thresholds, *,
                    "rejected_borrowers": 0 if hist is None else hist.rejected_borrowers,
                    "rejected_rows": 0 if hist is None else hist.rejected_rows,
                    "not_compared_too_young": 0 if hist is None else hist.too_young,
+                   "not_compared_older_than_reference": 0 if hist is None else hist.too_old,
                    "age_mix": "reference's" if "age" in profile and hist is not None else "batch's own",
                    "platform_tightening": (profile.get("platform_state") or {}).get("tight"),
                    "reference_months": profile.get("months"), "mean_p_adverse": shares.get("mean_p_adverse"),
@@ -323,7 +328,8 @@ def _track(cfg: dict[str, Any], doc: dict[str, Any], page: str, result, bt_table
             "riskml.training_run_id": doc["training_run_id"] or ""}
     with tracking.start_run(exp, run_name=f"monitor-{doc['model_name']}-m{doc['as_of']}", tags=tags) as run_id:
         metrics = {"score_psi": doc["drift"]["score_psi"], "bands_psi": doc["drift"]["bands_psi"],
-                   "reasons_psi": doc["drift"]["reasons_psi"], "max_feature_psi": doc["drift"]["max_feature_psi"],
+                   "reasons_psi": doc["drift"]["reasons_psi"], "rate_change": doc["drift"]["rate_change"],
+                   "max_feature_psi": doc["drift"]["max_feature_psi"],
                    "features_act": len(doc["drift"]["features_act"]),
                    "features_watch": len(doc["drift"]["features_watch"]), "n_scored": doc["n_scored"],
                    "level": LEVELS.index(doc["level"]) if doc["level"] in LEVELS else -1}

@@ -6,7 +6,9 @@ longer record, more months in its status). The reference profile keeps the
 age mix of its rows (``profile["age"]``), and a batch's shares are taken
 within each age bin and summed at the reference's weights
 (:func:`add_by_age`, :func:`standardise`); accounts younger than every
-reference row (too little history for a snapshot) are left out.
+reference row (too little history for a snapshot) are left out, and so are
+accounts older than every row of an earlier month's reference (its book was
+younger).
 
 The platform's policy cycle switches some features on and off for every
 account at once: the acceptance gap exists only while the platform tightens.
@@ -29,18 +31,26 @@ import pandas as pd
 from riskml import platform as acceptance
 from riskml.monitoring.profile import AGE, POLICY, Scored, batch_shares, platform_state, profile_tight
 
-__all__ = ["add_by_age", "age_groups", "like_with_like", "batch_state", "batch_tight", "for_state", "standardise"]
+__all__ = ["TOO_OLD", "TOO_YOUNG", "add_by_age", "age_groups", "like_with_like", "batch_state", "batch_tight",
+           "for_state", "standardise"]
+
+
+#: age bin of a row younger than every reference row (or without an age), and of one older than every one
+TOO_YOUNG, TOO_OLD = -1, -2
 
 
 def age_groups(profile: Mapping[str, Any], X: pd.DataFrame) -> np.ndarray | None:
-    """Each row's age bin of the profile's age mix (-1: younger than every reference row, or no age);
-    ``None`` when the profile has no age mix or ``X`` no age column (compare the batch as a whole)."""
+    """Each row's age bin of the profile's age mix (:data:`TOO_YOUNG`: younger than every reference row, or no
+    age; :data:`TOO_OLD`: older than every row of an earlier month's reference, ``max``, whose book was
+    younger; the latest month's top bin is open); ``None`` when the profile has no age mix or ``X`` no age
+    column (compare the batch as a whole)."""
     spec = profile.get("age")
     if spec is None or spec["column"] not in X.columns:
         return None
     a = X[spec["column"]].to_numpy(np.float64)
     g = np.searchsorted(np.asarray(spec["edges"], dtype=np.float64), a, side="left")
-    return np.where(a >= spec["min"], g, -1)
+    old = a > spec.get("max", np.inf)
+    return np.where(a >= spec["min"], np.where(old, TOO_OLD, g), TOO_YOUNG)
 
 
 def add_shares(total: Any, part: Any, w: float) -> Any:
@@ -55,7 +65,7 @@ def add_shares(total: Any, part: Any, w: float) -> Any:
 def add_by_age(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored, by_group: dict) -> int:
     """Add a batch's (or a bucket's) shares to ``by_group`` (age bin -> (shares summed weighted by rows,
     rows)), one entry per age bin of the profile (a single bin 0 without an age mix); returns the rows
-    left out (younger than every reference row)."""
+    left out: (younger, older) than every reference row."""
     groups = age_groups(profile, X)
     if groups is None:
         groups = np.zeros(len(X), dtype=np.int64)
@@ -65,7 +75,7 @@ def add_by_age(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored, by_g
         part = Scored(scored.p_adverse[sel], fc.iloc[sel] if len(fc.columns) else fc, scored.top_reason[sel])
         total, n = by_group.get(int(g), (None, 0))
         by_group[int(g)] = (add_shares(total, batch_shares(profile, X.iloc[sel], part), len(sel)), n + len(sel))
-    return int((groups < 0).sum())
+    return int((groups == TOO_YOUNG).sum()), int((groups == TOO_OLD).sum())
 
 
 def like_with_like(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored
@@ -73,8 +83,8 @@ def like_with_like(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored
     """The reference of the batch's platform state (:func:`for_state`) and the batch's :func:`batch_shares` at
     that reference's age mix (the batch's own mix without one)."""
     by_group: dict[int, tuple[Any, int]] = {}
-    add_by_age(profile, X, scored, by_group)
     view = for_state(profile, batch_state(profile, X))
+    add_by_age(view, X, scored, by_group)
     fc = scored.factor_contrib
     return view, standardise(view, by_group) or batch_shares(view, X.iloc[:0], Scored(
         scored.p_adverse[:0], fc.iloc[:0] if len(fc.columns) else fc, scored.top_reason[:0]))
@@ -151,6 +161,7 @@ def for_state(profile: Mapping[str, Any], state: Mapping[str, Any] | bool | None
         out[part]["ref"] = best[part]
     if "age" in out and "age" in best:
         out["age"]["ref"] = best["age"]
+        out["age"]["max"] = best.get("age_max", np.inf)
     out["months"], out["n_rows"], out["mean_p_adverse"] = [best["month"]], best["n_rows"], best["mean_p_adverse"]
     out["platform_state"] = {**ps, "tight": bool(best["tight"]), "state": best.get("state") or {}, "other": None,
                              "phases": []}

@@ -271,7 +271,9 @@ def _other_refs(profile: Mapping[str, Any], R: pd.DataFrame, scored: Scored, mon
     out = batch_shares(profile, R, scored)
     out.update({"month": month, "n_rows": int(len(R)), "tight": tight, "state": dict(state)})
     if "age" in profile:
-        out["age"] = numeric_shares(R[AGE].to_numpy(np.float64), profile["age"]["edges"])[:-1]
+        a = R[AGE].to_numpy(np.float64)
+        out["age"] = numeric_shares(a, profile["age"]["edges"])[:-1]
+        out["age_max"] = float(np.nanmax(a)) if len(a) else 0.0
     return out
 
 

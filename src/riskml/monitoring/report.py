@@ -92,7 +92,11 @@ def monitor_html(doc: Mapping[str, Any], drift: Drift, backtest_table: pd.DataFr
             "scored month": doc.get("as_of"), "accounts normal at that month": doc.get("n_scored"),
             "rejected borrowers": doc.get("rejected_borrowers"), "score PSI": drift.score_psi,
             "band PSI": drift.bands_psi, "top-reason PSI": drift.reasons_psi,
-            "thresholds": f"watch {thresholds.watch}, act {thresholds.act}"}
+            "expected adverse rate (reference)": None if drift.rate is None else
+            f"{drift.rate:.4f} ({drift.reference_rate:.4f}, change {drift.rate_change:.0%})",
+            "reference month (platform phase)": str(doc.get("reference_months")),
+            "thresholds": f"PSI watch {thresholds.watch}, act {thresholds.act}; rate change watch "
+                          f"{thresholds.rate_watch:.0%}, act {thresholds.rate_act:.0%}"}
     levels = pd.DataFrame({"part": list(doc["levels"]), "level": list(doc["levels"].values())})
     parts = [html.section("Verdict", html.badge(doc["level"]), html.key_values(head), html.table(levels))]
     # full width: twenty feature names do not fit a grid cell
