@@ -20,7 +20,7 @@ from riskml.io.files import read_json, write_parquet
 from riskml.store.model_store import load_model_dir, write_system_dir
 from riskml.features.snapshots import build_features, build_snapshots
 from riskml.monitoring.backtest import backtest, realised_outcomes
-from riskml.monitoring.drift import Thresholds, drift, psi
+from riskml.monitoring.drift import Thresholds, drift, psi, rate_change
 from riskml.monitoring.migration import band_migration
 from riskml.monitoring.mix import like_with_like
 from riskml.monitoring.profile import (batch_shares, numeric_bins, numeric_shares, platform_columns, platform_wide,
@@ -49,12 +49,14 @@ def loaded(model_dir):
             read_json(model_dir / "adverse" / "reference_profile.json"))
 
 
-def _drift_of(panel: pd.DataFrame, model: ScoringModel, profile: dict, as_of: int):
+def _drift_of(panel: pd.DataFrame, model: ScoringModel, profile: dict, as_of: int, *, with_view: bool = False):
     snaps = build_features(panel[panel["month"] <= as_of], as_of=as_of, windows=model.windows)
     normal = (snaps.keys["status"] == "normal").to_numpy()
     X = snaps.X[normal].reset_index(drop=True)
     scored = score_rows(model.proba, model.explainer, X)
-    return drift(*like_with_like(profile, X, scored), Thresholds()), snaps.keys[normal], scored
+    view, shares = like_with_like(profile, X, scored)
+    d = drift(view, shares, Thresholds())
+    return (d, view) if with_view else (d, snaps.keys[normal], scored)
 
 
 def test_psi_hand_computed():
@@ -67,6 +69,11 @@ def test_psi_hand_computed():
     assert [t.level(v) for v in (0.05, 0.1, 0.2, 0.25)] == ["ok", "watch", "watch", "act"]
     with pytest.raises(ConfigError, match="thresholds.act"):
         Thresholds.from_config({"watch": 0.3, "act": 0.2})
+    with pytest.raises(ConfigError, match="thresholds.rate_act"):
+        Thresholds.from_config({"watch": 0.1, "act": 0.25, "rate_watch": 0.3, "rate_act": 0.2})
+    # the expected adverse rate's change counts either way: 30% more risk, or a fifth less (1.25x the other way)
+    assert rate_change(0.02, 0.026) == pytest.approx(0.3) and rate_change(0.02, 0.016) == pytest.approx(0.25)
+    assert [t.rate_level(v) for v in (0.05, 0.1, 0.2, 0.25, float("nan"))] == ["ok", "watch", "watch", "act", "ok"]
 
 
 def test_bins_for_numbers_missing_values_and_platform_columns():
@@ -94,22 +101,24 @@ def test_platform_columns_are_the_columns_platform_wide_finds_one_by_one():
     assert platform_columns(X, np.ones(12)) == set() and platform_columns(X, None) == set()
 
 
-def test_fresh_baseline_portfolios_raise_no_feature_alarm(loaded):
+def test_fresh_baseline_portfolios_are_quiet_months_later(loaded):
     """Scored at the reference month, and 6 and 12 months later: the book has grown older and the policy
-    cycle has moved on, yet compared at the reference's age mix and platform state no feature alarms."""
+    cycle has moved on, yet compared with the training month of the same phase of the cycle, at its age mix,
+    nothing alarms: no feature, no factor (the model's policy factor follows the phase), not the reason mix,
+    the score or the expected adverse rate."""
     model, profile = loaded
     as_of = profile["months"][-1]
+    cycle = SimConfig().policy_period
+    assert [p["month"] for p in profile["platform_state"]["phases"]] == list(range(as_of - cycle + 1, as_of))
     watch = 0
     for seed in (11, 12):
         panel = simulate(SimConfig(n_borrowers=N, n_months=as_of + 13, seed=seed)).panel
         for t in (as_of, as_of + 6, as_of + 12):
-            d, _, _ = _drift_of(panel, model, profile, t)
+            d, view = _drift_of(panel, model, profile, t, with_view=True)
+            assert view["months"] == [t - cycle * ((t - as_of + cycle - 1) // cycle)], (t, view["months"])
             assert d.levels["features"] != "act", (t, d.features.head())
             assert d.levels["score"] == "ok", (t, d.score_psi)
-            # (the model's policy factor and the top-reason mix follow the phase of the policy cycle, which the
-            # reference matches only as tightening or not: they may alarm later; see the README's monitoring)
-            if t == as_of:
-                assert d.levels["factors"] == "ok" and d.levels["reasons"] == "ok", (d.levels, d.factors.head())
+            assert d.level in ("ok", "watch"), (t, d.levels, d.factors.head(), d.rate_change)
             watch += int((d.features["level"] == "watch").sum())
     # false alarms over 2 seeds x 3 months x every feature: none at act; at watch at most 1%
     assert watch <= 0.01 * 6 * len(profile["features"])
@@ -143,6 +152,8 @@ def test_tightening_portfolio_alarms_on_the_policy_index_and_the_score(loaded):
     # the model reads the platform's policy (policy index, acceptance gap): its factor and the score move too
     assert d.factors.set_index("factor").loc["policy_tightening", "level"] == "act"
     assert d.levels["score"] == "act" and d.score_psi > 0.25, d.score_psi  # measured 0.73-0.77 (baseline 0.007-0.029)
+    # the expected adverse rate, against the training month nearest the tightening (the cycle's peak)
+    assert d.levels["rate"] == "act" and d.rate > d.reference_rate, (d.rate, d.reference_rate)
     assert d.level == "act"
 
 

@@ -182,10 +182,13 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
     phases = [_sample(np.flatnonzero(m == v), state_rows, seed) for v in phase_months]
     R, scored = X.iloc[rows], score(X.iloc[rows])
     scored_phases = [score(X.iloc[r]) for r in phases]
-    both = pd.concat([R, *(X.iloc[r] for r in phases)]) if phases else R
-    contrib_both = pd.concat([scored.factor_contrib, *(s.factor_contrib for s in scored_phases)])
+    # bins are cut on the latest month and the last one in the other platform state (a feature such as the
+    # acceptance gap has values only while the platform tightens); the other phases are shared out on them
+    flip = [k for k, r in enumerate(phases) if tight[r[0]] != tight[rows[0]]][-1:]
+    both = pd.concat([R, *(X.iloc[phases[k]] for k in flip)])
+    contrib_both = pd.concat([scored.factor_contrib, *(scored_phases[k].factor_contrib for k in flip)])
     points = scale.points(scored.p_adverse)
-    points_both = np.concatenate([points, *(scale.points(s.p_adverse) for s in scored_phases)])
+    points_both = np.concatenate([points, *(scale.points(scored_phases[k].p_adverse) for k in flip)])
     features = _feature_bins(X, R, both, pcols, feature_factors, n_bins)
     platform = [f for f in scored.factor_contrib.columns
                 if all(features[c]["kind"] == "platform" for c in X.columns if features[c]["factor"] == f)]
