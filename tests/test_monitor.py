@@ -22,7 +22,7 @@ from riskml.features.snapshots import build_features, build_snapshots
 from riskml.monitoring.backtest import backtest, realised_outcomes
 from riskml.monitoring.drift import Thresholds, drift, psi, rate_change
 from riskml.monitoring.migration import band_migration
-from riskml.monitoring.mix import like_with_like
+from riskml.monitoring.mix import TOO_OLD, age_groups, like_with_like
 from riskml.monitoring.profile import (batch_shares, numeric_bins, numeric_shares, platform_columns, platform_wide,
                                       score_rows)
 from riskml.simulate import SimConfig, simulate
@@ -139,6 +139,11 @@ def test_the_reference_keeps_its_age_mix_and_a_batch_is_compared_at_it(loaded):
     like = drift(*like_with_like(profile, X, scored), Thresholds())
     psi_of = lambda d, f: float(d.features.set_index("feature").loc[f, "psi"])
     assert psi_of(own, "months_on_book") > 0.25 and psi_of(like, "months_on_book") < 0.05
+    # its reference is the training month of the same phase a cycle earlier, a younger book: the accounts older
+    # than all of that month's are left out of the comparison, not piled into its oldest bin
+    view, _ = like_with_like(profile, X, scored)
+    older = X["months_on_book"].to_numpy() > view["age"]["max"]
+    assert view["months"][0] < as_of and older.any() and np.array_equal(age_groups(view, X) == TOO_OLD, older)
 
 
 def test_tightening_portfolio_alarms_on_the_policy_index_and_the_score(loaded):
