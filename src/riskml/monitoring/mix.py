@@ -10,14 +10,18 @@ reference row (too little history for a snapshot) are left out, and so are
 accounts older than every row of an earlier month's reference (its book was
 younger).
 
-The platform's policy cycle switches some features on and off for every
-account at once: the acceptance gap exists only while the platform tightens.
-The profile keeps a second reference, the last training month in the other
-platform state, on the same bins (``profile["platform_state"]``), and a batch
-is compared with the reference of its own state (:func:`for_state`). A
-tightening the training months never saw still shows: the policy index
-leaves its training range, and the accounts past the tighter line move the
-gap, the policy factor and the score.
+The platform's policy cycle moves in calendar time, and the model reads it:
+the acceptance gap exists only while the platform tightens, and while the
+policy index rises the model adds a small policy contribution to every
+account (for one with no other risk-raising factor the policy becomes the top
+reason). A batch scored at a later month is compared with the training month
+of its own phase of the cycle: the profile keeps a reference of every
+training month of the last cycle with the platform's state that month (the
+platform-wide columns' values), and :func:`for_state` picks the one in the
+same tightening state whose state is nearest the batch's. A tightening the
+training months never saw still shows: the policy index leaves its training
+range, and the accounts past the tighter line move the gap, the policy
+factor, the reason mix and the expected adverse rate.
 """
 
 from __future__ import annotations

@@ -27,6 +27,12 @@ history for a snapshot) are left out of the comparison. A platform-wide
 column is found among the accounts whose windows are full (months on book at
 least ``full_age``): a young account's window over the policy index covers
 fewer months.
+
+Phase of the policy cycle: with a policy index, the profile also keeps the
+shares of every other training month of the last cycle (``platform_state``:
+``phases``, each with its month's platform state, tightening or not, and its
+oldest account), on the same bins, so that ``riskml.monitor`` compares a batch
+with the training month of its own phase (:mod:`riskml.monitoring.mix`).
 """
 
 from __future__ import annotations
@@ -196,15 +202,7 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
     if platform and m is not None:
         take = np.random.default_rng(seed + 1).choice(len(X), size=min(max_rows, len(X)), replace=False)
         every = score(X.iloc[np.sort(take)]).factor_contrib
-    contrib = {}
-    for f in scored.factor_contrib.columns:
-        if every is not None and f in platform:
-            lo, hi = float(every[f].min()), float(every[f].max())
-            tol = 1e-6 * max(1.0, hi - lo)
-            contrib[f] = {"kind": "platform", "edges": [lo - tol, hi + tol], "ref": [0.0, 1.0, 0.0, 0.0]}
-            continue
-        edges = _edges(contrib_both[f].to_numpy(), n_bins, CONTRIB_RESOLUTION)
-        contrib[f] = {"kind": "numeric", "edges": edges, "ref": numeric_shares(scored.factor_contrib[f], edges)}
+    contrib = _factor_bins(scored.factor_contrib, contrib_both, every, platform, n_bins)
     score_edges = _edges(points_both, n_bins)
     reasons = sorted({*map(str, scored.factor_contrib.columns), NO_REASON})
     profile = {
@@ -230,6 +228,22 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
             "phases": [_other_refs(profile, X.iloc[r], s, int(v), bool(tight[r[0]]), state_of(r))
                        for r, s, v in zip(phases, scored_phases, phase_months)]}
     return profile
+
+
+def _factor_bins(ref: pd.DataFrame, both: pd.DataFrame, every: pd.DataFrame | None, platform: Sequence[str],
+                 n_bins: int) -> dict[str, dict[str, Any]]:
+    """Every factor contribution's bins (cut on ``both``; a factor of platform-wide columns only: the range
+    over ``every`` month) and the shares of the reference ``ref`` in them."""
+    contrib = {}
+    for f in ref.columns:
+        if every is not None and f in platform:
+            lo, hi = float(every[f].min()), float(every[f].max())
+            tol = 1e-6 * max(1.0, hi - lo)
+            contrib[f] = {"kind": "platform", "edges": [lo - tol, hi + tol], "ref": [0.0, 1.0, 0.0, 0.0]}
+            continue
+        edges = _edges(both[f].to_numpy(), n_bins, CONTRIB_RESOLUTION)
+        contrib[f] = {"kind": "numeric", "edges": edges, "ref": numeric_shares(ref[f], edges)}
+    return contrib
 
 
 def platform_state(X: pd.DataFrame, columns: Sequence[str], full_age: int = 12) -> dict[str, float]:
