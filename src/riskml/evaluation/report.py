@@ -100,7 +100,8 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
             feature_factors=ds.feature_factors, scale=scale, bands=bands, months=ds.time[train] if ds.time is not None
             else None, recent_months=int(rcfg["profile_recent_months"]), max_rows=int(rcfg["profile_max_rows"]),
             seed=seed, full_age=max(ds.meta.get("windows") or [12]),
-            cycle_months=int(rcfg.get("profile_cycle_months", 24)), state_rows=int(rcfg.get("profile_state_rows", 10_000)))
+            cycle_months=int(rcfg.get("profile_cycle_months", 24)),
+            state_rows=int(rcfg.get("profile_state_rows", 10_000)))
     out.html = _html(ds, model, cfg, target, train, valid, test, y, p, proba, metrics, out, leaks, importance,
                      fidelity, whatif)
     return out
