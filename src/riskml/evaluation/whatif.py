@@ -49,8 +49,8 @@ class WhatIf:
     Attributes:
         cases: one row per case: borrower_id, month, factor, p_before / p_after (the model's),
             true_before / true_after (the intervention oracle's) and se_true_diff.
-        metrics: ``whatif_mae``, ``whatif_direction``, ``whatif_cases`` and the same per factor
-            (``whatif_mae_<factor>``...).
+        metrics: ``whatif_mae``, ``whatif_mae_before`` (the model's own probability against the plain
+            oracle's), ``whatif_direction``, ``whatif_cases`` and the same per factor (``whatif_mae_<factor>``...).
         per_factor: index factor (and ``overall``): cases, mae, bias (mean p_after - truth), mae_before
             (the model's probability without the advice against the oracle's: the floor of the what-if's
             error), judged (cases whose true direction is clear), direction.
@@ -149,7 +149,10 @@ def summarise(cases: pd.DataFrame, *, side: str, min_change: float = MIN_CHANGE)
                      "mae_before": g["abs_before"].mean(), "judged": n_j,
                      "direction": g["right"].sum() / n_j if n_j else np.nan}
         suffix = "" if name == "overall" else f"_{name}"
+        # mae_before: the model's own error on the same cases, so a run splits the what-if's error into
+        # "the model is wrong" and "the what-if step is wrong"
         metrics.update({f"whatif_mae{suffix}": float(per[name]["mae"]),
+                        f"whatif_mae_before{suffix}": float(per[name]["mae_before"]),
                         f"whatif_direction{suffix}": float(per[name]["direction"]),
                         f"whatif_cases{suffix}": float(len(g))})
     per_factor = pd.DataFrame.from_dict(per, orient="index").rename_axis("factor")
@@ -235,7 +238,8 @@ def learn_whatif(model: Any, ds: Any, rows: np.ndarray, cfg: Mapping[str, Any], 
     change = (truth[f"p_{outcome}"] - truth[f"p_{outcome}_before"]).to_numpy()
     log.info("what-if learned from %d cases (%s side)", len(r), side)
     return fit_change(Xc[model.feature_names].to_numpy(dtype=np.float64), factor, before, rect, change,
-                      factors=ACTIONABLE, direction=-1 if side == "adverse" else 1, seed=seed,
+                      factors=ACTIONABLE, direction=-1 if side == "adverse" else 1,
+                      after=truth[f"p_{outcome}"].to_numpy(), seed=seed,
                       num_threads=int(cfg.get("num_threads") or 2))
 
 
