@@ -18,6 +18,7 @@ than its noise). Stage code: arrays in, numbers and tables out.
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 
@@ -282,8 +283,10 @@ def whatif_metrics(model: Any, ds: Any, test: np.ndarray, proba: np.ndarray, cfg
         return WhatIfReport()
     snapshots = snapshots or (lambda sim: scenario_snapshots(sim, ds, cfg, cache=cache))
     side, horizon, seed = side_of(target), int(cfg["target"]["horizon"]), int(cfg["seed"])
+    t0 = time.perf_counter()
     if target in (ev.get("whatif_learn") or ()) and learn_rows is not None:
         model.whatif = learn_whatif(model, ds, learn_rows, cfg, cache=cache)
+        log.info("what-if learned in %.1f s", time.perf_counter() - t0)
     expl = kit.explainer(model, ds.feature_factors)
     specs = _specs(ds)
 
@@ -316,6 +319,7 @@ def whatif_metrics(model: Any, ds: Any, test: np.ndarray, proba: np.ndarray, cfg
         results[name] = one(sim, snaps.keys.iloc[last], X, model.predict_proba(X), snaps.keys["status"].iloc[last],
                             snaps.cause.iloc[last], name)
     results = {k: v for k, v in results.items() if v is not None}
+    log.info("what-if of %s measured in %.1f s", target, time.perf_counter() - t0)
     if not results:
         return WhatIfReport()
     metrics = {}
