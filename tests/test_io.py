@@ -57,3 +57,22 @@ def test_unreadable_parquet_names_the_file(tmp_path):
     p.write_bytes(b"not parquet at all")
     with pytest.raises(InputError, match=r"broken.parquet: cannot read"):
         read_table(p)
+
+
+def test_the_evaluation_cache_keeps_only_the_latest_large_object_and_builds_it_once():
+    from riskml.io.eval_cache import EvalCache
+
+    built = []
+
+    def make(tag):
+        def build():
+            built.append(tag)
+            return {"tag": tag}
+        return build
+
+    cache = EvalCache(None)
+    first = cache.latest("snapshots", {"sim": 1}, make("a"))
+    assert cache.latest("snapshots", {"sim": 1}, make("a")) is first and built == ["a"]
+    assert cache.latest("snapshots", {"sim": 2}, make("b"))["tag"] == "b"
+    assert cache.latest("snapshots", {"sim": 1}, make("a")) is not first  # only the latest is kept
+    assert built == ["a", "b", "a"]

@@ -283,15 +283,15 @@ def _evaluate_on_panel(cfg: dict[str, Any], ds: Dataset, fold: Any, test: np.nda
         metrics.update(fid.as_dict())
         tracking.log_table(fid.confusion, "fidelity_confusion.csv")
         tracking.log_table(fid.per_cause, "fidelity_per_cause.csv")
-    advice = whatif_metrics(model, ds, test, proba, cfg, cache=cache, learn_rows=np.r_[fold.train, fold.valid])
-    metrics.update(advice.metrics)  # each actionable reason's p_after against the simulator following the advice
-    for name, table in advice.tables.items():
-        tracking.log_table(table, name)
     report = scenario_fidelity(model, ds, cfg, cache=cache)  # fresh portfolios, one per scenario
     if report is not None:
         metrics.update(report.metrics)
         tracking.log_table(report.confusion, "fidelity_scenarios_confusion.csv")
         tracking.log_table(report.per_cause, "fidelity_scenarios_per_cause.csv")
+    advice = whatif_metrics(model, ds, test, proba, cfg, cache=cache, learn_rows=np.r_[fold.train, fold.valid])
+    metrics.update(advice.metrics)  # each actionable reason's p_after against the simulator following the advice
+    for name, table in advice.tables.items():
+        tracking.log_table(table, name)
     if ds.kind == "panel":  # a lender's panel: input counts, rejects, what was not measured
         extra, notes = panel_record(ds, fidelity_measured=fid is not None)
         metrics.update(extra)

@@ -37,6 +37,8 @@ class _NoCache:
     def frame(self, kind: str, parts: Mapping[str, Any], make: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         return make()
 
+    latest = frame
+
 
 def adverse_label(y: np.ndarray) -> np.ndarray:
     """1 where the class is not the normal one (class 0)."""
@@ -196,7 +198,9 @@ def scenario_fidelity(model: FittedModel, ds: Dataset, cfg: Mapping[str, Any], *
     seed = ds.sim.seed + int(ev.get("fidelity_seed_offset", 1))
     expl = kit.explainer(model, ds.feature_factors)
     metrics, per, conf = {}, [], []
-    for name, scenario in scenarios.items():
+    # the what-if's scenarios last: it asks for their snapshots next (EvalCache.latest)
+    later = set(ev.get("whatif_scenarios") or ()) if ev.get("whatif", True) else set()
+    for name, scenario in sorted(scenarios.items(), key=lambda item: item[0] in later):
         sim = ds.sim.with_scenario(scenario, n_borrowers=n, seed=seed)
         snaps = scenario_snapshots(sim, ds, cfg, cache=cache)
         rows = _event_rows(snaps.y, snaps.cause, side)
@@ -217,9 +221,14 @@ def scenario_fidelity(model: FittedModel, ds: Dataset, cfg: Mapping[str, Any], *
 
 def scenario_snapshots(sim: Any, ds: Dataset, cfg: Mapping[str, Any], *, cache: Cache | None = None) -> Any:
     """The target's snapshots of the fresh portfolio ``sim`` (simulated once per run: ``cache``)."""
-    panel = (cache or _NoCache()).frame("portfolio", {"sim": sim.to_dict()}, lambda: simulate(sim).panel)
-    return build_snapshots(panel, target=cfg["target"]["name"], horizon=int(cfg["target"]["horizon"]),
-                           min_history=int(cfg["data"]["min_history"]), windows=tuple(ds.meta["windows"]))
+    cache = cache or _NoCache()
+    panel = cache.frame("portfolio", {"sim": sim.to_dict()}, lambda: simulate(sim).panel)
+    parts = {"sim": sim.to_dict(), "target": cfg["target"]["name"], "horizon": int(cfg["target"]["horizon"]),
+             "min_history": int(cfg["data"]["min_history"]), "windows": list(ds.meta["windows"])}
+    # the what-if reads the snapshots of the scenario the fidelity read last: built once for both
+    return cache.latest("snapshots", parts, lambda: build_snapshots(
+        panel, target=parts["target"], horizon=parts["horizon"], min_history=parts["min_history"],
+        windows=tuple(parts["windows"])))
 
 
 def importance_by_factor(model: FittedModel, ds: Dataset, rows: np.ndarray, *, seed: int) -> pd.Series:

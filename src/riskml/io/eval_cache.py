@@ -49,6 +49,19 @@ class EvalCache:
     def __init__(self, folder: str | Path | None = None) -> None:
         self.folder = Path(folder) if folder is not None else None
         self._memory: dict[str, pd.DataFrame] = {}
+        self._latest: tuple[str, Any] | None = None
+
+    def latest(self, kind: str, parts: Mapping[str, Any], make: Callable[[], Any]) -> Any:
+        """``make()`` for ``parts``, kept in memory until another key is asked for.
+
+        For large objects that two steps in a row need (a scenario portfolio's snapshots: the
+        what-if's and the fidelity's), where keeping every one would hold gigabytes.
+        """
+        name = f"{kind}-{key_of(parts)}"
+        if self._latest is None or self._latest[0] != name:
+            self._latest = None  # the old object goes before the new one is built
+            self._latest = (name, make())
+        return self._latest[1]
 
     def frame(self, kind: str, parts: Mapping[str, Any], make: Callable[[], pd.DataFrame]) -> pd.DataFrame:
         """The frame ``make()`` returns for ``parts``, computed at most once per key."""
