@@ -12,7 +12,7 @@ In one run, on the default scoring system (trained here, cached in the work fold
    LightGBM's rate does not depend on which rows they are), in this process,
    best of ``--rounds``;
 3. the fixed costs of a fresh process: ``python -m riskml.predict`` on 1,000
-   borrowers, and ``python -X importtime``'s heaviest imports of it.
+   borrowers, and ``python -X importtime``'s heaviest imports of ``python -m riskml.predict --help``.
 
 Target: at 1,000,000 borrowers, the fresh process >= 1/3 of plain predict's rows/s (wall; the ratio
 per CPU-second is printed beside it: on a shared machine the two runs see different loads).
@@ -111,12 +111,13 @@ def main() -> None:
 
     fixed, _ = fresh_process(inputs[1000], work / "pred" / "tiny.parquet", model_dir)
     print(f"fixed cost: python -m riskml.predict on 1,000 borrowers: {fixed:.2f} s")
-    imports = subprocess.run([sys.executable, "-X", "importtime", "-c", "import riskml.predict"],
-                             capture_output=True, text=True, check=True, env=child_env()).stderr
+    # the job's own imports: run as a program (``--help`` stops after them), as the nightly job starts it
+    imports = subprocess.run([sys.executable, "-X", "importtime", "-m", "riskml.predict", "--help"],
+                             capture_output=True, text=True, check=True, env=child_env(), cwd=work).stderr
     # cumulative time of each top-level package where it is first imported
     top = sorted(((int(m.group(1)), m.group(2)) for m in re.finditer(r"\|\s*(\d+) \|\s*([\w]+)$", imports, re.M)),
                  reverse=True)
-    print("  import riskml.predict: " + ", ".join(f"{name} {us / 1e6:.2f} s" for us, name in top[:8]))
+    print("  imports of python -m riskml.predict: " + ", ".join(f"{name} {us / 1e6:.2f} s" for us, name in top[:8]))
 
     print(f"\n{'borrowers':>10s} {'riskml.predict':>15s} {'rows/s':>10s} {'CPU s':>7s} "
           f"{'plain predict':>14s} {'rows/s':>10s} {'CPU s':>7s} {'ratio':>6s} {'per CPU-s':>9s}  load")

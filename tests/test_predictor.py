@@ -9,6 +9,7 @@ import pytest
 
 from riskml.exceptions import SchemaError
 from riskml.explain import predictor
+from riskml.explain import predictor_binned as binned
 from riskml.explain.predictor import TreePredictor
 
 
@@ -216,3 +217,72 @@ def test_trees_of_more_than_32_leaves_score_bit_for_bit_with_missing_and_categor
     want = sum(booster.predict(rows, raw_score=True, start_iteration=int(t) // k, num_iteration=1)
                .reshape(len(rows), -1)[:, 0] for t in trees)
     np.testing.assert_allclose(tp.raw(rows, trees=trees)[:, 0], want, rtol=0, atol=1e-12)
+
+
+@pytest.mark.parametrize("n_classes,params,leaves", [
+    (2, {}, 31),
+    (3, {}, 31),
+    (2, {"use_missing": False}, 31),  # missing type None: NaN goes where 0.0 goes
+    (2, {}, 5),
+    (2, {}, 100),  # more than 8 byte planes: the leaf found plane by plane
+])
+def test_byte_kernel_scores_bit_for_bit_like_lightgbm(n_classes, params, leaves):
+    # every row of more than one chunk (CHUNK rows), on and around every threshold, NaN, +-0, +-inf
+    X, score = _data(n=4000, seed=6)
+    booster = _fit(X, score, n_classes, rounds=8, num_leaves=leaves, min_data_in_leaf=3, **params)
+    tp = TreePredictor(booster)
+    assert tp.kernel_ == "auto"
+    tp.kernel_ = "binned"
+    rows = np.vstack([X, _edge_rows(X, booster)])
+    assert len(rows) > binned.CHUNK
+    for Xt in (rows, rows.astype(np.float32), np.asfortranarray(rows)):
+        np.testing.assert_array_equal(tp.raw(Xt), booster.predict(Xt, raw_score=True).reshape(len(Xt), -1))
+    trees = tp.trees_using([0, 2])  # a what-if's subset: its trees only, in order
+    got = tp.raw(rows, trees=trees)
+    tp.kernel_ = "bitvector"
+    np.testing.assert_array_equal(got, tp.raw(rows, trees=trees))
+
+
+def test_byte_kernel_with_an_infinite_threshold():
+    # a split that sends every finite value left has threshold inf in the text model: +inf goes right
+    X, score = _data(seed=7)
+    text = _fit(X, score, rounds=3, num_leaves=8).model_to_string()
+    text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("tree_sizes="))  # offsets change
+    head, rest = text.split("threshold=", 1)
+    first, tail = rest.split(" ", 1)
+    booster = lgb.Booster(model_str=f"{head}threshold=inf {tail}")
+    tp = TreePredictor(booster)
+    assert np.isinf(tp.threshold_).any()
+    rows = np.vstack([X, _edge_rows(X, booster)])
+    rows[:50, :] = np.inf
+    for kernel in ("binned", "bitvector"):
+        tp.kernel_ = kernel
+        for Xt in (rows, rows.astype(np.float32)):
+            np.testing.assert_array_equal(tp.raw(Xt)[:, 0], booster.predict(Xt, raw_score=True))
+
+
+def test_each_call_takes_the_byte_kernel_only_for_many_deep_trees():
+    X, score = _data(seed=8)
+    deep = TreePredictor(_fit(X, score, rounds=60, num_leaves=63, min_data_in_leaf=3))
+    every, fill = np.arange(deep.n_trees_), np.arange(len(deep.used_features_))
+    assert deep.kernel_for(every, fill) == "binned"  # > 150 splits per feature read, 62 a tree
+    few = deep.trees_using([1])[:3]  # a what-if on three trees: binning would cost more than it saves
+    assert deep.kernel_for(few, fill[:2]) == "bitvector"
+    shallow = TreePredictor(_fit(X, score, rounds=60, num_leaves=5))
+    assert shallow.kernel_for(np.arange(shallow.n_trees_), fill) == "bitvector"
+    zero = TreePredictor(_fit(X, score, rounds=60, num_leaves=63, min_data_in_leaf=3, zero_as_missing=True))
+    assert zero.kernel_ == "bitvector"  # zero-as-missing splits: the float kernel only
+
+
+def test_bin_tables_rank_each_features_distinct_thresholds_and_refuse_too_many():
+    feature = np.array([0, 0, 1, 0, 1, 0])
+    thr = np.array([0.5, -1.0, 2.0, 0.5, np.inf, 9.0])
+    split = np.array([0, 1, 2, 3, 4])  # node 5 is a leaf: its threshold is not a split's
+    edges, rank, count = binned.bin_tables(feature, thr, split, 2)
+    assert list(count) == [2, 2]
+    np.testing.assert_array_equal(edges[0, :3], [-1.0, 0.5, np.inf])
+    np.testing.assert_array_equal(edges[1, :3], [2.0, np.inf, np.inf])
+    assert list(rank[split]) == [1, 0, 0, 1, 1]
+    many = np.arange(binned.MAX_THRESHOLDS + 1, dtype=np.float64)
+    assert binned.bin_tables(np.zeros(len(many), dtype=np.int64), many, np.arange(len(many)), 1) is None
+    assert binned.bin_tables(np.zeros(len(many) - 1, dtype=np.int64), many[:-1], np.arange(len(many) - 1), 1)

@@ -23,9 +23,12 @@ one left (the idea of QuickScorer, Lucchese et al. 2015, applied a tree at a
 time). A row's own path walk was measured too: numba's walk, whose next node
 depends on the last load, ran at 0.7x LightGBM on 31-leaf trees, against
 10x for the bitvectors; deeper trees only take more words (a split's left
-subtree rarely spans two). Raw scores are summed tree by tree in LightGBM's
-order, in float64, so they are bit for bit LightGBM's; the link (sigmoid,
-softmax) is the objective's.
+subtree rarely spans two). Many deep trees (1000 x 63 leaves) go to the
+byte kernel of :mod:`riskml.explain.predictor_binned` instead: features as
+bin numbers, the bitvectors as byte planes, four times the rows a vector
+instruction (:meth:`TreePredictor.kernel_for` chooses, per call). Raw scores
+are summed tree by tree in LightGBM's order, in float64, so they are bit for
+bit LightGBM's; the link (sigmoid, softmax) is the objective's.
 
 Exactness: float32 input is compared in float32 against each threshold
 rounded *down* to float32, which decides exactly as LightGBM's float64
@@ -45,10 +48,16 @@ import pandas as pd
 import lightgbm as lgb
 
 from riskml.exceptions import SchemaError
+from riskml.explain import predictor_binned as binned
 from riskml.explain.trees import ZERO_THRESHOLD, append_split, dump_model, in_bitset, link_children
 
 #: Rows per chunk (one thread each): a chunk's transposed features stay in L2.
 CHUNK = 1024
+
+#: The byte kernel scores trees of this many splits on average and more, where the trees to score have
+#: this many splits per feature they read and more (below, binning the chunk costs more than it saves;
+#: measured in ``benchmarks/bench_scorer.py``).
+BINNED_MIN_SPLITS, BINNED_SPLITS_PER_FEATURE = 24, 150
 
 # node kinds: decided once per model, so the row loops have no per-row branch on them
 _LEAF, _LE, _NOT_GT, _ZERO_LEFT, _ZERO_RIGHT, _CAT = 0, 1, 2, 3, 4, 5
@@ -69,6 +78,9 @@ class TreePredictor:
             :meth:`predict` is ``Booster.predict``).
         n_outputs_: raw scores per row (1 for binary, the class count else).
         n_trees_: trees in the model (all classes).
+        kernel_: ``"auto"`` (each call takes the kernel :meth:`kernel_for` names), or the one kernel
+            the model allows (``"bitvector"``: categorical or Zero-missing splits, more than 254
+            thresholds on a feature); setting ``"bitvector"`` or ``"binned"`` forces one.
 
     Example:
         >>> import lightgbm as lgb, numpy as np
@@ -142,13 +154,33 @@ class TreePredictor:
         # the leaves in each tree's left-to-right order (pre-order meets them so), and per split the
         # 32-bit words of its tree's leaf bitvector that a row going right clears: its left subtree's leaves
         self.leaf_value_ = self.value_[is_leaf]
-        self.leaf_start_, self.words_, self.mask_start_, self.mask_word_, self.mask_bits_ = _leaf_masks(
+        self.leaf_start_, self.words_, self.mask_start_, self.mask_word_, self.mask_bits_ = binned.leaf_masks(
             is_leaf, self.right_, self.tree_start_)
         # which used features each tree splits on: a subset of trees (a what-if) transposes only theirs
         tree_of_node = np.repeat(np.arange(self.n_trees_), np.diff(self.tree_start_))
         self.tree_features_ = np.zeros((self.n_trees_, len(self.used_features_)), dtype=bool)
         self.tree_features_[tree_of_node[~is_leaf], self.feature_[~is_leaf]] = True
+        self._binned = self._compile_binned(is_leaf)
+        self.kernel_ = "auto" if self._binned is not None else "bitvector"
         return True
+
+    def _compile_binned(self, is_leaf: np.ndarray) -> dict | None:
+        """The byte kernel's tables (:mod:`riskml.explain.predictor_binned`), per input dtype; None
+        where a split is categorical or of missing type Zero, or a feature has too many thresholds."""
+        if np.isin(self.kind_, (_ZERO_LEFT, _ZERO_RIGHT, _CAT)).any():
+            return None
+        split = np.flatnonzero(~is_leaf)
+        nan_right = self.kind_ == _LE  # compared as bin - 1: NaN's bin 0 wraps to 255, past every limit
+        out = {"offset": np.where(nan_right, 255, 0).astype(np.uint8)}
+        for dtype, thr in ((np.float32, self.threshold32_), (np.float64, self.threshold_)):
+            tables = binned.bin_tables(self.feature_, thr, split, len(self.used_features_))
+            if tables is None:
+                return None
+            edges, rank, n_edges = tables
+            out[dtype] = (edges, n_edges, np.where(nan_right, rank, rank + 1).astype(np.uint8))
+        (out["leaf_start"], out["planes"], out["mask_start"], out["mask_word"],
+         out["mask_bits"]) = binned.leaf_masks(is_leaf, self.right_, self.tree_start_, width=8)
+        return out
 
     def _trees_of_feature(self, n_features: int) -> list[np.ndarray]:
         """The trees (ascending) that split on each of the model's features, from :attr:`tree_features_`."""
@@ -202,7 +234,14 @@ class TreePredictor:
             order = np.asarray(trees, dtype=np.int64)
             fill = np.flatnonzero(self.tree_features_[order].any(axis=0))
         out = np.empty((X.shape[0], self.n_outputs_))
-        if X.shape[0]:
+        if X.shape[0] and self.kernel_for(order, fill) == "binned":
+            b = self._binned
+            edges, n_edges, limit = b[X.dtype.type]
+            binned.binned_kernel(X, self.used_features_, fill, edges, n_edges, order, self.tree_start_, self.tree_output_,
+                                 self.feature_, b["offset"], limit, b["mask_start"], b["mask_word"], b["mask_bits"],
+                                 b["leaf_start"], b["planes"], self.leaf_value_, np.array([ZERO_THRESHOLD], dtype=X.dtype),
+                                 out)
+        elif X.shape[0]:
             thr = self.threshold32_ if X.dtype == np.float32 else self.threshold_
             _raw_kernel(X, self.used_features_, fill, order, self.tree_start_, self.tree_output_, self.kind_, self.feature_, thr,
                         self.cat_start_, self.cat_len_, self.cat_words_, self.mask_start_, self.mask_word_, self.mask_bits_,
@@ -210,6 +249,15 @@ class TreePredictor:
         if self._average:  # boosting=rf: LightGBM averages the iterations
             out /= self.n_trees_ // self.n_outputs_
         return out
+
+    def kernel_for(self, trees: np.ndarray, fill: np.ndarray) -> str:
+        """The kernel that scores ``trees`` fastest (``kernel_``, unless "auto"): the byte kernel bins
+        every feature of ``fill`` first, which pays where the trees are deep and many per feature."""
+        if self.kernel_ != "auto":
+            return self.kernel_
+        splits = (np.diff(self.tree_start_)[trees] // 2).sum()  # a tree of L leaves has 2L - 1 nodes
+        deep = splits >= BINNED_MIN_SPLITS * len(trees)
+        return "binned" if deep and splits >= BINNED_SPLITS_PER_FEATURE * len(fill) else "bitvector"
 
     def link(self, raw: np.ndarray) -> np.ndarray:
         """Probabilities from raw scores, as the objective maps them: ``(n,)`` binary, ``(n, C)`` multiclass."""
@@ -226,35 +274,6 @@ class TreePredictor:
         if self.method_ != "compiled":
             return np.asarray(self.booster.predict(self.matrix(X)), dtype=np.float64)
         return self.link(self.raw(X))
-
-
-def _leaf_masks(is_leaf: np.ndarray, right: np.ndarray, tree_start: np.ndarray):
-    """Each tree's first leaf and bitvector words, and per node its (word, bits to keep) entries.
-
-    A split's left subtree holds the leaves ``lo .. hi-1`` of its tree (``hi``: its right child's first
-    leaf); a row that goes right can reach none of them, so those bits are cleared.
-    """
-    n = len(is_leaf)
-    rank = np.cumsum(is_leaf) - 1  # the model's leaves, numbered left to right
-    # the first leaf of each node's subtree: the next leaf in pre-order, at or after the node
-    nxt = np.minimum.accumulate(np.where(is_leaf, np.arange(n), n)[::-1])[::-1]
-    first = rank[nxt]
-    leaf_start = np.append(first[tree_start[:-1]], int(is_leaf.sum()))
-    words = (np.diff(leaf_start) + 31) // 32
-    tree_of = np.repeat(np.arange(len(tree_start) - 1), np.diff(tree_start))
-    split = np.flatnonzero(~is_leaf)
-    base = leaf_start[tree_of[split]]
-    lo, hi = first[split] - base, first[right[split]] - base
-    count = (hi - 1) // 32 - lo // 32 + 1  # words a split's left subtree spans (one, rarely two)
-    per_node = np.zeros(n, dtype=np.int64)
-    per_node[split] = count
-    owner = np.repeat(np.arange(len(split)), count)
-    word = lo[owner] // 32 + np.arange(len(owner)) - np.repeat(np.cumsum(count) - count, count)
-    a = np.clip(lo[owner] - 32 * word, 0, 32).astype(np.uint64)
-    b = np.clip(hi[owner] - 32 * word, 0, 32).astype(np.uint64)
-    bits = ~((np.uint64(1) << b) - (np.uint64(1) << a)) & np.uint64(0xFFFFFFFF)
-    return (leaf_start, words, np.concatenate([[0], np.cumsum(per_node)]), word.astype(np.int64),
-            bits.astype(np.uint32))
 
 
 def _round_down_f32(t: np.ndarray) -> np.ndarray:
