@@ -455,13 +455,14 @@ def test_the_fast_path_of_the_cause_on_record_takes_only_strictly_sorted_rows(bi
 def test_the_kernel_warm_up_compiles_the_types_a_job_uses_and_never_fails_a_run(trained, panel, monkeypatch):
     """After the warm-up, scoring real histories with the trained system compiles no new kernel signature
     (the warm-up compiled what a job uses); a warm-up that fails is logged, never raised."""
-    from riskml.explain import predictor, treeshap_kernel, warmup
+    from riskml.explain import predictor, predictor_binned, treeshap_kernel, warmup
     from riskml.features import at_month
     from riskml.store.loading import open_model
 
     warmup.compile_kernels()
-    kernels = (at_month._kernel, predictor._raw_kernel, treeshap_kernel._kernel)
+    kernels = (at_month._kernel, predictor._raw_kernel, predictor_binned.binned_kernel, treeshap_kernel._kernel)
     before = [set(k.signatures) for k in kernels]
+    assert all(before)  # each kernel compiled (or loaded) by the warm-up, the byte kernel too
     system = open_model(str(trained / "models" / "riskml"))
     one = panel[panel["borrower_id"].isin(panel["borrower_id"].unique()[:200])]
     scored = scoring.score_histories(one, system.adverse, system.recovery, status=system.status)

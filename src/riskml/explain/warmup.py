@@ -36,7 +36,10 @@ def compile_kernels() -> None:
     booster = lgb.train({"objective": "binary", "num_leaves": 4, "min_data_in_leaf": 2, "verbose": -1,
                          "num_threads": 1, "seed": 0}, lgb.Dataset(X, label=y), num_boost_round=3)
     predictor = TreePredictor(booster)
-    predictor.raw(predictor.matrix(X))
+    # both kernels: the byte kernel scores models of many deep trees (a tuned model's), the other the rest
+    for kernel in ("bitvector", "binned") if predictor.kernel_ == "auto" else (predictor.kernel_,):
+        predictor.kernel_ = kernel
+        predictor.raw(predictor.matrix(X))
     FactorExplainer(booster, snaps.feature_factors).contributions(X)
 
 
