@@ -2,7 +2,7 @@
 
 In one process, on the same feature matrix (borrower snapshots of a simulated
 portfolio: riskml's 74 features, float32, C order, with their missing values):
-for each model shape - riskml's default (374 trees x 4 leaves), 300 x 31 and
+for each model shape - riskml's default (150 trees x 12 leaves), 300 x 31 and
 1000 x 63 - raw scores from
 
 - LightGBM's ``Booster.predict(raw_score=True)`` (the reference),

@@ -7,7 +7,7 @@ fails to compile with the llvmlite that numba 0.68 needs (0.50: the legacy
 ``PassManagerBuilder`` it calls is gone), takes seconds to many minutes to
 compile a model (9 s for 374 x 4 leaves, 76 s for 300 x 31 on a loaded
 machine), and, compiled through a shim, scores slower than this module on
-the shapes of ``benchmarks/bench_scorer.py``; ``tl2cgen`` 1.0.0 compiles C with gcc at
+the shapes of ``benchmarks/bench_scorer.py`` (1000 x 63 too, with the byte kernel); ``tl2cgen`` 1.0.0 compiles C with gcc at
 scoring time and scores at 2-3x LightGBM. This module walks the trees in
 numba, which riskml already compiles its factor TreeSHAP with.
 
