@@ -268,6 +268,7 @@ def test_each_call_takes_the_byte_kernel_only_for_many_deep_trees():
     assert deep.kernel_for(every, fill) == "binned"  # > 150 splits per feature read, 62 a tree
     few = deep.trees_using([1])[:3]  # a what-if on three trees: binning would cost more than it saves
     assert deep.kernel_for(few, fill[:2]) == "bitvector"
+    assert deep.kernel_for(every[:0], fill[:0]) == "bitvector"  # no trees: nothing to bin for
     shallow = TreePredictor(_fit(X, score, rounds=60, num_leaves=5))
     assert shallow.kernel_for(np.arange(shallow.n_trees_), fill) == "bitvector"
     zero = TreePredictor(_fit(X, score, rounds=60, num_leaves=63, min_data_in_leaf=3, zero_as_missing=True))

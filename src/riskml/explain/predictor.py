@@ -256,7 +256,7 @@ class TreePredictor:
         if self.kernel_ != "auto":
             return self.kernel_
         splits = (np.diff(self.tree_start_)[trees] // 2).sum()  # a tree of L leaves has 2L - 1 nodes
-        deep = splits >= BINNED_MIN_SPLITS * len(trees)
+        deep = len(trees) > 0 and splits >= BINNED_MIN_SPLITS * len(trees)
         return "binned" if deep and splits >= BINNED_SPLITS_PER_FEATURE * len(fill) else "bitvector"
 
     def link(self, raw: np.ndarray) -> np.ndarray:
