@@ -7,8 +7,9 @@ fails to compile with the llvmlite that numba 0.68 needs (0.50: the legacy
 ``PassManagerBuilder`` it calls is gone), takes seconds to many minutes to
 compile a model (9 s for 374 x 4 leaves, 76 s for 300 x 31 on a loaded
 machine), and, compiled through a shim, scores slower than this module on
-the shapes of ``benchmarks/bench_scorer.py`` (1000 x 63 too, with the byte kernel); ``tl2cgen`` 1.0.0 compiles C with gcc at
-scoring time and scores at 2-3x LightGBM. This module walks the trees in
+the shapes of ``benchmarks/bench_scorer.py`` (1000 x 63 too, with the byte
+kernel); ``tl2cgen`` 1.0.0 compiles C with gcc at scoring time and scores at
+2-3x LightGBM. This module walks the trees in
 numba, which riskml already compiles its factor TreeSHAP with.
 
 How: LightGBM walks each row down each tree, one dependent load after
@@ -235,12 +236,12 @@ class TreePredictor:
             fill = np.flatnonzero(self.tree_features_[order].any(axis=0))
         out = np.empty((X.shape[0], self.n_outputs_))
         if X.shape[0] and self.kernel_for(order, fill) == "binned":
-            b = self._binned
+            b, zero = self._binned, np.array([ZERO_THRESHOLD], dtype=X.dtype)
             edges, n_edges, limit = b[X.dtype.type]
-            binned.binned_kernel(X, self.used_features_, fill, edges, n_edges, order, self.tree_start_, self.tree_output_,
-                                 self.feature_, b["offset"], limit, b["mask_start"], b["mask_word"], b["mask_bits"],
-                                 b["leaf_start"], b["planes"], self.leaf_value_, np.array([ZERO_THRESHOLD], dtype=X.dtype),
-                                 out)
+            binned.binned_kernel(X, self.used_features_, fill, edges, n_edges, order, self.tree_start_,
+                                 self.tree_output_, self.feature_, b["offset"], limit, b["mask_start"],
+                                 b["mask_word"], b["mask_bits"], b["leaf_start"], b["planes"], self.leaf_value_,
+                                 zero, out)
         elif X.shape[0]:
             thr = self.threshold32_ if X.dtype == np.float32 else self.threshold_
             _raw_kernel(X, self.used_features_, fill, order, self.tree_start_, self.tree_output_, self.kind_, self.feature_, thr,
