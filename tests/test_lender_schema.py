@@ -148,6 +148,19 @@ def test_months_as_text_become_one_index_and_codes_map_to_states():
     assert t.column("status").to_pylist() == ["normal", "gone"]  # an unmapped code stays, for the row check
 
 
+def test_predictions_in_the_lenders_terms_read_back_in_riskmls():
+    schema = LenderSchema.from_dict(good_schema())
+    ours = pd.DataFrame({"borrower_id": [7, 9], "as_of_month": np.array([635, 659], dtype=np.int32),
+                         "p_adverse": [0.1, 0.2]})
+    theirs = schema.from_contract(ours, text_months=True)
+    assert list(theirs.columns) == ["account_id", "as_of_month", "p_adverse"]
+    assert theirs["as_of_month"].tolist() == ["2022-12", "2024-12"]
+    back = schema.contract_predictions(theirs)
+    assert back["borrower_id"].tolist() == [7, 9] and back["as_of_month"].tolist() == [635, 659]
+    whole = schema.from_contract(ours)  # whole-number months stay numbers
+    assert whole["as_of_month"].tolist() == [635, 659]
+
+
 def test_a_state_code_not_in_the_map_rejects_its_borrower(lender, tmp_path):
     path, schema, frame = lender
     bad = frame.copy()
@@ -197,6 +210,22 @@ def test_predict_takes_the_lenders_file_and_rejects_name_its_rows(system, lender
     scored = pd.read_parquet(out.output)
     assert len(scored) + 1 == frame["account_id"].nunique()
     assert not list(tmp_path.glob(".riskml-lender-*"))  # the work folder is gone
+    # answered in the lender's terms: its id name, its months as YYYY-MM (each account's last month)
+    assert scored.columns[0] == "account_id" and "borrower_id" not in scored.columns
+    last = frame.drop(index=3).groupby("account_id")["period"].max()
+    assert scored.set_index("account_id")["as_of_month"].to_dict() == last.loc[scored["account_id"]].to_dict()
+    assert "account_id" in rej.columns and "borrower_id" not in rej.columns
+
+
+def test_predict_at_a_lenders_month_answers_in_its_names_in_csv_too(system, lender, tmp_path):
+    result, _ = system
+    path, _, frame = lender
+    with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+        cfg = compose("predict", overrides=[f"input={path}", f"output={tmp_path / 's.csv'}", "as_of=2023-06",
+                                            f"model={result.model_dir}"])
+    scored = pd.read_csv(predict.run(cfg).output)
+    on_book = frame.loc[frame["period"] == "2023-06", "account_id"]
+    assert sorted(scored["account_id"]) == sorted(on_book) and set(scored["as_of_month"]) == {"2023-06"}
 
 
 def test_the_served_model_takes_lender_rows_and_answers_with_the_lenders_id(system, lender, panel):
@@ -207,6 +236,7 @@ def test_the_served_model_takes_lender_rows_and_answers_with_the_lenders_id(syst
     out = score_rows(sysobj, rows)
     assert "account_id" in out.columns and "borrower_id" not in out.columns
     assert sorted(out["account_id"]) == [3, 4]
+    assert out.set_index("account_id")["as_of_month"].to_dict() == rows.groupby("account_id")["period"].max().to_dict()
     # the lender's own signal is read: worse pay status in every month never lowers P(adverse) (direction 1)
     worse = score_rows(sysobj, rows.assign(pay_status=6)).set_index("account_id")
     base = out.set_index("account_id")

@@ -32,7 +32,7 @@ from omegaconf import DictConfig, OmegaConf
 from riskml.batch import stream as batch
 from riskml.batch.bucket import prepare, split_rows
 from riskml.batch.job import check_rows, input_plan
-from riskml.batch.translate import contract_input, model_schema
+from riskml.batch.translate import contract_input, contract_predictions, model_schema
 from riskml.io.files import atomic_path, check_known_keys, job_lock, read_json, read_table, table_files, write_json
 from riskml.io.lender import month_index
 from riskml.schema import KEYS, PANEL
@@ -243,7 +243,7 @@ def _run(system: Any, cfg: dict[str, Any], thresholds: Thresholds, *,
     """Monitor histories in riskml's panel contract (and/or predictions) with ``system``."""
     model = system.adverse  # the model whose score, bands and reasons are served to normal accounts
     profile = _profile(model, system)
-    preds = read_table(cfg["predictions"]) if cfg.get("predictions") else None
+    preds = contract_predictions(system.info, read_table(cfg["predictions"])) if cfg.get("predictions") else None
     as_of = cfg.get("as_of")
     files = table_files(cfg["input"]) if cfg.get("input") else []
     months = _months(files) if files else None

@@ -256,9 +256,32 @@ class LenderSchema:
         reason[pick] = named[pick]
         return rejects.assign(reason=pd.array(reason, dtype="string"))
 
-    def from_contract(self, predictions: pd.DataFrame) -> pd.DataFrame:
-        """Predictions answered with the lender's id name."""
-        return predictions.rename(columns={"borrower_id": self.id})
+    def from_contract(self, predictions: pd.DataFrame, *, text_months: bool = False) -> pd.DataFrame:
+        """Predictions answered in the lender's terms: its id name, and ``as_of_month`` as ``YYYY-MM`` where
+        its months are dates (``text_months``)."""
+        out = predictions.rename(columns={"borrower_id": self.id})
+        if text_months and "as_of_month" in out.columns:
+            out["as_of_month"] = month_labels(out["as_of_month"].to_numpy())
+        return out
+
+    def present(self, table: pa.Table, *, text_months: bool = False) -> pa.Table:
+        """:meth:`from_contract` on an Arrow table of predictions (a batch job's output, part by part)."""
+        names = [self.id if n == "borrower_id" else n for n in table.column_names]
+        out = table.rename_columns(names)
+        if text_months and "as_of_month" in names:
+            i = names.index("as_of_month")
+            month = out.column(i).to_numpy(zero_copy_only=False)
+            out = out.set_column(i, pa.field("as_of_month", pa.string()), pa.array(month_labels(month), pa.string()))
+        return out
+
+    def contract_predictions(self, predictions: pd.DataFrame) -> pd.DataFrame:
+        """Predictions in the lender's terms (:meth:`from_contract`) back in riskml's (a monitor reading them)."""
+        if self.id not in predictions.columns or "borrower_id" in predictions.columns:
+            return predictions
+        out = predictions.rename(columns={self.id: "borrower_id"})
+        if "as_of_month" in out.columns and not pd.api.types.is_numeric_dtype(out["as_of_month"]):
+            out["as_of_month"] = pd.array(month_index(out["as_of_month"]), dtype="Float64").astype("Int64")
+        return out
 
 
 def _mapped(col: pa.ChunkedArray, mapping: Mapping[str, str]) -> pa.Array:
@@ -285,6 +308,25 @@ def month_index(values: pd.Series) -> np.ndarray:
         when[rest] = pd.to_datetime(text[rest], format="ISO8601", errors="coerce")
     out = ((when.dt.year - EPOCH) * 12 + when.dt.month - 1).astype("Float64")
     return out.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def month_labels(months: np.ndarray) -> np.ndarray:
+    """Month indices (months since January :data:`EPOCH`) as ``YYYY-MM`` labels (``None`` where missing)."""
+    m = np.asarray(months, dtype=np.float64)
+    ok = ~np.isnan(m)
+    out = np.full(len(m), None, dtype=object)
+    if ok.any():
+        ordinals = m[ok].astype(np.int64) + (EPOCH - 1970) * 12  # pandas' monthly periods count from 1970-01
+        out[ok] = np.asarray(pd.PeriodIndex.from_ordinals(ordinals, freq="M").strftime("%Y-%m"), dtype=object)
+    return out
+
+
+def dated_months(values: pd.Series) -> bool:
+    """Months given as dates or ``YYYY-MM`` text rather than whole numbers (a frame's column)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return True
+    v = values.dropna()
+    return len(v) > 0 and isinstance(v.iloc[0], str) and bool(pd.isna(pd.to_numeric(v.iloc[:1], errors="coerce")).all())
 
 
 def is_text_months(col: pa.ChunkedArray) -> bool:
