@@ -173,6 +173,32 @@ def test_a_state_code_not_in_the_map_rejects_its_borrower(lender, tmp_path):
     assert not checked.panel["borrower_id"].eq(frame.loc[5, "account_id"]).any()
 
 
+def test_months_above_a_signals_threshold_are_counted_where_the_schema_gives_one():
+    from riskml.features import build_snapshots
+    from riskml.features.windows import rectify
+
+    rng = np.random.default_rng(3)
+    n, months = 40, 14
+    panel = pd.DataFrame({"borrower_id": np.repeat(np.arange(n), months), "month": np.tile(np.arange(months), n),
+                          "status": "normal", "lender__pay": rng.integers(0, 3, n * months).astype(np.float32)})
+    sig = {"factor": "overdue", "direction": 1, "rectified": 0.0}
+    plain = build_snapshots(panel, target="adverse_3m", signals={"pay": sig})
+    assert not [c for c in plain.X.columns if c.startswith("lender__pay_cnt")]  # no threshold given: no count
+    snaps = build_snapshots(panel, target="adverse_3m", signals={"pay": {**sig, "above": 1.0}})
+    got = snaps.X["lender__pay_cnt_12m"].to_numpy()
+    want = (panel["lender__pay"] > 1).groupby(panel["borrower_id"]).transform(
+        lambda s: s.rolling(12, min_periods=1).sum())
+    want = panel.assign(w=want).set_index(["borrower_id", "month"])["w"]
+    keys = pd.MultiIndex.from_frame(snaps.keys[["borrower_id", "month"]])
+    assert np.array_equal(got, want.loc[keys].to_numpy(dtype=np.float32)) and got.max() > 0
+    assert snaps.feature_factors["lender__pay_cnt_3m"] == "overdue" and snaps.feature_directions[
+        "lender__pay_cnt_3m"] == 1
+    specs = build_snapshots.__globals__["feature_specs"]((3, 6, 12), {"pay": {**sig, "above": 1.0}})
+    assert (rectify(snaps.X, "overdue", specs)["lender__pay_cnt_12m"] == 0).all()  # the what-if: no bad month
+    with pytest.raises(ConfigError, match=r"columns.pay_status.above.*'high'"):
+        LenderSchema.from_dict(broken(lambda s: s["columns"]["pay_status"].update(above="high")))
+
+
 # --- a system trained in the lender's schema ------------------------------------------------------------------
 def test_features_needing_a_missing_column_are_left_out_and_the_factors_said(system):
     result, _ = system

@@ -16,6 +16,7 @@ Example schema (YAML)::
     columns:                       # every behaviour column the lender has
       bureau_score: {as: external_score}
       app_logins: {factor: other, direction: 0}
+      pay_status: {factor: overdue, direction: 1, rectified: 0, above: 0}   # above: months past it are counted
 
 Translation is column-wise and vectorised (:meth:`LenderSchema.to_contract`): ids and months renamed (months
 as ``YYYY-MM`` or dates become months since January 1970, :data:`EPOCH`), state and cause codes mapped (a code not in the map
@@ -158,8 +159,16 @@ class LenderSchema:
             rect = spec.get("rectified")
             if rect is not None and (isinstance(rect, bool) or not isinstance(rect, (int, float))):
                 raise _fail(f"{key}.rectified", rect, "a number or null", source)
+            above = spec.get("above")
+            if above is not None and (isinstance(above, bool) or not isinstance(above, (int, float))):
+                raise _fail(f"{key}.above", above, "a number (months above it are counted) or null", source)
+            extra = [k for k in spec if k not in ("factor", "direction", "rectified", "above")]
+            if extra:
+                raise _fail(f"{key}.{extra[0]}", spec[extra[0]], "one of factor, direction, rectified, above", source)
             signals[str(col)] = {"factor": str(fid), "direction": int(direction),
                                  "rectified": None if rect is None else float(rect)}
+            if above is not None:  # only where a threshold means something: written only when given
+                signals[str(col)]["above"] = float(above)
         return renames, signals
 
     def to_dict(self) -> dict[str, Any]:
