@@ -235,7 +235,7 @@ def test_predict_takes_the_lenders_file_and_rejects_name_its_rows(system, lender
     assert rej["reason"].iloc[0].startswith("state 'WRITTEN_OFF' is not a state code of the schema")
     scored = pd.read_parquet(out.output)
     assert len(scored) + 1 == frame["account_id"].nunique()
-    assert not list(tmp_path.glob(".riskml-lender-*"))  # the work folder is gone
+    assert not (tmp_path / ".s.parquet.lender").exists()  # the translation's work folder is gone
     # answered in the lender's terms: its id name, its months as YYYY-MM (each account's last month)
     assert scored.columns[0] == "account_id" and "borrower_id" not in scored.columns
     last = frame.drop(index=3).groupby("account_id")["period"].max()
@@ -252,6 +252,32 @@ def test_predict_at_a_lenders_month_answers_in_its_names_in_csv_too(system, lend
     scored = pd.read_csv(predict.run(cfg).output)
     on_book = frame.loc[frame["period"] == "2023-06", "account_id"]
     assert sorted(scored["account_id"]) == sorted(on_book) and set(scored["as_of_month"]) == {"2023-06"}
+
+
+def test_a_killed_job_on_the_lenders_files_resumes_to_the_same_output(system, lender, tmp_path, monkeypatch):
+    from conftest import kill_on_call
+    from riskml.io.files import sha256_file
+
+    result, _ = system
+    path, _, _ = lender
+
+    def run(out: Path):
+        with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+            return predict.run(compose("predict", overrides=[f"input={path}", f"output={out}", "bucket_rows=1000",
+                                                             f"model={result.model_dir}"]))
+    clean = run(tmp_path / "clean" / "s.parquet")
+    out = tmp_path / "killed" / "s.parquet"
+    real = predict.score_histories
+    kill_on_call(monkeypatch, predict, "score_histories", 3)
+    with pytest.raises(KeyboardInterrupt):
+        run(out)
+    done = len(list((out.parent / ".s.parquet.work" / "parts").glob("scored-*")))
+    assert 2 <= done < clean.summary["buckets"] and (out.parent / ".s.parquet.lender").is_dir()
+    monkeypatch.setattr(predict, "score_histories", real)
+    again = run(out)
+    assert again.summary["resumed_buckets"] == done  # the translation reused, so the job's buckets are too
+    assert sha256_file(again.output) == sha256_file(clean.output)
+    assert not (out.parent / ".s.parquet.lender").exists()
 
 
 def test_the_served_model_takes_lender_rows_and_answers_with_the_lenders_id(system, lender, panel):
@@ -295,7 +321,7 @@ def test_monitor_reads_the_lenders_file_at_a_lenders_month(system, lender, tmp_p
     normal_then = frame[(frame["period"] == "2023-06") & (frame["state"] == "ACTIVE")]["account_id"].nunique()
     assert got.document["as_of"] == (2023 - 1970) * 12 + 5 and got.document["n_scored"] == normal_then
     assert got.document["backtest"] is not None  # the file runs past June by the model's horizon
-    assert not list((tmp_path / "mon").glob(".riskml-lender-*"))
+    assert not [p for p in (tmp_path / "mon").iterdir() if p.is_dir()]  # the translation's work folder is gone
 
 
 def test_the_readme_table_of_factors_by_columns_is_what_the_features_give():
