@@ -298,6 +298,36 @@ def test_the_served_model_takes_lender_rows_and_answers_with_the_lenders_id(syst
     assert "lender__pay_status" in ranks
 
 
+@pytest.mark.server
+def test_mlflow_models_serve_answers_a_lenders_rows_in_its_names(system, lender, tmp_path):
+    import json
+    import os
+    import sys
+    import urllib.request
+
+    from conftest import free_port, serving
+
+    result, store = system
+    _, _, frame = lender
+    port, venv_bin = free_port(), str(Path(sys.executable).parent)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
+    cmd = [f"{venv_bin}/mlflow", "models", "serve", "-m", result.model_uri, "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    rows = frame[frame["account_id"].isin([3, 4, 5])].drop(columns="branch")
+    with serving(cmd, port, what="mlflow models serve", cwd=tmp_path, env=env) as url:
+        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        req = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            served = pd.DataFrame(json.loads(r.read())["predictions"])
+    assert "account_id" in served.columns and "borrower_id" not in served.columns
+    local = score_rows(open_system(result.model_dir), rows)
+    assert served["account_id"].tolist() == local["account_id"].tolist() == [3, 4, 5]
+    assert served["as_of_month"].tolist() == rows.groupby("account_id")["period"].max().tolist()
+    np.testing.assert_allclose(served["p_adverse"].astype(float), local["p_adverse"].astype(float), rtol=1e-12)
+
+
 def test_a_short_panel_names_the_settings_that_fit(tmp_path):
     short = simulate(SimConfig(n_borrowers=200, n_months=6, seed=2)).panel
     short.to_parquet(tmp_path / "short.parquet")
