@@ -195,6 +195,15 @@ def test_months_above_a_signals_threshold_are_counted_where_the_schema_gives_one
         "lender__pay_cnt_3m"] == 1
     specs = build_snapshots.__globals__["feature_specs"]((3, 6, 12), {"pay": {**sig, "above": 1.0}})
     assert (rectify(snaps.X, "overdue", specs)["lender__pay_cnt_12m"] == 0).all()  # the what-if: no bad month
+    # no leakage: the lender's features at month t read months <= t only
+    later = panel.assign(lender__pay=np.where(panel["month"] >= 9, 9.0, panel["lender__pay"]).astype(np.float32))
+    moved = build_snapshots(later, target="adverse_3m", signals={"pay": {**sig, "above": 1.0}})
+    own = [c for c in snaps.X.columns if c.startswith("lender__")]
+    before = (snaps.keys["month"] < 9).to_numpy()
+    assert before.any() and np.array_equal(snaps.X.loc[before, own].to_numpy(), moved.X.loc[before, own].to_numpy(),
+                                           equal_nan=True)
+    assert not np.array_equal(snaps.X.loc[~before, own].to_numpy(), moved.X.loc[~before, own].to_numpy(),
+                              equal_nan=True)
     with pytest.raises(ConfigError, match=r"columns.pay_status.above.*'high'"):
         LenderSchema.from_dict(broken(lambda s: s["columns"]["pay_status"].update(above="high")))
 
