@@ -359,6 +359,7 @@ def test_monitor_reads_the_lenders_file_at_a_lenders_month(system, lender, tmp_p
     got = monitor.run(cfg)
     normal_then = frame[(frame["period"] == "2023-06") & (frame["state"] == "ACTIVE")]["account_id"].nunique()
     assert got.document["as_of"] == (2023 - 1970) * 12 + 5 and got.document["n_scored"] == normal_then
+    assert got.document["as_of_month"] == "2023-06" and got.document["input"] == str(path)  # the lender's terms
     assert got.document["backtest"] is not None  # the file runs past June by the model's horizon
     assert not [p for p in (tmp_path / "mon").iterdir() if p.is_dir()]  # the translation's work folder is gone
 
