@@ -135,7 +135,9 @@ def subset_schema(tmp: Path) -> Path:
 def short_panel(n: int, tmp: Path) -> None:
     """6 months, two states, 4 behaviour columns, horizon 1: riskml against LightGBM on lag features, both
     scored on riskml's own test rows (held-out accounts, the last months) and fitted on its training rows."""
-    panel = simulate(SimConfig(n_borrowers=n, n_months=6, seed=12)).panel
+    # a lender's 6-month extract of its book, every account on book for all 6 months (one cohort), as a card
+    # portfolio's 6 months of repayment status are
+    panel = simulate(SimConfig(n_borrowers=n, n_months=6, seed=12, open_months=1)).panel
     cols = ["days_past_due", "balance", "credit_limit", "repaid"]
     panel = panel[["borrower_id", "month", "status", *cols]].copy()
     panel["status"] = np.where(panel["status"].astype(str) == "normal", "current", "late")
