@@ -231,13 +231,32 @@ def test_a_killed_cluster_job_resumes_without_duplicates(trained, address):
 
 
 @pytest.mark.slow
+def test_scattered_snapshots_interleave_whole_borrowers_over_the_workers():
+    from riskml.cluster.train import block_workers, borrower_blocks
+    from riskml.simulate import SimConfig, simulate
+
+    snaps = build_snapshots(simulate(SimConfig(n_borrowers=1200, n_months=18, seed=8)).panel, target="adverse_3m")
+    bid, month = snaps.keys["borrower_id"].to_numpy(), snaps.keys["month"].to_numpy()
+    offsets = borrower_blocks(bid, 2)
+    assert offsets[0] == 0 and offsets[-1] == len(bid) and (np.diff(offsets) > 0).all()
+    assert not np.isin(bid[offsets[1:-1]], bid[offsets[1:-1] - 1]).any()  # no borrower cut in two
+    assert block_workers(6, 2).tolist() == [0, 1, 1, 0, 0, 1]
+    worker = np.repeat(block_workers(len(offsets) - 1, 2), np.diff(offsets))
+    train_rows = month < month.max() - 2  # what an out-of-time split keeps for training
+    per_worker = np.bincount(worker[train_rows], minlength=2)
+    assert per_worker.min() >= 0.95 * per_worker.max()  # one cut in id order: the young half holds far fewer
+    halves = np.r_[0, np.flatnonzero(bid[1:] != bid[:-1]) + 1]
+    one_cut = np.bincount((np.arange(len(bid)) >= halves[len(halves) // 2])[train_rows], minlength=2)
+    assert one_cut.min() < 0.8 * one_cut.max()  # the imbalance the interleave removes
+    assert len(borrower_blocks(bid[:0], 2)) == 2 and borrower_blocks(bid[:3], 4).tolist()[-1] == 3
+
+
 def test_train_on_the_cluster_takes_a_lenders_panel_in_its_own_schema(address, tmp_path):
     import yaml
 
     from riskml.simulate import SimConfig, simulate
 
-    # accounts open over the first 6 months: both workers' borrowers (cut in id order, i.e. opening order)
-    # have training months; a book opening to its last month leaves the young half with test rows only
+    # accounts open over the first 6 months (the workers' share of a younger book: the test above)
     panel = simulate(SimConfig(n_borrowers=3000, n_months=18, seed=8, open_months=6)).panel
     panel = panel.drop(columns=["policy_index"])
     lender = panel.rename(columns={"borrower_id": "account", "drawn": "draws"})

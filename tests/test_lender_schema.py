@@ -148,6 +148,19 @@ def test_months_as_text_become_one_index_and_codes_map_to_states():
     assert t.column("status").to_pylist() == ["normal", "gone"]  # an unmapped code stays, for the row check
 
 
+def test_predictions_in_the_lenders_terms_read_back_in_riskmls():
+    schema = LenderSchema.from_dict(good_schema())
+    ours = pd.DataFrame({"borrower_id": [7, 9], "as_of_month": np.array([635, 659], dtype=np.int32),
+                         "p_adverse": [0.1, 0.2]})
+    theirs = schema.from_contract(ours, text_months=True)
+    assert list(theirs.columns) == ["account_id", "as_of_month", "p_adverse"]
+    assert theirs["as_of_month"].tolist() == ["2022-12", "2024-12"]
+    back = schema.contract_predictions(theirs)
+    assert back["borrower_id"].tolist() == [7, 9] and back["as_of_month"].tolist() == [635, 659]
+    whole = schema.from_contract(ours)  # whole-number months stay numbers
+    assert whole["as_of_month"].tolist() == [635, 659]
+
+
 def test_a_state_code_not_in_the_map_rejects_its_borrower(lender, tmp_path):
     path, schema, frame = lender
     bad = frame.copy()
@@ -158,6 +171,41 @@ def test_a_state_code_not_in_the_map_rejects_its_borrower(lender, tmp_path):
     assert checked.rejects["reason"].iloc[0] == "state 'WRITTEN_OFF' is not a state code of the schema (one of " \
                                                 "['ACTIVE', 'FROZEN', 'CLOSED'])"
     assert not checked.panel["borrower_id"].eq(frame.loc[5, "account_id"]).any()
+
+
+def test_months_above_a_signals_threshold_are_counted_where_the_schema_gives_one():
+    from riskml.features import build_snapshots
+    from riskml.features.windows import rectify
+
+    rng = np.random.default_rng(3)
+    n, months = 40, 14
+    panel = pd.DataFrame({"borrower_id": np.repeat(np.arange(n), months), "month": np.tile(np.arange(months), n),
+                          "status": "normal", "lender__pay": rng.integers(0, 3, n * months).astype(np.float32)})
+    sig = {"factor": "overdue", "direction": 1, "rectified": 0.0}
+    plain = build_snapshots(panel, target="adverse_3m", signals={"pay": sig})
+    assert not [c for c in plain.X.columns if c.startswith("lender__pay_cnt")]  # no threshold given: no count
+    snaps = build_snapshots(panel, target="adverse_3m", signals={"pay": {**sig, "above": 1.0}})
+    got = snaps.X["lender__pay_cnt_12m"].to_numpy()
+    want = (panel["lender__pay"] > 1).groupby(panel["borrower_id"]).transform(
+        lambda s: s.rolling(12, min_periods=1).sum())
+    want = panel.assign(w=want).set_index(["borrower_id", "month"])["w"]
+    keys = pd.MultiIndex.from_frame(snaps.keys[["borrower_id", "month"]])
+    assert np.array_equal(got, want.loc[keys].to_numpy(dtype=np.float32)) and got.max() > 0
+    assert snaps.feature_factors["lender__pay_cnt_3m"] == "overdue" and snaps.feature_directions[
+        "lender__pay_cnt_3m"] == 1
+    specs = build_snapshots.__globals__["feature_specs"]((3, 6, 12), {"pay": {**sig, "above": 1.0}})
+    assert (rectify(snaps.X, "overdue", specs)["lender__pay_cnt_12m"] == 0).all()  # the what-if: no bad month
+    # no leakage: the lender's features at month t read months <= t only
+    later = panel.assign(lender__pay=np.where(panel["month"] >= 9, 9.0, panel["lender__pay"]).astype(np.float32))
+    moved = build_snapshots(later, target="adverse_3m", signals={"pay": {**sig, "above": 1.0}})
+    own = [c for c in snaps.X.columns if c.startswith("lender__")]
+    before = (snaps.keys["month"] < 9).to_numpy()
+    assert before.any() and np.array_equal(snaps.X.loc[before, own].to_numpy(), moved.X.loc[before, own].to_numpy(),
+                                           equal_nan=True)
+    assert not np.array_equal(snaps.X.loc[~before, own].to_numpy(), moved.X.loc[~before, own].to_numpy(),
+                              equal_nan=True)
+    with pytest.raises(ConfigError, match=r"columns.pay_status.above.*'high'"):
+        LenderSchema.from_dict(broken(lambda s: s["columns"]["pay_status"].update(above="high")))
 
 
 # --- a system trained in the lender's schema ------------------------------------------------------------------
@@ -196,7 +244,49 @@ def test_predict_takes_the_lenders_file_and_rejects_name_its_rows(system, lender
     assert rej["reason"].iloc[0].startswith("state 'WRITTEN_OFF' is not a state code of the schema")
     scored = pd.read_parquet(out.output)
     assert len(scored) + 1 == frame["account_id"].nunique()
-    assert not list(tmp_path.glob(".riskml-lender-*"))  # the work folder is gone
+    assert not (tmp_path / ".s.parquet.lender").exists()  # the translation's work folder is gone
+    # answered in the lender's terms: its id name, its months as YYYY-MM (each account's last month)
+    assert scored.columns[0] == "account_id" and "borrower_id" not in scored.columns
+    last = frame.drop(index=3).groupby("account_id")["period"].max()
+    assert scored.set_index("account_id")["as_of_month"].to_dict() == last.loc[scored["account_id"]].to_dict()
+    assert "account_id" in rej.columns and "borrower_id" not in rej.columns
+
+
+def test_predict_at_a_lenders_month_answers_in_its_names_in_csv_too(system, lender, tmp_path):
+    result, _ = system
+    path, _, frame = lender
+    with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+        cfg = compose("predict", overrides=[f"input={path}", f"output={tmp_path / 's.csv'}", "as_of=2023-06",
+                                            f"model={result.model_dir}"])
+    scored = pd.read_csv(predict.run(cfg).output)
+    on_book = frame.loc[frame["period"] == "2023-06", "account_id"]
+    assert sorted(scored["account_id"]) == sorted(on_book) and set(scored["as_of_month"]) == {"2023-06"}
+
+
+def test_a_killed_job_on_the_lenders_files_resumes_to_the_same_output(system, lender, tmp_path, monkeypatch):
+    from conftest import kill_on_call
+    from riskml.io.files import sha256_file
+
+    result, _ = system
+    path, _, _ = lender
+
+    def run(out: Path):
+        with initialize_config_module("riskml.conf.predict", version_base="1.3"):
+            return predict.run(compose("predict", overrides=[f"input={path}", f"output={out}", "bucket_rows=1000",
+                                                             f"model={result.model_dir}"]))
+    clean = run(tmp_path / "clean" / "s.parquet")
+    out = tmp_path / "killed" / "s.parquet"
+    real = predict.score_histories
+    kill_on_call(monkeypatch, predict, "score_histories", 3)
+    with pytest.raises(KeyboardInterrupt):
+        run(out)
+    done = len(list((out.parent / ".s.parquet.work" / "parts").glob("scored-*")))
+    assert 2 <= done < clean.summary["buckets"] and (out.parent / ".s.parquet.lender").is_dir()
+    monkeypatch.setattr(predict, "score_histories", real)
+    again = run(out)
+    assert again.summary["resumed_buckets"] == done  # the translation reused, so the job's buckets are too
+    assert sha256_file(again.output) == sha256_file(clean.output)
+    assert not (out.parent / ".s.parquet.lender").exists()
 
 
 def test_the_served_model_takes_lender_rows_and_answers_with_the_lenders_id(system, lender, panel):
@@ -207,6 +297,7 @@ def test_the_served_model_takes_lender_rows_and_answers_with_the_lenders_id(syst
     out = score_rows(sysobj, rows)
     assert "account_id" in out.columns and "borrower_id" not in out.columns
     assert sorted(out["account_id"]) == [3, 4]
+    assert out.set_index("account_id")["as_of_month"].to_dict() == rows.groupby("account_id")["period"].max().to_dict()
     # the lender's own signal is read: worse pay status in every month never lowers P(adverse) (direction 1)
     worse = score_rows(sysobj, rows.assign(pay_status=6)).set_index("account_id")
     base = out.set_index("account_id")
@@ -214,6 +305,36 @@ def test_the_served_model_takes_lender_rows_and_answers_with_the_lenders_id(syst
     assert len(normal) and (worse.loc[normal, "p_adverse"] >= base.loc[normal, "p_adverse"] - 1e-12).all()
     ranks = sysobj.adverse.features
     assert "lender__pay_status" in ranks
+
+
+@pytest.mark.server
+def test_mlflow_models_serve_answers_a_lenders_rows_in_its_names(system, lender, tmp_path):
+    import json
+    import os
+    import sys
+    import urllib.request
+
+    from conftest import free_port, serving
+
+    result, store = system
+    _, _, frame = lender
+    port, venv_bin = free_port(), str(Path(sys.executable).parent)
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "PATH": f"{venv_bin}:{os.environ.get('PATH', '')}",
+           "MLFLOW_TRACKING_URI": f"sqlite:///{store}/mlflow.db"}
+    cmd = [f"{venv_bin}/mlflow", "models", "serve", "-m", result.model_uri, "--env-manager", "local",
+           "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+    rows = frame[frame["account_id"].isin([3, 4, 5])].drop(columns="branch")
+    with serving(cmd, port, what="mlflow models serve", cwd=tmp_path, env=env) as url:
+        body = {"dataframe_split": json.loads(rows.to_json(orient="split", index=False))}
+        req = urllib.request.Request(f"{url}/invocations", data=json.dumps(body).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=120) as r:
+            served = pd.DataFrame(json.loads(r.read())["predictions"])
+    assert "account_id" in served.columns and "borrower_id" not in served.columns
+    local = score_rows(open_system(result.model_dir), rows)
+    assert served["account_id"].tolist() == local["account_id"].tolist() == [3, 4, 5]
+    assert served["as_of_month"].tolist() == rows.groupby("account_id")["period"].max().tolist()
+    np.testing.assert_allclose(served["p_adverse"].astype(float), local["p_adverse"].astype(float), rtol=1e-12)
 
 
 def test_a_short_panel_names_the_settings_that_fit(tmp_path):
@@ -238,8 +359,9 @@ def test_monitor_reads_the_lenders_file_at_a_lenders_month(system, lender, tmp_p
     got = monitor.run(cfg)
     normal_then = frame[(frame["period"] == "2023-06") & (frame["state"] == "ACTIVE")]["account_id"].nunique()
     assert got.document["as_of"] == (2023 - 1970) * 12 + 5 and got.document["n_scored"] == normal_then
+    assert got.document["as_of_month"] == "2023-06" and got.document["input"] == str(path)  # the lender's terms
     assert got.document["backtest"] is not None  # the file runs past June by the model's horizon
-    assert not list((tmp_path / "mon").glob(".riskml-lender-*"))
+    assert not [p for p in (tmp_path / "mon").iterdir() if p.is_dir()]  # the translation's work folder is gone
 
 
 def test_the_readme_table_of_factors_by_columns_is_what_the_features_give():

@@ -32,9 +32,9 @@ from omegaconf import DictConfig, OmegaConf
 from riskml.batch import stream as batch
 from riskml.batch.bucket import prepare, split_rows
 from riskml.batch.job import check_rows, input_plan
-from riskml.batch.translate import contract_input, model_schema
+from riskml.batch.translate import contract_input, contract_predictions, model_schema
 from riskml.io.files import atomic_path, check_known_keys, job_lock, read_json, read_table, table_files, write_json
-from riskml.io.lender import month_index
+from riskml.io.lender import month_index, month_labels
 from riskml.schema import KEYS, PANEL
 from riskml.exceptions import ConfigError, InputError, ModelError, SchemaError, exit_on_error, whole_number
 from riskml.features.snapshots import build_features
@@ -233,7 +233,9 @@ def run(cfg: DictConfig | dict[str, Any]) -> MonitorResult:
         out = Path(str(cfg["output"]))
         out.mkdir(parents=True, exist_ok=True)
         with contract_input(cfg["input"], lender, out / "monitor.json") as translated:
-            return _run(system, {**cfg, "input": str(translated.folder)}, thresholds,
+            # the report names the lender's files and months, not the translation's work folder
+            return _run(system, {**cfg, "input": str(translated.folder), "lender_input": cfg["input"],
+                                 "text_months": translated.text_months}, thresholds,
                         required=(*KEYS.required, *lender.contract_columns), extra=lender.signal_columns)
     return _run(system, cfg, thresholds)
 
@@ -243,7 +245,7 @@ def _run(system: Any, cfg: dict[str, Any], thresholds: Thresholds, *,
     """Monitor histories in riskml's panel contract (and/or predictions) with ``system``."""
     model = system.adverse  # the model whose score, bands and reasons are served to normal accounts
     profile = _profile(model, system)
-    preds = read_table(cfg["predictions"]) if cfg.get("predictions") else None
+    preds = contract_predictions(system.info, read_table(cfg["predictions"])) if cfg.get("predictions") else None
     as_of = cfg.get("as_of")
     files = table_files(cfg["input"]) if cfg.get("input") else []
     months = _months(files) if files else None
@@ -288,8 +290,9 @@ def _run(system: Any, cfg: dict[str, Any], thresholds: Thresholds, *,
                                             tolerance=float(cfg["backtest_tolerance"]))
 
         context = {"model_name": system.name, "model_version": system.version, "model_uri": str(cfg["model"]),
-                   "training_run_id": model.manifest.get("run_id"), "input": cfg.get("input"),
-                   "predictions": cfg.get("predictions"), "as_of": as_of, "horizon": horizon, "n_scored": int(len(ids)),
+                   "training_run_id": model.manifest.get("run_id"), "input": cfg.get("lender_input", cfg.get("input")),
+                   "predictions": cfg.get("predictions"), "as_of": as_of,
+                   "as_of_month": month_labels([as_of])[0] if cfg.get("text_months") else as_of, "horizon": horizon, "n_scored": int(len(ids)),
                    "rejected_borrowers": 0 if hist is None else hist.rejected_borrowers,
                    "rejected_rows": 0 if hist is None else hist.rejected_rows,
                    "not_compared_too_young": 0 if hist is None else hist.too_young,

@@ -32,6 +32,7 @@ from functools import partial
 from pathlib import Path
 
 import hydra
+import numpy as np
 import pandas as pd
 from omegaconf import DictConfig, OmegaConf
 
@@ -45,6 +46,7 @@ from riskml.store.tracking_uri import check_uri
 from riskml.exceptions import ConfigError, exit_on_error, whole_number
 from riskml.batch.table_job import describe_table, run_table_job
 from riskml.batch.translate import contract_input, model_schema, name_files
+from riskml.io.lender import month_index
 from riskml.explain import MAX_REASONS, check_score_options
 from riskml.explain.scoring import ScoringModel, score_histories
 from riskml.schema import KEYS, PANEL, prediction_schema
@@ -60,6 +62,11 @@ EXIT_ALL_REJECTED = 5
 def _validate(cfg: DictConfig) -> str:
     """Config checks that need no file; returns the output format (from the output's extension)."""
     check_known_keys(cfg, "predict/predict")
+    if isinstance(cfg.get("as_of"), str):  # a lender's month (YYYY-MM or a date), as its files have them
+        month = month_index(pd.Series([cfg.as_of]))[0]
+        if np.isnan(month):
+            raise ConfigError("as_of", cfg.as_of, "null, a month index >= 0, or a month as YYYY-MM")
+        cfg.as_of = int(month)
     check_score_options(cfg)
     if not cfg.get("input"):
         raise ConfigError("input", cfg.get("input"), "a parquet/CSV file or a folder of them (input=PATH)")
@@ -102,14 +109,17 @@ def run(cfg: DictConfig) -> PredictResult:
     # a file in the lender's names and codes (the schema the system was trained in): read as the contract
     with contract_input(cfg.input, lender, Path(cfg.output)) as translated:
         result = _run_histories(cfg, system, fmt, None, str(translated.folder),
-                                required=(*KEYS.required, *lender.contract_columns), extra=lender.signal_columns)
+                                required=(*KEYS.required, *lender.contract_columns), extra=lender.signal_columns,
+                                present=translated.present(lender))
         name_files(result.rejects, translated, lender)
         return result
 
 
 def _run_histories(cfg: DictConfig, system, fmt: str, plan, input: str, *,
-                   required: tuple[str, ...] = PANEL.required, extra: tuple[str, ...] = ()) -> PredictResult:
-    """Score borrower histories at ``input`` (riskml's panel contract) with a scoring system."""
+                   required: tuple[str, ...] = PANEL.required, extra: tuple[str, ...] = (),
+                   present=None) -> PredictResult:
+    """Score borrower histories at ``input`` (riskml's panel contract) with a scoring system; ``present``
+    shows the output in a lender's terms."""
     one_machine = check_cluster(OmegaConf.to_container(cfg.cluster) if cfg.get("cluster") is not None
                                 else None).kind == "none"
     files = table_files(input)
@@ -123,7 +133,8 @@ def _run_histories(cfg: DictConfig, system, fmt: str, plan, input: str, *,
     extra = {"top_k": cfg.top_k, "model": {"uri": str(cfg.model), "name": system.name, "version": system.version,
                                            "checksums_sha256": system.checksums}}
     job = dict(input=input, output=cfg.output, columns=columns, schema=prediction_schema(cfg.top_k), fmt=fmt,
-               bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings, summary_extra=extra)
+               bucket_rows=cfg.bucket_rows, as_of=cfg.as_of, score=score, settings=settings, summary_extra=extra,
+               present=present)
     if one_machine:
         return run_job(**job, plan=plan, workers=cfg.get("workers", 1))
     cluster = OmegaConf.to_container(cfg.cluster)
@@ -162,10 +173,10 @@ def describe(result: PredictResult, *, n: int = 3) -> str:
              f"v{s['model']['version']}",
              f"  predictions: {result.output}", f"  rejects:     {result.rejects}",
              f"  summary:     {result.summary_path}"]
-    df = read_table(result.output)
+    df = read_table(result.output)  # its first column is the id, in riskml's name or a lender's
     top = df[df["status"] == "normal"].nlargest(n, "p_adverse")
     for _, r in top.iterrows():
-        lines.append(f"- borrower {r.borrower_id}: P(suspended)={r.p_suspended:.1%} P(closed)={r.p_closed:.1%} "
+        lines.append(f"- borrower {r[df.columns[0]]}: P(suspended)={r.p_suspended:.1%} P(closed)={r.p_closed:.1%} "
                      f"band {r.risk_band}")
         for i in range(1, MAX_REASONS + 1):
             if f"reason_{i}" not in df or pd.isna(r.get(f"reason_{i}")):

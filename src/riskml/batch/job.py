@@ -139,7 +139,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
             bucket_rows: int, as_of: int | None, score: Callable[[pd.DataFrame], pd.DataFrame],
             settings: dict[str, Any], summary_extra: dict[str, Any], plan: batch.Plan | None = None,
             score_parts: Callable[[batch.Plan, batch.WorkDir], int] | None = None,
-            workers: int | str = 1) -> BatchResult:
+            workers: int | str = 1, present: results.Present | None = None) -> BatchResult:
     """Score ``input`` into ``output`` with ``score`` (validated panel rows -> prediction rows).
 
     ``settings`` (everything that changes the output: models and their
@@ -156,7 +156,10 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
 
     ``workers`` (``auto`` or a number) scores the buckets in worker processes
     (:mod:`riskml.batch.pool`): the same parts, the same output bytes.
+    ``present`` shows the output's rows in a lender's terms (its id name, its month form); the parts, and
+    so a resumed job's reuse of them, stay in riskml's.
     """
+    shown = {} if present is None else {"present": present}
     t0 = time.perf_counter()
     plan = check_rows(plan or batch.plan(input, bucket_rows=bucket_rows), input)
     output = check_outputs(output, [Path(input), *plan.files])
@@ -173,7 +176,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
     with job_frame(output) as (rejects_path, summary_path):
         work = batch.WorkDir(output, plan.fingerprint(settings))
         # one parquet file from this process: assembled beside the scoring, renamed in by finish
-        assembly = results.Assembly(output, schema) if score_parts is None and fmt == "parquet" else None
+        assembly = results.Assembly(output, schema, **shown) if score_parts is None and fmt == "parquet" else None
         try:
             if score_parts is None:
                 from riskml.batch import threads as batch_threads  # the bucket loop of one process
@@ -182,7 +185,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
                                                       score=score, assembly=assembly)
             else:
                 resumed = score_parts(plan, work)
-            summary = finish(plan, work, output, schema, fmt, assembly=assembly)
+            summary = finish(plan, work, output, schema, fmt, assembly=assembly, **shown)
         except BaseException:
             if assembly is not None:
                 assembly.abort()
@@ -198,7 +201,7 @@ def run_job(*, input: str | Path, output: str | Path, columns: list[str], schema
 
 
 def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schema, fmt: str,
-           assembly: results.Assembly | None = None) -> dict[str, Any]:
+           assembly: results.Assembly | None = None, **shown: Any) -> dict[str, Any]:
     """Check conservation on the parts, then write rejects and output (each atomically; the output
     is ``assembly`` committed when one was built beside the scoring); the counts."""
     rejects_path, _ = side_paths(output)
@@ -230,7 +233,7 @@ def finish(plan: batch.Plan, work: batch.WorkDir, output: Path, schema: pa.Schem
     if assembly is not None:
         assembly.commit()
     else:
-        results.assemble(work.parts("scored"), output, schema, fmt=fmt)
+        results.assemble(work.parts("scored"), output, schema, fmt=fmt, **shown)
     return {
         "input": [str(f) for f in plan.files], "input_rows": plan.rows,
         "input_borrowers": input_borrowers,

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -98,11 +98,20 @@ class _RowGroups:
         return [concat(self.pending)] if self.held else []
 
 
-def _read_parts(parts: list[Path], schema: pa.Schema, row_group: int) -> Iterator[pa.Table]:
+#: How an output shows the rows of its parts (e.g. in a lender's names); parts keep riskml's own.
+Present = Callable[[pa.Table], pa.Table]
+
+
+def _same(table: pa.Table) -> pa.Table:
+    return table
+
+
+def _read_parts(parts: list[Path], schema: pa.Schema, row_group: int, present: Present = _same
+                ) -> Iterator[pa.Table]:
     """The rows of the finished parts, in order, in row groups of ``row_group`` rows (the last shorter)."""
     groups = _RowGroups(row_group)
     for part in parts:
-        yield from groups.add(read_part(part).cast(schema))
+        yield from groups.add(present(read_part(part).cast(schema)))
     yield from groups.rest()
 
 
@@ -115,16 +124,17 @@ class Assembly:
     half-written ever carries the output's name.
     """
 
-    def __init__(self, output: Path, schema: pa.Schema, *, row_group: int = 65_536):
-        self.output, self.schema = Path(output), schema
+    def __init__(self, output: Path, schema: pa.Schema, *, row_group: int = 65_536, present: Present = _same):
+        self.output, self.schema, self.present = Path(output), schema, present
         clean_stale_temps(self.output)
         self.tmp = self.output.with_name(f".{self.output.name}.tmp-{os.getpid()}")
-        self.writer = pq.ParquetWriter(self.tmp, schema, **_options(schema))
+        shown = present(schema.empty_table()).schema
+        self.writer = pq.ParquetWriter(self.tmp, shown, **_options(shown))
         self.groups = _RowGroups(row_group)
 
     def add(self, table: pa.Table) -> None:
         """Append a bucket's rows (the table :func:`write_part` wrote, or a resumed part read back)."""
-        for t in self.groups.add(table):
+        for t in self.groups.add(self.present(table)):
             self.writer.write_table(t)
 
     def add_part(self, part: Path) -> None:
@@ -145,7 +155,7 @@ class Assembly:
 
 
 def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, row_group: int = 65_536,
-             part_rows: int = 1_048_576) -> int:
+             part_rows: int = 1_048_576, present: Present = _same) -> int:
     """Concatenate finished parts into ``output`` atomically; return the row count.
 
     Rows are re-cut into row groups of ``row_group`` rows, so the bytes do not
@@ -153,15 +163,16 @@ def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, ro
     ``fmt="parts"`` the output is a folder of parquet files of ``part_rows``
     rows each (``part-00000.parquet``...) and a ``_manifest.json`` with each
     file's rows and sha256, which readers skip; it replaces an earlier
-    prediction folder whole.
+    prediction folder whole. ``present`` shows the parts' rows (``schema``) as the output has them.
     """
-    rows = 0
+    rows, parts_schema = 0, schema
+    schema = present(schema.empty_table()).schema
     if fmt != "parts":
         with atomic_path(output) as tmp:
             writer = (pq.ParquetWriter(tmp, schema, **_options(schema)) if fmt == "parquet"
                       else pacsv.CSVWriter(tmp, schema))
             with writer as w:
-                for t in _read_parts(parts, schema, row_group):
+                for t in _read_parts(parts, parts_schema, row_group, present):
                     w.write_table(t)
                     rows += t.num_rows
         return rows
@@ -169,7 +180,7 @@ def assemble(parts: list[Path], output: Path, schema: pa.Schema, *, fmt: str, ro
     with atomic_dir(output) as folder:
         files: list[dict] = []
         writer = None
-        for i, t in enumerate(_read_parts(parts, schema, row_group)):
+        for i, t in enumerate(_read_parts(parts, parts_schema, row_group, present)):
             if i % per_file == 0:
                 if writer is not None:
                     writer.close()

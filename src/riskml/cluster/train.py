@@ -76,18 +76,40 @@ def distributed_snapshots(client: Any, path: Path, *, target: str, horizon: int,
     return snaps, Partitions(client, futures, offsets)
 
 
+#: Blocks of whole borrowers per worker when snapshots built on the client are scattered.
+BLOCKS_PER_WORKER = 16
+
+
+def borrower_blocks(bid: np.ndarray, n_workers: int, per_worker: int = BLOCKS_PER_WORKER) -> np.ndarray:
+    """Offsets of contiguous row blocks of whole borrowers (rows in borrower order), ``per_worker`` blocks for
+    each of ``n_workers`` (fewer when there are fewer borrowers), as equal in borrowers as can be; which worker
+    holds each is :func:`block_workers`. Ids are issued in opening order, so one contiguous cut per worker would
+    give one worker the book's old accounts and another its young ones (few training months, mostly test
+    rows); interleaved blocks give each worker a slice of every age."""
+    first = np.r_[0, np.flatnonzero(bid[1:] != bid[:-1]) + 1] if len(bid) else np.zeros(0, dtype=np.int64)
+    n = max(1, min(len(first), n_workers * per_worker))
+    cuts = first[np.linspace(0, len(first), n + 1).astype(np.int64)[1:-1]] if len(first) else []
+    return np.r_[0, cuts, len(bid)].astype(np.int64)
+
+
+def block_workers(n_blocks: int, n_workers: int) -> np.ndarray:
+    """The worker of each block: dealt out forward then backward (0 1 1 0 0 1 ...), so that along a book whose
+    blocks grow steadily younger no worker is always handed the older block of each round (16 blocks a worker
+    on a young 1,200-account book: training rows within 1% between 2 workers, against 7% dealt 0 1 0 1)."""
+    i = np.arange(n_blocks)
+    return np.where((i // n_workers) % 2 == 0, i % n_workers, n_workers - 1 - i % n_workers)
+
+
 def scatter_snapshots(client: Any, snaps: Snapshots) -> Partitions:
     """Snapshots built on the client (a lender's panel, read and checked there) sent to the workers as
-    partitions of whole borrowers, one per worker, for ``lightgbm.dask``: the rows stay in the gathered
-    Dataset's order, as :func:`distributed_snapshots` keeps them."""
+    partitions of whole borrowers, interleaved over the workers (:func:`borrower_blocks`), for
+    ``lightgbm.dask``: the rows stay in the gathered Dataset's order, as :func:`distributed_snapshots`
+    keeps them."""
     workers = sorted(client.scheduler_info()["workers"])
-    bid = snaps.keys["borrower_id"].to_numpy()
-    first = np.r_[0, np.flatnonzero(bid[1:] != bid[:-1]) + 1]  # rows come in borrower order
-    cuts = first[np.linspace(0, len(first), len(workers) + 1).astype(np.int64)[1:-1]] if len(first) else []
-    offsets = np.r_[0, cuts, len(bid)].astype(np.int64)
+    offsets = borrower_blocks(snaps.keys["borrower_id"].to_numpy(), len(workers))
     frame = pd.concat([snaps.keys.reset_index(drop=True), snaps.X.reset_index(drop=True)], axis=1)
     frame[LABEL] = np.asarray(snaps.y, dtype=np.int64)
-    futures = [client.scatter(frame.iloc[a:b].reset_index(drop=True), workers=[workers[i % len(workers)]])
+    held = block_workers(len(offsets) - 1, len(workers))
+    futures = [client.scatter(frame.iloc[a:b].reset_index(drop=True), workers=[workers[held[i]]])
                for i, (a, b) in enumerate(zip(offsets[:-1], offsets[1:]))]
     return Partitions(client, futures, offsets)
-

@@ -144,17 +144,23 @@ def check_windows(windows: object) -> tuple[int, ...]:
 
 
 def signal_specs(signals: Mapping[str, Mapping[str, Any]], role: Mapping[Any, int]) -> list[FeatureSpec]:
-    """The generic plan of a lender's own columns (``signals``: name -> factor, direction, rectified): its
-    level, its mean over the short window, its max over the long one and its change over the short one, tagged
-    with its factor, its direction as their monotone constraint and ``rectified`` as its what-if."""
+    """The generic plan of a lender's own columns (``signals``: name -> factor, direction, rectified, above):
+    its level, its mean over the short window, its max over the long one and its change over the short one,
+    and - where the schema gives a threshold (``above``: e.g. 0 for a repayment status, where any month past
+    it is a bad month) - the months above it in the short and the long window; tagged with its factor, its
+    direction as their monotone constraint and ``rectified`` as its what-if (a count of bad months then 0)."""
     out = []
     for name, sig in signals.items():
         col, d = SIGNAL_PREFIX + name, int(sig.get("direction", 0))
-        rect = sig.get("rectified")
-        for kind, win in (("lvl", 0), ("mean", role["s"]), ("max", role["l"]), ("chg", role["s"])):
+        rect, above = sig.get("rectified"), sig.get("above")
+        plan = [("lvl", 0), ("mean", role["s"]), ("max", role["l"]), ("chg", role["s"])]
+        if above is not None:
+            plan += [("cnt", w) for w in dict.fromkeys((role["s"], role["l"]))]  # one window: one count
+        for kind, win in plan:
             fname = col if kind == "lvl" else f"{col}_{kind}_{win}m"
-            out.append(FeatureSpec(fname, col, kind, win, None, str(sig["factor"]), d,
-                                   None if rect is None or kind == "chg" else float(rect)))
+            out.append(FeatureSpec(fname, col, kind, win, None if kind != "cnt" else float(above),
+                                   str(sig["factor"]), d, None if rect is None or kind in ("chg", "cnt")
+                                   else float(rect)))
     return out
 
 

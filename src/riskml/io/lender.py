@@ -16,6 +16,7 @@ Example schema (YAML)::
     columns:                       # every behaviour column the lender has
       bureau_score: {as: external_score}
       app_logins: {factor: other, direction: 0}
+      pay_status: {factor: overdue, direction: 1, rectified: 0, above: 0}   # above: months past it are counted
 
 Translation is column-wise and vectorised (:meth:`LenderSchema.to_contract`): ids and months renamed (months
 as ``YYYY-MM`` or dates become months since January 1970, :data:`EPOCH`), state and cause codes mapped (a code not in the map
@@ -158,8 +159,16 @@ class LenderSchema:
             rect = spec.get("rectified")
             if rect is not None and (isinstance(rect, bool) or not isinstance(rect, (int, float))):
                 raise _fail(f"{key}.rectified", rect, "a number or null", source)
+            above = spec.get("above")
+            if above is not None and (isinstance(above, bool) or not isinstance(above, (int, float))):
+                raise _fail(f"{key}.above", above, "a number (months above it are counted) or null", source)
+            extra = [k for k in spec if k not in ("factor", "direction", "rectified", "above")]
+            if extra:
+                raise _fail(f"{key}.{extra[0]}", spec[extra[0]], "one of factor, direction, rectified, above", source)
             signals[str(col)] = {"factor": str(fid), "direction": int(direction),
                                  "rectified": None if rect is None else float(rect)}
+            if above is not None:  # only where a threshold means something: written only when given
+                signals[str(col)]["above"] = float(above)
         return renames, signals
 
     def to_dict(self) -> dict[str, Any]:
@@ -256,9 +265,32 @@ class LenderSchema:
         reason[pick] = named[pick]
         return rejects.assign(reason=pd.array(reason, dtype="string"))
 
-    def from_contract(self, predictions: pd.DataFrame) -> pd.DataFrame:
-        """Predictions answered with the lender's id name."""
-        return predictions.rename(columns={"borrower_id": self.id})
+    def from_contract(self, predictions: pd.DataFrame, *, text_months: bool = False) -> pd.DataFrame:
+        """Predictions answered in the lender's terms: its id name, and ``as_of_month`` as ``YYYY-MM`` where
+        its months are dates (``text_months``)."""
+        out = predictions.rename(columns={"borrower_id": self.id})
+        if text_months and "as_of_month" in out.columns:
+            out["as_of_month"] = month_labels(out["as_of_month"].to_numpy())
+        return out
+
+    def present(self, table: pa.Table, *, text_months: bool = False) -> pa.Table:
+        """:meth:`from_contract` on an Arrow table of predictions (a batch job's output, part by part)."""
+        names = [self.id if n == "borrower_id" else n for n in table.column_names]
+        out = table.rename_columns(names)
+        if text_months and "as_of_month" in names:
+            i = names.index("as_of_month")
+            month = out.column(i).to_numpy(zero_copy_only=False)
+            out = out.set_column(i, pa.field("as_of_month", pa.string()), pa.array(month_labels(month), pa.string()))
+        return out
+
+    def contract_predictions(self, predictions: pd.DataFrame) -> pd.DataFrame:
+        """Predictions in the lender's terms (:meth:`from_contract`) back in riskml's (a monitor reading them)."""
+        if self.id not in predictions.columns or "borrower_id" in predictions.columns:
+            return predictions
+        out = predictions.rename(columns={self.id: "borrower_id"})
+        if "as_of_month" in out.columns and not pd.api.types.is_numeric_dtype(out["as_of_month"]):
+            out["as_of_month"] = pd.array(month_index(out["as_of_month"]), dtype="Float64").astype("Int64")
+        return out
 
 
 def _mapped(col: pa.ChunkedArray, mapping: Mapping[str, str]) -> pa.Array:
@@ -285,6 +317,25 @@ def month_index(values: pd.Series) -> np.ndarray:
         when[rest] = pd.to_datetime(text[rest], format="ISO8601", errors="coerce")
     out = ((when.dt.year - EPOCH) * 12 + when.dt.month - 1).astype("Float64")
     return out.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def month_labels(months: np.ndarray) -> np.ndarray:
+    """Month indices (months since January :data:`EPOCH`) as ``YYYY-MM`` labels (``None`` where missing)."""
+    m = np.asarray(months, dtype=np.float64)
+    ok = ~np.isnan(m)
+    out = np.full(len(m), None, dtype=object)
+    if ok.any():
+        ordinals = m[ok].astype(np.int64) + (EPOCH - 1970) * 12  # pandas' monthly periods count from 1970-01
+        out[ok] = np.asarray(pd.PeriodIndex.from_ordinals(ordinals, freq="M").strftime("%Y-%m"), dtype=object)
+    return out
+
+
+def dated_months(values: pd.Series) -> bool:
+    """Months given as dates or ``YYYY-MM`` text rather than whole numbers (a frame's column)."""
+    if pd.api.types.is_datetime64_any_dtype(values):
+        return True
+    v = values.dropna()
+    return len(v) > 0 and isinstance(v.iloc[0], str) and bool(pd.isna(pd.to_numeric(v.iloc[:1], errors="coerce")).all())
 
 
 def is_text_months(col: pa.ChunkedArray) -> bool:

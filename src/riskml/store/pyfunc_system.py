@@ -27,7 +27,7 @@ from riskml.batch.bucket import prepare, split_rows
 from riskml.store.model_store import open_system, registered_version
 from riskml.exceptions import ConfigError, RiskmlError, SchemaError
 from riskml.explain.reasons import SCORE_OPTIONS, check_score_options
-from riskml.io.lender import LenderSchema
+from riskml.io.lender import LenderSchema, dated_months
 from riskml.schema import PANEL, missing_columns, prediction_schema
 from riskml.measure.scale import Bands, PointsScale
 
@@ -98,7 +98,9 @@ def score_rows(system, rows: pd.DataFrame, *, as_of=None, top_k=3, what_if=True,
     # the types the batch job writes (its parquet schema), so both give the same values
     out = pa.Table.from_pandas(scored[schema.names], schema=schema, preserve_index=False).to_pandas(
         ignore_metadata=True)
-    return out if lender is None else lender.from_contract(out)
+    if lender is None:
+        return out
+    return lender.from_contract(out, text_months=dated_months(raw[lender.month]))
 
 
 def lender_schema(system, rows: pd.DataFrame) -> LenderSchema | None:
