@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 
 from riskml import platform as acceptance
-from riskml.monitoring.profile import AGE, POLICY, Scored, batch_shares, platform_state, profile_tight
+from riskml.monitoring.profile import POLICY, Scored, batch_shares, platform_state, profile_tight
 
 __all__ = ["TOO_OLD", "TOO_YOUNG", "add_by_age", "age_groups", "like_with_like", "batch_state", "batch_tight",
            "for_state", "standardise"]
