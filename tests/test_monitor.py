@@ -38,7 +38,8 @@ def model_dir(tmp_path_factory) -> Path:
         cfg = compose("train", overrides=[
             f"tracking.uri=sqlite:///{tmp}/mlflow.db", f"export.dir={tmp}/models", f"data.data_dir={tmp}/data",
             f"data.n_borrowers={N}", "model.num_boost_round=80", "model.min_data_in_leaf=50",
-            "eval.oracle=false", "eval.plots=false", "register.enabled=false"])
+            "eval.oracle=false", "eval.plots=false", "eval.fidelity=false", "eval.whatif=false",
+            "register.enabled=false"])  # monitoring reads the model and its profile, not the evaluation
     train.run(cfg)
     return tmp / "models" / "riskml"  # the scoring system; monitoring watches its adverse model
 

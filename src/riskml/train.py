@@ -332,6 +332,8 @@ def component_config(cfg: dict[str, Any], target: str) -> dict[str, Any]:
     sub["target"] = {"name": target, "horizon": int(horizon or TARGETS[target].horizon), "registered_name": None}
     sub["register"]["enabled"] = sub["export"]["enabled"] = sub["tracking"]["log_model"] = False
     sub["tracking"]["run_name"] = f"{cfg['model']['name']}-{target}"
+    if target != ROLES["adverse"]:  # riskml.monitor compares a system's batches with its adverse model's profile
+        sub["report"]["profile"] = False
     return sub
 
 

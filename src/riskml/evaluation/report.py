@@ -94,7 +94,7 @@ def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: 
         out.tables["tables/scorecard.csv"] = scorecard_table(card, ds.feature_factors)
         out.metrics["scorecard_roc_auc_adverse"] = float(mx.classification_metrics(
             y, np.column_stack([1 - (q := scorecard_proba(card, ds.X.iloc[test])), q]), ["0", "1"])["roc_auc_adverse"])
-    if explainer is not None and risk and ds.from_panel:
+    if explainer is not None and risk and ds.from_panel and rcfg.get("profile", True):
         out.profile = build_profile(
             ds.X.iloc[train], lambda R: score_rows(model.predict_proba, explainer, R),
             feature_factors=ds.feature_factors, scale=scale, bands=bands, months=ds.time[train] if ds.time is not None

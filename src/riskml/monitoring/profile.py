@@ -97,7 +97,8 @@ def numeric_bins(values, *, n_bins: int = 10, months: np.ndarray | None = None,
     if platform is None:
         platform = platform_wide(x, months)
     if platform:
-        lo, hi = float(np.nanmin(x)), float(np.nanmax(x))
+        seen = x[~np.isnan(x)]  # a column the panel lacks is all missing: a platform range of nothing
+        lo, hi = (float(seen.min()), float(seen.max())) if len(seen) else (np.nan, np.nan)
         tol = 1e-6 * max(1.0, abs(hi - lo))
         return {"kind": "platform", "edges": [lo - tol, hi + tol]}
     return {"kind": "numeric", "edges": _edges(x, n_bins)}
