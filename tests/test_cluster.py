@@ -32,7 +32,7 @@ from riskml.training.distributed import stop_at
 N = 8000
 GEN = [f"n_borrowers={N}", "block_size=256", "chunk_borrowers=1024"]  # 8 parts of 1,024 borrowers (the last 832)
 TRAIN = [f"data.n_borrowers={N}", "model.num_boost_round=80", "model.min_data_in_leaf=50", "eval.oracle=false",
-         "eval.plots=false", "report.enabled=false", "data.name=parts"]
+         "eval.plots=false", "eval.fidelity=false", "eval.whatif=false", "report.enabled=false", "data.name=parts"]
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}
 
 

@@ -27,9 +27,9 @@ from riskml.store.pyfunc_system import request_options
 from riskml.store.ship import request_rows
 from riskml.exceptions import ConfigError, InputError
 
+# the system's mechanics (registration, export, serving) on small data; the evaluation has its own tests
 SMALL = ["data.n_borrowers=1500", "model.num_boost_round=40", "model.min_data_in_leaf=50", "eval.oracle=false",
-         "eval.plots=false", "eval.whatif_max_cases=100", "eval.whatif_n_paths=20", "eval.whatif_fit_cases=300",
-         "eval.whatif_fit_n_paths=20"]
+         "eval.plots=false", "eval.fidelity=false", "eval.whatif=false"]
 ENV = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "MPLBACKEND": "Agg"}
 
 
