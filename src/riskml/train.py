@@ -334,6 +334,10 @@ def component_config(cfg: dict[str, Any], target: str) -> dict[str, Any]:
     sub["tracking"]["run_name"] = f"{cfg['model']['name']}-{target}"
     if target != ROLES["adverse"]:  # riskml.monitor compares a system's batches with its adverse model's profile
         sub["report"]["profile"] = False
+    if target == ROLES["status"]:
+        # a system serves normal accounts the adverse model's reasons and what-ifs; the status model only splits
+        # P(adverse) into suspended and closed, so its own reasons are not measured (trained alone, they are)
+        sub["eval"]["fidelity"] = sub["eval"]["whatif"] = False
     return sub
 
 
