@@ -43,8 +43,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from riskml import __version__
-from riskml.store import registry
-from riskml.store import tracking
+from riskml.store import registry, tracking
 from riskml.cluster.client import check_cluster, connect
 from riskml.io.eval_cache import CACHE_DIR, EvalCache
 from riskml.io.files import check_known_keys
@@ -144,15 +143,14 @@ def is_system(cfg: dict[str, Any]) -> bool:
 
 
 def _fit(cfg: dict[str, Any], ds: Dataset, train: np.ndarray, valid: np.ndarray, label: str) -> FittedModel:
+    """The fitted model, scored by the compiled scorer (the evaluation scores it many times)."""
     if "partitions" in ds.meta:  # lightgbm.dask on the snapshot partitions held by the workers
         from riskml.training.distributed import fit_dask  # imports dask: the cluster path only
 
-        model = fit_dask(ds.meta["partitions"], cfg["model"], train=train, valid=valid, X_valid=ds.X.iloc[valid],
-                         y_valid=ds.y[valid], classes=ds.classes, features=list(ds.X.columns),
-                         feature_directions=ds.feature_directions, seed=int(cfg["seed"]),
-                         num_threads=int(cfg["num_threads"]))
-        return kit.attach_scorer(model)
-    # the evaluation scores this model many times: with the compiled scorer, not Booster.predict
+        return kit.attach_scorer(fit_dask(
+            ds.meta["partitions"], cfg["model"], train=train, valid=valid, X_valid=ds.X.iloc[valid],
+            y_valid=ds.y[valid], classes=ds.classes, features=list(ds.X.columns),
+            feature_directions=ds.feature_directions, seed=int(cfg["seed"]), num_threads=int(cfg["num_threads"])))
     return kit.attach_scorer(fit(cfg["model"], ds.X.iloc[train], ds.y[train], classes=ds.classes,
                                  X_valid=ds.X.iloc[valid], y_valid=ds.y[valid],
                                  feature_directions=ds.feature_directions, seed=int(cfg["seed"]),
@@ -332,11 +330,11 @@ def component_config(cfg: dict[str, Any], target: str) -> dict[str, Any]:
     sub["target"] = {"name": target, "horizon": int(horizon or TARGETS[target].horizon), "registered_name": None}
     sub["register"]["enabled"] = sub["export"]["enabled"] = sub["tracking"]["log_model"] = False
     sub["tracking"]["run_name"] = f"{cfg['model']['name']}-{target}"
-    if target != ROLES["adverse"]:  # riskml.monitor compares a system's batches with its adverse model's profile
-        sub["report"]["profile"] = False
+    # riskml.monitor reads a system's adverse model's profile, and a system serves normal accounts the adverse
+    # model's reasons and what-ifs (the status model only splits P(adverse) into suspended and closed): the
+    # status model's reasons are measured only when it is trained alone
+    sub["report"]["profile"] = sub["report"].get("profile", True) and target == ROLES["adverse"]
     if target == ROLES["status"]:
-        # a system serves normal accounts the adverse model's reasons and what-ifs; the status model only splits
-        # P(adverse) into suspended and closed, so its own reasons are not measured (trained alone, they are)
         sub["eval"]["fidelity"] = sub["eval"]["whatif"] = False
     return sub
 
