@@ -251,3 +251,28 @@ def test_combination_tables_add_what_the_walk_adds_bit_for_bit(monkeypatch, n_cl
     assert got.view(np.int64).tobytes() == want.view(np.int64).tobytes()
     np.testing.assert_allclose(got.sum(axis=2), booster.predict(Xt, raw_score=True).reshape(len(Xt), -1),
                                rtol=0, atol=1e-9)  # efficiency: the values add up to the raw score
+
+
+def test_deeper_trees_get_combination_tables_within_the_byte_budget_and_the_same_bits(monkeypatch):
+    """12-leaf trees (11 splits) get combination tables while the model's stay within MAX_COMBO_BYTES; the
+    trees past the budget are walked, and the values are the walk's bit for bit either way."""
+    import dataclasses
+
+    X, score = _data(seed=5)
+    booster = _fit(X, score, 3, rounds=12, num_leaves=12, min_data_in_leaf=3)
+    factors = {f: f"factor_{i % 4}" for i, f in enumerate(booster.feature_name())}
+    splits = [t["num_leaves"] - 1 for t in booster.dump_model()["tree_info"]]
+    assert max(splits) > treeshap.SMALL_COMBO_SPLITS  # trees the budget decides on
+    whole = FactorExplainer(booster, factors).tables_
+    assert (whole.combo_start >= 0).all()  # a small model: every tree within the budget
+    budget = whole.combo_table.nbytes // 3
+    monkeypatch.setattr(treeshap, "MAX_COMBO_BYTES", budget)
+    part = FactorExplainer(booster, factors).tables_
+    has = part.combo_start >= 0
+    assert 0 < has.sum() < len(has) and part.combo_table.nbytes <= budget
+    small = np.array(splits) <= treeshap.SMALL_COMBO_SPLITS
+    assert has[small].all()  # small trees always keep theirs
+    walk = dataclasses.replace(part, combo_start=np.full_like(part.combo_start, -1))
+    for tables in (whole, part):
+        got, want = treeshap.contributions(tables, X), treeshap.contributions(walk, X)
+        assert got.view(np.int64).tobytes() == want.view(np.int64).tobytes()
