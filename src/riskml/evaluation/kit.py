@@ -36,7 +36,7 @@ def attach_scorer(model: Any) -> Any:
     Returns ``model``. The scorer falls back to ``Booster.predict`` itself where it does not compile a
     model (linear trees, other objectives), so the probabilities are LightGBM's either way.
     """
-    if getattr(model, "kind", None) == "lightgbm" and getattr(model, "scorer", None) is None:
+    if model.kind == "lightgbm" and model.scorer is None:
         model.scorer = TreePredictor(model.booster, dump=_kit(model.booster)[0]).predict
     return model
 

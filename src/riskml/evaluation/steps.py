@@ -56,9 +56,7 @@ def scan_leakage(ds: Dataset, train: np.ndarray, threshold: float) -> list[tuple
     Returns ``(feature, auc)`` pairs (``training.metrics.leakage_scan``); the
     caller records them and then applies ``training.metrics.raise_on_leaks``.
     """
-    most = metrics.LEAKAGE_MAX_ROWS
-    if len(train) > most:  # the scan's own seeded sample, taken before the rows are copied out of the frame
-        train = train[np.sort(np.random.default_rng(0).choice(len(train), size=most, replace=False))]
+    train = train[metrics.leakage_rows(len(train))]  # the scan's own sample, before the rows are copied out
     return [(str(f), float(a)) for f, a in metrics.leakage_scan(ds.X.iloc[train], adverse_label(ds.y[train]),
                                                                  float(threshold))]
 

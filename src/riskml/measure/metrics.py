@@ -155,6 +155,14 @@ def _rank_auc(x: np.ndarray, y: np.ndarray) -> float:
 LEAKAGE_MAX_ROWS = 200_000
 
 
+def leakage_rows(n: int, max_rows: int | None = LEAKAGE_MAX_ROWS, seed: int = 0) -> np.ndarray:
+    """The positions of ``n`` rows the leakage scan reads: all, or past ``max_rows`` a seeded sorted sample
+    (a caller holding the rows elsewhere takes them out before copying them)."""
+    if max_rows is None or n <= max_rows:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=max_rows, replace=False))
+
+
 def leakage_scan(X: pd.DataFrame, y_binary, threshold: float, *, max_rows: int | None = LEAKAGE_MAX_ROWS,
                  seed: int = 0) -> list[tuple[str, float]]:
     """Features whose own AUC on ``y_binary`` is near perfect: ``max(AUC, 1 - AUC) >= threshold``.
@@ -171,7 +179,7 @@ def leakage_scan(X: pd.DataFrame, y_binary, threshold: float, *, max_rows: int |
     if len(y) != len(X):
         raise ValueError(f"y_binary has {len(y)} rows but X has {len(X)}; expected the same rows")
     if max_rows is not None and len(y) > max_rows:
-        rows = np.sort(np.random.default_rng(seed).choice(len(y), size=max_rows, replace=False))
+        rows = leakage_rows(len(y), max_rows, seed)
         X, y = X.iloc[rows], y[rows]
     if not _binary_ok(y):
         return []

@@ -66,7 +66,7 @@ def add_shares(total: Any, part: Any, w: float) -> Any:
     return w * float(part) if total is None else total + w * float(part)
 
 
-def add_by_age(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored, by_group: dict) -> int:
+def add_by_age(profile: Mapping[str, Any], X: pd.DataFrame, scored: Scored, by_group: dict) -> tuple[int, int]:
     """Add a batch's (or a bucket's) shares to ``by_group`` (age bin -> (shares summed weighted by rows,
     rows)), one entry per age bin of the profile (a single bin 0 without an age mix); returns the rows
     left out: (younger, older) than every reference row."""
@@ -137,16 +137,14 @@ def _distance(a: Mapping[str, float], b: Mapping[str, float], scale: Mapping[str
     return float(np.sqrt(np.sum(d))) if d else 0.0
 
 
-def for_state(profile: Mapping[str, Any], state: Mapping[str, Any] | bool | None) -> Mapping[str, Any]:
+def for_state(profile: Mapping[str, Any], state: Mapping[str, Any] | None) -> Mapping[str, Any]:
     """The profile whose reference is the training month nearest the batch's platform ``state``
-    (:func:`batch_state`; a bare bool says only whether it tightens): among the months in the same
+    (:func:`batch_state`): among the months in the same
     tightening state, the one whose platform-wide columns are closest (each in units of its training range;
     the latest month on a tie); the profile itself when it is that month, keeps no other, or the state is
     unknown."""
     if state is None:
         return profile
-    if isinstance(state, bool):
-        state = {"tight": state, "state": {}}
     ps = profile.get("platform_state") or {}
     others = [o for o in [ps.get("other"), *(ps.get("phases") or [])] if o is not None]
     candidates = [{"month": (profile.get("months") or [0])[-1], "tight": profile_tight(profile),

@@ -225,7 +225,7 @@ def build_profile(X: pd.DataFrame, score: Callable[[pd.DataFrame], Scored], *, f
         state_of = lambda r: platform_state(X.iloc[r], sorted(pcols), full_age)  # noqa: E731
         profile["platform_state"] = {
             "column": POLICY, "neutral": acceptance.NEUTRAL, "tight": bool(tight[rows[0]]), "full_age": full_age,
-            "state": state_of(rows), "other": None,
+            "state": state_of(rows),
             "phases": [_other_refs(profile, X.iloc[r], s, int(v), bool(tight[r[0]]), state_of(r))
                        for r, s, v in zip(phases, scored_phases, phase_months)]}
     return profile
