@@ -59,7 +59,7 @@ from riskml.training.select import selection_metrics, selection_tags
 from riskml.training.fit import fit
 from riskml.training.models import FittedModel, build_manifest, check_model_config, example_input, proba_frame
 from riskml.evaluation import kit
-from riskml.evaluation.report import Reports, build_reports
+from riskml.evaluation.report import Reports, build_reports, check_report
 from riskml.explain import warmup
 from riskml.evaluation.steps import (evaluate_predictions, fidelity_metrics, importance_by_factor, oracle_metrics,
                                      plots, scan_leakage, scenario_fidelity, summarise_folds, validation_metrics)
@@ -127,8 +127,7 @@ def check_config(cfg: dict[str, Any]) -> None:
             raise ConfigError("cluster.kind", cfg["cluster"]["kind"], f"none for model={cfg['model']['name']} "
                               "(a cluster trains LightGBM only, with lightgbm.dask)")
     check_eval(cfg["eval"])
-    if cfg["report"].get("iv_binning", "quantile") not in ("quantile", "optimal"):
-        raise ConfigError("report.iv_binning", cfg["report"]["iv_binning"], "'quantile' or 'optimal'")
+    check_report(cfg["report"])
     registry.check_register_metric(cfg, TARGETS)
     thr = cfg["leakage"]["threshold"]
     if not isinstance(thr, (int, float)) or not 0.5 < thr <= 1.0:

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from riskml.evaluation import kit
+from riskml.exceptions import ConfigError, fraction, whole_number
 from riskml.monitoring.profile import build_profile, score_rows
 from riskml.measure import html
 from riskml.measure import metrics as mx
@@ -53,6 +54,20 @@ def _data_summary(ds: Dataset, train: np.ndarray, valid: np.ndarray, test: np.nd
         out["months (test)"] = f"{int(ds.time[test].min())}..{int(ds.time[test].max())}"
     out["positive rate (train / test)"] = f"{pos[train].mean():.4f} / {pos[test].mean():.4f}"
     return out
+
+
+def check_report(rcfg: Mapping[str, Any]) -> None:
+    """Fail on a bad ``report`` setting before any data is read (each named by its key)."""
+    for key in ("enabled", "profile"):
+        if not isinstance(rcfg.get(key, True), bool):
+            raise ConfigError(f"report.{key}", rcfg[key], "true or false")
+    for key, lo in (("iv_max_rows", 100), ("iv_max_prebins", 2), ("profile_recent_months", 1),
+                    ("profile_max_rows", 100), ("profile_cycle_months", 1), ("profile_state_rows", 100)):
+        if key in rcfg:
+            whole_number(f"report.{key}", rcfg[key], lo)
+    fraction("report.tolerance", rcfg.get("tolerance", 0.05))
+    if rcfg.get("iv_binning", "quantile") not in ("quantile", "optimal"):
+        raise ConfigError("report.iv_binning", rcfg["iv_binning"], "'quantile' or 'optimal'")
 
 
 def build_reports(*, ds: Dataset, model: FittedModel, train: np.ndarray, valid: np.ndarray, test: np.ndarray,
